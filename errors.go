@@ -1,0 +1,44 @@
+package gormflight
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors. Match them with errors.Is.
+var (
+	// ErrNoRedis is returned by New when Config.Redis is nil.
+	ErrNoRedis = errors.New("gormflight: Config.Redis is required")
+
+	// ErrInvalidConfig is wrapped by New's errors for out-of-range Config fields.
+	ErrInvalidConfig = errors.New("gormflight: invalid config")
+
+	// ErrInvalidTTL is added to the statement's errors when Cache is given a
+	// TTL that is not positive.
+	ErrInvalidTTL = errors.New("gormflight: cache TTL must be positive")
+
+	// ErrWaitTimeout is returned to callers that waited Config.MaxWait for
+	// another instance's result, when Config.FailOnWaitTimeout is set.
+	ErrWaitTimeout = errors.New("gormflight: timed out waiting for another instance's result")
+
+	// ErrAlreadyInitialized is returned by Initialize when the plugin is
+	// installed on a second *gorm.DB: create one Plugin per database handle.
+	ErrAlreadyInitialized = errors.New("gormflight: plugin already initialized")
+)
+
+// panicError carries a panic out of a shared flight so that every caller of
+// the flight re-panics with the original value and the stack where it happened.
+type panicError struct {
+	value any
+	stack []byte
+}
+
+func (p *panicError) Error() string {
+	return fmt.Sprintf("gormflight: panic in shared query: %v\n\n%s", p.value, p.stack)
+}
+
+// Unwrap lets errors.Is and errors.As see an error that was the panic value.
+func (p *panicError) Unwrap() error {
+	err, _ := p.value.(error)
+	return err
+}

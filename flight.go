@@ -1,0 +1,347 @@
+package gormflight
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-redsync/redsync/v4"
+	"github.com/go-redsync/redsync/v4/redis/goredis/v9"
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/singleflight"
+)
+
+// The flight engine knows queries only as a key, the tables they read and a
+// load function returning an entry. It does not know GORM: the GORM plugin is
+// one adapter over it.
+
+// request is one cacheable query as the engine sees it.
+type request struct {
+	keys   keys
+	tables []string
+	ttl    time.Duration
+	// load runs the query on the database. Its context is the flight's own,
+	// detached from every caller's cancellation.
+	load func(ctx context.Context) (*entry, error)
+}
+
+// flightResult is what one flight hands to all of its callers.
+type flightResult struct {
+	entry *entry
+	// readAt is when the flight started the read (of Redis, or of the
+	// database) that produced entry. A caller that arrived after it may not
+	// use the result: a write could have returned in between.
+	readAt time.Time
+	panic  *panicError
+}
+
+// Payloads of ready messages.
+const (
+	readyStored   = "1" // the entry is stored: re-check
+	readyFailed   = "e" // the load failed, the lock is free: re-check, then try it
+	readyUncached = "x" // the result was not stored (too large): query yourself
+)
+
+type engine struct {
+	rdb   redis.UniversalClient
+	cfg   Config
+	stats *counters
+	group singleflight.Group
+	locks *redsync.Redsync
+	hub   *hub
+	// done is closed by Close: waiting flights stop waiting and query the
+	// database themselves.
+	done chan struct{}
+	// gate is held shared by callers (from enter to exit) and by flights,
+	// and exclusively by close, which so waits for all of them.
+	gate    sync.RWMutex
+	closing atomic.Bool
+
+	dirty   dirtySet
+	retry   chan struct{} // asks retryDirty to run now
+	retried chan struct{} // closed when retryDirty returns
+	logf    func(ctx context.Context, format string, args ...any)
+
+	// seam, set only by tests, is called at named points of a fill so a test
+	// can hold a flight there and force an interleaving without sleeps.
+	seam func(point string, k keys)
+}
+
+// Points of a fill where tests can hold it.
+const (
+	seamStamped = "stamped" // generations read, query not yet run
+	seamLoaded  = "loaded"  // query done, entry not yet stored
+)
+
+func (e *engine) at(point string, k keys) {
+	if e.seam != nil {
+		e.seam(point, k)
+	}
+}
+
+// enter admits a caller; it reports false once the engine is closing, and
+// then the caller must not use the engine. A caller that entered calls exit.
+func (e *engine) enter() bool {
+	e.gate.RLock()
+	if e.closing.Load() {
+		e.gate.RUnlock()
+		return false
+	}
+	return true
+}
+
+func (e *engine) exit() { e.gate.RUnlock() }
+
+// close makes waiting flights give up, waits for every caller and flight to
+// leave, stops the engine's goroutines and reports whether this call closed
+// the engine.
+func (e *engine) close() (bool, error) {
+	if !e.closing.CompareAndSwap(false, true) {
+		return false, nil
+	}
+	close(e.done)
+	e.gate.Lock()
+	<-e.retried
+	return true, e.hub.close()
+}
+
+// newEngine starts two goroutines, the pub/sub dispatcher and the retrier of
+// failed invalidations; close stops both.
+func newEngine(cfg Config, stats *counters, logf func(context.Context, string, ...any)) *engine {
+	e := &engine{
+		rdb:     cfg.Redis,
+		cfg:     cfg,
+		stats:   stats,
+		locks:   redsync.New(goredis.NewPool(cfg.Redis)),
+		hub:     newHub(cfg.Redis, cfg.RedisTimeout, stats),
+		done:    make(chan struct{}),
+		retry:   make(chan struct{}, 1),
+		retried: make(chan struct{}),
+		logf:    logf,
+	}
+	go e.retryDirty()
+	return e
+}
+
+// do returns the key's entry: from this instance's flight for the key, from
+// Redis, or from the database through the cluster-wide lock. The caller's
+// ctx only bounds the caller's own wait; the flight goes on for the others.
+func (e *engine) do(ctx context.Context, req request) (*entry, error) {
+	start := time.Now()
+	for {
+		ch := e.group.DoChan(req.keys.entry, func() (any, error) {
+			return e.fly(ctx, req)
+		})
+		var r singleflight.Result
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case r = <-ch:
+		}
+		res, _ := r.Val.(*flightResult)
+		if res != nil && res.panic != nil {
+			panic(res.panic)
+		}
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		// A result read before this caller arrived may predate a write that
+		// returned before the call: take the next flight instead. The next one
+		// starts after this caller, so this repeats at most once.
+		if res.readAt.Before(start) {
+			continue
+		}
+		if r.Shared {
+			e.stats.shared.Add(1)
+		}
+		return res.entry, nil
+	}
+}
+
+// fly is one flight. It turns a panic into a result, so the singleflight
+// entry is always removed and each caller re-panics on its own goroutine.
+func (e *engine) fly(callerCtx context.Context, req request) (res *flightResult, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			res, err = &flightResult{panic: &panicError{value: v, stack: debug.Stack()}}, nil
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(callerCtx), e.cfg.LoadTimeout)
+	defer cancel()
+	// The caller that started this flight may have gone; Close must still
+	// wait for the flight. TryRLock fails only while Close is waiting.
+	if !e.gate.TryRLock() {
+		return e.fallback(ctx, req)
+	}
+	defer e.gate.RUnlock()
+	if e.dirty.any(req.tables) {
+		// A write to one of the tables has not reached Redis: no entry can
+		// be trusted until it does.
+		return e.fallback(ctx, req)
+	}
+
+	readAt := time.Now()
+	ent, err := e.lookup(ctx, req)
+	if err != nil {
+		return e.fallback(ctx, req)
+	}
+	if ent != nil {
+		e.stats.hits.Add(1)
+		return &flightResult{entry: ent, readAt: readAt}, nil
+	}
+	e.stats.misses.Add(1)
+
+	var w *waiter
+	defer func() {
+		if w != nil {
+			w.stop()
+		}
+	}()
+	polled := false // woken by the timer, not by a message
+	poll := time.NewTimer(e.cfg.LockExpiry / 2)
+	defer poll.Stop()
+	maxWait := time.NewTimer(e.cfg.MaxWait)
+	defer maxWait.Stop()
+	for {
+		m, err := e.tryLock(ctx, req.keys)
+		switch {
+		case err == nil:
+			// The holder before us may have stored the entry and unlocked
+			// between our last look and our lock: look again.
+			readAt = time.Now()
+			ent, err := e.lookup(ctx, req)
+			if err == nil && ent != nil {
+				e.unlock(m)
+				e.stats.hits.Add(1)
+				return &flightResult{entry: ent, readAt: readAt}, nil
+			}
+			if polled {
+				e.stats.lockTakeovers.Add(1)
+			}
+			return e.fill(ctx, req, m)
+		case !errors.Is(err, errLockTaken):
+			e.stats.redisErrors.Add(1)
+			return e.fallback(ctx, req)
+		}
+
+		// Another instance is loading. Subscribe, then re-check: the
+		// subscription's confirmation wakes us for that re-check.
+		if w == nil {
+			e.stats.waits.Add(1)
+			w = e.hub.wait(req.keys.ready)
+		}
+		poll.Reset(e.cfg.LockExpiry / 2)
+		select {
+		case <-w.wake:
+			polled = false
+		case <-poll.C:
+			// No message: the holder may be dead (its lock will expire) or a
+			// message was lost. Re-check, then try the lock again.
+			polled = true
+		case <-maxWait.C:
+			e.stats.waitTimeouts.Add(1)
+			if e.cfg.FailOnWaitTimeout {
+				return nil, ErrWaitTimeout
+			}
+			return e.fallback(ctx, req)
+		case <-e.done:
+			return e.fallback(ctx, req)
+		}
+		if w.isUncached() {
+			return e.fallback(ctx, req)
+		}
+		readAt = time.Now()
+		ent, err := e.lookup(ctx, req)
+		if err != nil {
+			return e.fallback(ctx, req)
+		}
+		if ent != nil {
+			e.stats.hits.Add(1)
+			return &flightResult{entry: ent, readAt: readAt}, nil
+		}
+	}
+}
+
+// fill runs the query as the lock holder, stores the result and wakes the
+// waiters. Errors are never stored.
+func (e *engine) fill(ctx context.Context, req request, m *redsync.Mutex) (*flightResult, error) {
+	stop := e.keepLock(m)
+	// The stamp is read before the query: a write that commits while the
+	// query runs bumps past it, so the entry is stale from that bump on.
+	stamp, err := e.readStamp(ctx, req.tables)
+	if err != nil {
+		stop()
+		e.unlock(m)
+		e.publish(req.keys, readyFailed)
+		return e.fallback(ctx, req)
+	}
+	e.at(seamStamped, req.keys)
+	e.stats.loads.Add(1)
+	readAt := time.Now()
+	ent, err := req.load(ctx)
+	stop()
+	if err != nil {
+		e.unlock(m)
+		e.publish(req.keys, readyFailed)
+		return nil, err
+	}
+	e.at(seamLoaded, req.keys)
+	payload := readyStored
+	if !e.store(ctx, req, stamp, ent) {
+		payload = readyUncached
+	}
+	e.unlock(m)
+	e.publish(req.keys, payload)
+	return &flightResult{entry: ent, readAt: readAt}, nil
+}
+
+// fallback runs the query without the cluster-wide lock and without storing
+// its result: Redis failed, the wait ran out, or the plugin is closing. The
+// in-process flight still deduplicates.
+func (e *engine) fallback(ctx context.Context, req request) (*flightResult, error) {
+	e.stats.fallbacks.Add(1)
+	e.stats.loads.Add(1)
+	readAt := time.Now()
+	ent, err := req.load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &flightResult{entry: ent, readAt: readAt}, nil
+}
+
+// store writes the entry with its TTL. It reports false when the entry was
+// not stored because it cannot be: too large, or not encodable. A Redis
+// failure while storing is counted but reported as stored, since waiters
+// will find out by re-checking.
+func (e *engine) store(ctx context.Context, req request, stamp string, ent *entry) bool {
+	data, err := encodeStored(stamp, ent, e.cfg.MaxEntrySize)
+	if err != nil {
+		e.stats.uncached.Add(1)
+		return false
+	}
+	if err := e.storeStamped(ctx, req.keys, stamp, data, e.jitter(req.ttl)); err != nil {
+		e.stats.redisErrors.Add(1)
+	}
+	return true
+}
+
+func (e *engine) publish(k keys, payload string) {
+	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.RedisTimeout)
+	defer cancel()
+	if err := e.rdb.Publish(ctx, k.ready, payload).Err(); err != nil {
+		e.stats.redisErrors.Add(1)
+	}
+}
+
+// jitter spreads the expiry of entries filled together, so they do not all
+// expire in the same instant.
+func (e *engine) jitter(ttl time.Duration) time.Duration {
+	if e.cfg.TTLJitter <= 0 {
+		return ttl
+	}
+	return ttl + time.Duration(rand.Float64()*e.cfg.TTLJitter*float64(ttl))
+}

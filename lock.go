@@ -1,0 +1,80 @@
+package gormflight
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/go-redsync/redsync/v4"
+)
+
+// The lock is an efficiency lock (redsync over one pool): it makes one
+// instance the loader of a key. A rare double holder (a holder paused past
+// its expiry) costs one extra query, never wrong data, because correctness
+// rests on the generation stamps, not on the lock.
+
+// errLockTaken reports that another instance holds the key's lock.
+var errLockTaken = errors.New("gormflight: lock held by another instance")
+
+// tryLock makes one attempt at the key's lock. It returns errLockTaken when
+// another instance holds it, and a Redis error when Redis failed.
+func (e *engine) tryLock(ctx context.Context, k keys) (*redsync.Mutex, error) {
+	m := e.locks.NewMutex(k.lock,
+		redsync.WithExpiry(e.cfg.LockExpiry),
+		redsync.WithTries(1),
+		// The caller bounds the attempt with Config.RedisTimeout.
+		redsync.WithTimeoutFactor(1),
+	)
+	ctx, cancel := context.WithTimeout(ctx, e.cfg.RedisTimeout)
+	defer cancel()
+	err := m.TryLockContext(ctx)
+	if err == nil {
+		return m, nil
+	}
+	var rerr *redsync.RedisError
+	if errors.As(err, &rerr) || ctx.Err() != nil {
+		return nil, err
+	}
+	return nil, errLockTaken
+}
+
+// keepLock extends m every third of its expiry until the returned stop is
+// called, so a long query keeps the lock and a dead holder loses it within
+// one expiry. stop waits for the extender to return.
+func (e *engine) keepLock(m *redsync.Mutex) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(e.cfg.LockExpiry / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				ctx, cancel := context.WithTimeout(context.Background(), e.cfg.RedisTimeout)
+				if ok, err := m.ExtendContext(ctx); !ok || err != nil {
+					e.stats.redisErrors.Add(1)
+				}
+				cancel()
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		wg.Wait()
+	}
+}
+
+// unlock releases m on a context of its own: a cancelled caller must not
+// leave the lock to expire.
+func (e *engine) unlock(m *redsync.Mutex) {
+	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.RedisTimeout)
+	defer cancel()
+	if _, err := m.UnlockContext(ctx); err != nil && !errors.Is(err, redsync.ErrLockAlreadyExpired) {
+		e.stats.redisErrors.Add(1)
+	}
+}

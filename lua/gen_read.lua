@@ -1,0 +1,15 @@
+-- gen_read.lua: return a table's generation, creating it if it is missing.
+-- KEYS[1]: the generation key.
+--
+-- A missing generation (never written, or lost with an evicted key or a
+-- restarted Redis) starts at the server clock in microseconds, never at 0:
+-- every value it had before is below the clock, so an entry stamped with an
+-- old value can never become valid again.
+local v = redis.call('GET', KEYS[1])
+if v then
+  return v
+end
+local t = redis.call('TIME')
+v = t[1] .. string.format('%06d', tonumber(t[2]))
+redis.call('SET', KEYS[1], v, 'NX')
+return redis.call('GET', KEYS[1])

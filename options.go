@@ -1,0 +1,54 @@
+package gormflight
+
+import (
+	"fmt"
+	"time"
+
+	"gorm.io/gorm"
+)
+
+// settingKey is the Statement.Settings key under which Cache leaves the
+// statement's cache settings.
+const settingKey = "gormflight:cache"
+
+// cacheSettings are one statement's caching instructions.
+type cacheSettings struct {
+	ttl    time.Duration
+	tables []string // declared with Tables, normalised
+}
+
+// Option adjusts one cached query. Pass options to Cache.
+type Option func(*cacheSettings)
+
+// Tables declares tables the query reads that no SQL parser can see: tables
+// read by SQL functions or behind views. Writes to any of them invalidate
+// the query's entry, like writes to the tables in its SQL text.
+func Tables(names ...string) Option {
+	return func(s *cacheSettings) {
+		for _, n := range names {
+			s.tables = append(s.tables, normTable(n))
+		}
+	}
+}
+
+// Cache returns a GORM scope that opts a query into caching for ttl:
+//
+//	db.Scopes(gormflight.Cache(time.Minute)).Where("age > ?", 30).Find(&users)
+//
+// A miss runs once across every instance sharing the Redis prefix; the
+// others wait for its result. A non-positive ttl adds ErrInvalidTTL to the
+// statement's errors. Queries inside a transaction, and statements that
+// write, run uncached.
+func Cache(ttl time.Duration, opts ...Option) func(*gorm.DB) *gorm.DB {
+	s := &cacheSettings{ttl: ttl}
+	for _, o := range opts {
+		o(s)
+	}
+	return func(db *gorm.DB) *gorm.DB {
+		if ttl <= 0 {
+			_ = db.AddError(fmt.Errorf("%w: got %v", ErrInvalidTTL, ttl))
+			return db
+		}
+		return db.Set(settingKey, s)
+	}
+}

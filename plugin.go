@@ -1,0 +1,201 @@
+package gormflight
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+)
+
+// Config configures a Plugin. The zero value of every field except Redis
+// means its documented default.
+type Config struct {
+	// Redis stores entries, locks and generations and carries the ready
+	// messages. Required. A *redis.Client, *redis.ClusterClient or failover
+	// client all fit.
+	Redis redis.UniversalClient
+
+	// Prefix namespaces every Redis key and channel. Instances that should
+	// share entries must use the same prefix. Default "gormflight".
+	Prefix string
+
+	// Database names the database in cache keys, so that two databases
+	// behind one Redis never share entries. Default: what the database
+	// reports at Initialize (PostgreSQL: current_database()).
+	Database string
+
+	// LockExpiry is how long a loader's lock lives without being extended.
+	// The holder extends it every third of this while its query runs, so it
+	// bounds how long waiters wait for a dead holder, not how long a query
+	// may take. Default 2s.
+	LockExpiry time.Duration
+
+	// MaxWait bounds how long a flight waits for another instance's result.
+	// Past it the flight queries the database itself, or fails with
+	// ErrWaitTimeout when FailOnWaitTimeout is set. Default 10s.
+	MaxWait time.Duration
+
+	// FailOnWaitTimeout makes a flight that waited MaxWait return
+	// ErrWaitTimeout instead of querying the database itself. Default false.
+	FailOnWaitTimeout bool
+
+	// MaxEntrySize caps the size of a stored entry in bytes. Larger results
+	// are returned to their callers but not stored. Default 1 MiB.
+	MaxEntrySize int
+
+	// TTLJitter adds a random extra of up to this fraction of the TTL to each
+	// stored entry, so entries filled together do not expire together.
+	// Default 0.1; a negative value disables it.
+	TTLJitter float64
+
+	// RedisTimeout bounds each Redis operation. Default 250ms.
+	RedisTimeout time.Duration
+
+	// LoadTimeout bounds a shared database query, which runs detached from
+	// its callers' contexts (each caller still gives up on its own context).
+	// Default 1m.
+	LoadTimeout time.Duration
+}
+
+func (c *Config) setDefaults() error {
+	if c.Redis == nil {
+		return ErrNoRedis
+	}
+	if c.Prefix == "" {
+		c.Prefix = "gormflight"
+	}
+	if strings.ContainsAny(c.Prefix, "{}") {
+		return fmt.Errorf("%w: Prefix %q must not contain { or }: they would change the cluster hash slot", ErrInvalidConfig, c.Prefix)
+	}
+	for _, d := range []struct {
+		name string
+		v    *time.Duration
+		def  time.Duration
+	}{
+		{"LockExpiry", &c.LockExpiry, 2 * time.Second},
+		{"MaxWait", &c.MaxWait, 10 * time.Second},
+		{"RedisTimeout", &c.RedisTimeout, 250 * time.Millisecond},
+		{"LoadTimeout", &c.LoadTimeout, time.Minute},
+	} {
+		if *d.v < 0 {
+			return fmt.Errorf("%w: %s must not be negative, got %v", ErrInvalidConfig, d.name, *d.v)
+		}
+		if *d.v == 0 {
+			*d.v = d.def
+		}
+	}
+	if c.LockExpiry < 30*time.Millisecond {
+		return fmt.Errorf("%w: LockExpiry %v is too short to extend", ErrInvalidConfig, c.LockExpiry)
+	}
+	if c.MaxEntrySize < 0 {
+		return fmt.Errorf("%w: MaxEntrySize must not be negative, got %d", ErrInvalidConfig, c.MaxEntrySize)
+	}
+	if c.MaxEntrySize == 0 {
+		c.MaxEntrySize = 1 << 20
+	}
+	if c.TTLJitter == 0 {
+		c.TTLJitter = 0.1
+	}
+	return nil
+}
+
+// Plugin is the gormflight GORM plugin. Install it with db.Use; one Plugin
+// serves one *gorm.DB. It is safe for concurrent use. Close it when the
+// application stops.
+type Plugin struct {
+	cfg    Config
+	stats  counters
+	engine *engine
+	replay *sql.DB
+
+	dialect  string
+	database string
+
+	mu          sync.Mutex
+	initialized bool
+	logger      atomic.Pointer[logger.Interface] // the GORM logger, from Initialize
+}
+
+// logf reports through the GORM logger of the database the plugin is
+// installed on, at warning level.
+func (p *Plugin) logf(ctx context.Context, format string, args ...any) {
+	if l := p.logger.Load(); l != nil {
+		(*l).Warn(ctx, format, args...)
+	}
+}
+
+var _ gorm.Plugin = (*Plugin)(nil)
+
+// New returns a Plugin for cfg, with defaults filled in. It fails with
+// ErrNoRedis without a Redis client and with ErrInvalidConfig for
+// out-of-range fields. It starts one goroutine (the pub/sub dispatcher),
+// which Close stops.
+func New(cfg Config) (*Plugin, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	p := &Plugin{cfg: cfg, replay: newReplayDB()}
+	p.engine = newEngine(cfg, &p.stats, p.logf)
+	return p, nil
+}
+
+// Name returns "gormflight".
+func (p *Plugin) Name() string { return "gormflight" }
+
+// Initialize registers the plugin's callbacks on db. GORM calls it from
+// db.Use.
+func (p *Plugin) Initialize(db *gorm.DB) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.initialized {
+		return ErrAlreadyInitialized
+	}
+	l := db.Logger
+	p.logger.Store(&l)
+	p.dialect = db.Dialector.Name()
+	p.database = p.cfg.Database
+	if p.database == "" {
+		p.database = db.Migrator().CurrentDatabase()
+		if p.database == "" {
+			return fmt.Errorf("gormflight: cannot identify the database for cache keys (set Config.Database): %w", db.Error)
+		}
+	}
+	if err := p.registerCallbacks(db); err != nil {
+		return err
+	}
+	if err := p.registerWriteCallbacks(db); err != nil {
+		return err
+	}
+	// Transactions begun through GORM from now on are tracked, so their
+	// writes are invalidated when they commit.
+	db.ConnPool = &trackingPool{ConnPool: db.ConnPool, engine: p.engine}
+	db.Statement.ConnPool = db.ConnPool
+	p.initialized = true
+	return nil
+}
+
+// Stats returns a snapshot of the plugin's counters.
+func (p *Plugin) Stats() Stats { return p.stats.snapshot() }
+
+// Close stops the plugin: flights still waiting for another instance query
+// the database instead, Close waits for cached queries and flights in
+// progress, then closes the pub/sub connection. Opted-in queries after Close
+// run uncached. It does not close the Redis client, which the caller owns.
+// Calling Close again returns nil.
+func (p *Plugin) Close() error {
+	closed, err := p.engine.close()
+	if !closed {
+		return nil
+	}
+	if cerr := p.replay.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

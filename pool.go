@@ -1,0 +1,114 @@
+package gormflight
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"slices"
+
+	"gorm.io/gorm"
+)
+
+// cachedPool is the connection pool an opted-in statement reads through. It
+// answers QueryContext and QueryRowContext from the flight engine with
+// genuine *sql.Rows and *sql.Row replayed from the entry; everything else
+// goes to the statement's own pool.
+type cachedPool struct {
+	gorm.ConnPool
+	plugin   *Plugin
+	settings *cacheSettings
+}
+
+func (c *cachedPool) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	p := c.plugin
+	req, ok := p.request(c, query, args)
+	if !ok || !p.engine.enter() {
+		return c.ConnPool.QueryContext(ctx, query, args...)
+	}
+	defer p.engine.exit()
+	ent, err := p.engine.do(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return p.replay.QueryContext(ctx, "", &replayed{entry: ent})
+}
+
+func (c *cachedPool) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	p := c.plugin
+	req, ok := p.request(c, query, args)
+	if !ok || !p.engine.enter() {
+		return c.ConnPool.QueryRowContext(ctx, query, args...)
+	}
+	defer p.engine.exit()
+	ent, err := p.engine.do(ctx, req)
+	// database/sql gives no other way to make a *sql.Row carry an error.
+	return p.replay.QueryRowContext(ctx, "", &replayed{entry: ent, err: err})
+}
+
+// BeginTx keeps transactions working on a statement whose pool was swapped.
+func (c *cachedPool) BeginTx(ctx context.Context, opts *sql.TxOptions) (gorm.ConnPool, error) {
+	switch b := c.ConnPool.(type) {
+	case gorm.TxBeginner:
+		return b.BeginTx(ctx, opts)
+	case gorm.ConnPoolBeginner:
+		return b.BeginTx(ctx, opts)
+	}
+	return nil, gorm.ErrInvalidTransaction
+}
+
+// GetDBConn lets db.DB() reach the *sql.DB behind a swapped pool.
+func (c *cachedPool) GetDBConn() (*sql.DB, error) {
+	if g, ok := c.ConnPool.(gorm.GetDBConnector); ok {
+		return g.GetDBConn()
+	}
+	if db, ok := c.ConnPool.(*sql.DB); ok {
+		return db, nil
+	}
+	return nil, errors.New("gormflight: statement pool has no *sql.DB")
+}
+
+// request describes a query to the engine. It reports false for a query
+// that must run uncached: one that writes, or whose arguments cannot be
+// hashed into a key.
+func (p *Plugin) request(c *cachedPool, query string, args []any) (request, bool) {
+	read, written := sqlTables(query)
+	if len(written) > 0 {
+		p.stats.bypassed.Add(1)
+		return request{}, false
+	}
+	tables := mergeTables(read, c.settings.tables)
+	hash, err := queryKey(p.dialect, p.database, query, args, tables)
+	if err != nil {
+		p.stats.bypassed.Add(1)
+		return request{}, false
+	}
+	inner := c.ConnPool
+	return request{
+		keys:   newKeys(p.cfg.Prefix, hash),
+		tables: tables,
+		ttl:    c.settings.ttl,
+		load: func(ctx context.Context) (*entry, error) {
+			rows, err := inner.QueryContext(ctx, query, args...)
+			if err != nil {
+				return nil, err
+			}
+			return captureRows(rows)
+		},
+	}, true
+}
+
+// mergeTables returns the sorted union of a sorted, duplicate-free list and
+// declared names.
+func mergeTables(sorted, declared []string) []string {
+	if len(declared) == 0 {
+		return sorted
+	}
+	out := append([]string(nil), sorted...)
+	for _, d := range declared {
+		i, found := slices.BinarySearch(out, d)
+		if !found {
+			out = slices.Insert(out, i, d)
+		}
+	}
+	return out
+}

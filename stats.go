@@ -1,0 +1,75 @@
+package gormflight
+
+import "sync/atomic"
+
+// Stats is a snapshot of a Plugin's counters since New. All counts are per
+// Plugin (one application instance); add them up across instances for the
+// cluster's view.
+type Stats struct {
+	// Hits counts flights answered by an entry stored in Redis.
+	Hits uint64
+	// Misses counts flights that found no valid entry in Redis.
+	Misses uint64
+	// Loads counts queries this instance ran against the database on behalf
+	// of the cache, including Fallbacks.
+	Loads uint64
+	// Shared counts callers served by a flight another caller in this
+	// instance started.
+	Shared uint64
+	// Waits counts flights that waited for another instance's result.
+	Waits uint64
+	// Fallbacks counts queries run on the database without the cluster-wide
+	// lock because Redis failed, the wait timed out or the plugin closed.
+	Fallbacks uint64
+	// RedisErrors counts failed Redis operations.
+	RedisErrors uint64
+	// Uncached counts results returned to callers but not stored: larger than
+	// Config.MaxEntrySize, or holding a value the entry codec cannot keep.
+	Uncached uint64
+	// Bypassed counts opted-in queries that ran uncached: inside a
+	// transaction, statements that write, or arguments that cannot be hashed.
+	Bypassed uint64
+	// DecodeErrors counts stored entries that could not be decoded; each was
+	// treated as a miss.
+	DecodeErrors uint64
+	// LockTakeovers counts waiting flights that took the lock over from an
+	// instance that stopped extending it.
+	LockTakeovers uint64
+	// WaitTimeouts counts flights that gave up waiting after Config.MaxWait.
+	WaitTimeouts uint64
+	// Invalidations counts table generations bumped after writes.
+	Invalidations uint64
+	// InvalidationErrors counts writes whose invalidation failed (after one
+	// retry); their tables are read uncached by this instance until a
+	// background retry succeeds.
+	InvalidationErrors uint64
+}
+
+// counters is the single place where the plugin counts. Adapters (metrics
+// exporters) read it through Stats.
+type counters struct {
+	hits, misses, loads, shared, waits, fallbacks atomic.Uint64
+	redisErrors, uncached, bypassed, decodeErrors atomic.Uint64
+	lockTakeovers, waitTimeouts                   atomic.Uint64
+	invalidations, invalidationErrors             atomic.Uint64
+}
+
+func (c *counters) snapshot() Stats {
+	return Stats{
+		Hits:          c.hits.Load(),
+		Misses:        c.misses.Load(),
+		Loads:         c.loads.Load(),
+		Shared:        c.shared.Load(),
+		Waits:         c.waits.Load(),
+		Fallbacks:     c.fallbacks.Load(),
+		RedisErrors:   c.redisErrors.Load(),
+		Uncached:      c.uncached.Load(),
+		Bypassed:      c.bypassed.Load(),
+		DecodeErrors:  c.decodeErrors.Load(),
+		LockTakeovers: c.lockTakeovers.Load(),
+		WaitTimeouts:  c.waitTimeouts.Load(),
+
+		Invalidations:      c.invalidations.Load(),
+		InvalidationErrors: c.invalidationErrors.Load(),
+	}
+}

@@ -1,0 +1,212 @@
+package gormflight
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"gorm.io/gorm"
+)
+
+// Writes are found from the SQL every GORM statement ran, after it ran:
+// Create, Update(s), UpdateColumn(s), Save and Delete (the statement's table
+// and any table its SQL writes), Exec, and Raw statements that write. Outside
+// a transaction the tables are invalidated at once, before the write returns
+// to its caller. Inside one they are recorded on the transaction and
+// invalidated when the outermost Commit has succeeded; a rollback drops them.
+
+// registerWriteCallbacks hooks the write recorder into every processor.
+// For Create, Update and Delete it runs before GORM commits the statement's
+// own transaction, so the tables reach that transaction's Commit.
+func (p *Plugin) registerWriteCallbacks(db *gorm.DB) error {
+	cb := db.Callback()
+	for _, r := range []struct {
+		name string
+		err  error
+	}{
+		{"create", cb.Create().Before("gorm:commit_or_rollback_transaction").Register("gormflight:create_writes", p.recordWrites(true))},
+		{"update", cb.Update().Before("gorm:commit_or_rollback_transaction").Register("gormflight:update_writes", p.recordWrites(true))},
+		{"delete", cb.Delete().Before("gorm:commit_or_rollback_transaction").Register("gormflight:delete_writes", p.recordWrites(true))},
+		{"raw", cb.Raw().After("gorm:raw").Register("gormflight:raw_writes", p.recordWrites(false))},
+		{"query", cb.Query().After("gorm:query").Register("gormflight:query_writes", p.recordWrites(false))},
+		{"row", cb.Row().After("gorm:row").Register("gormflight:row_writes", p.recordWrites(false))},
+	} {
+		if r.err != nil {
+			return fmt.Errorf("gormflight: register %s write callback: %w", r.name, r.err)
+		}
+	}
+	return nil
+}
+
+// recordWrites returns the callback that records the tables a statement
+// wrote. withTable adds the statement's own table (Create, Update, Delete).
+// A statement that failed is still recorded: it may have written before it
+// failed, and an extra invalidation costs only a miss.
+func (p *Plugin) recordWrites(withTable bool) func(*gorm.DB) {
+	return func(db *gorm.DB) {
+		if db.DryRun || db.Statement.SQL.Len() == 0 {
+			return
+		}
+		query := db.Statement.SQL.String()
+		if !withTable && isSelect(query) {
+			return // a SELECT writes only through functions, which no parser sees
+		}
+		_, tables := sqlTables(query)
+		if withTable && db.Statement.Table != "" {
+			t := normTable(db.Statement.Table)
+			if i, found := slices.BinarySearch(tables, t); !found {
+				tables = slices.Insert(tables, i, t)
+			}
+		}
+		if len(tables) == 0 {
+			return
+		}
+		if tx := trackedTx(db.Statement.ConnPool); tx != nil {
+			tx.record(tables)
+			return
+		}
+		// Outside a transaction the write has committed by now. (A
+		// transaction begun outside GORM's Begin cannot be followed; its
+		// writes are invalidated here, before its commit — call Invalidate
+		// after committing it.)
+		_ = p.engine.invalidate(db.Statement.Context, tables)
+	}
+}
+
+// trackingPool wraps the database's connection pool so that transactions
+// begun through GORM are trackingTx.
+type trackingPool struct {
+	gorm.ConnPool
+	engine *engine
+}
+
+func (t *trackingPool) BeginTx(ctx context.Context, opts *sql.TxOptions) (gorm.ConnPool, error) {
+	var tx gorm.ConnPool
+	var err error
+	switch b := t.ConnPool.(type) {
+	case gorm.TxBeginner:
+		var stx *sql.Tx
+		if stx, err = b.BeginTx(ctx, opts); err == nil {
+			tx = stx
+		}
+	case gorm.ConnPoolBeginner:
+		tx, err = b.BeginTx(ctx, opts)
+	default:
+		return nil, gorm.ErrInvalidTransaction
+	}
+	if err != nil {
+		return nil, err
+	}
+	gtx, ok := tx.(gorm.Tx)
+	if !ok {
+		return tx, nil // cannot wrap: writes are invalidated as they run
+	}
+	return &trackingTx{Tx: gtx, pool: t}, nil
+}
+
+// GetDBConn lets db.DB() reach the *sql.DB behind the wrapper.
+func (t *trackingPool) GetDBConn() (*sql.DB, error) {
+	switch c := t.ConnPool.(type) {
+	case *sql.DB:
+		return c, nil
+	case gorm.GetDBConnector:
+		return c.GetDBConn()
+	}
+	return nil, errors.New("gormflight: connection pool has no *sql.DB")
+}
+
+// trackingTx is a transaction that invalidates the tables written in it
+// once Commit has succeeded.
+type trackingTx struct {
+	gorm.Tx
+	pool *trackingPool
+
+	mu      sync.Mutex
+	written map[string]struct{}
+}
+
+func (t *trackingTx) record(tables []string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.written == nil {
+		t.written = make(map[string]struct{}, len(tables))
+	}
+	for _, name := range tables {
+		t.written[name] = struct{}{}
+	}
+}
+
+func (t *trackingTx) take() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	tables := make([]string, 0, len(t.written))
+	for name := range t.written {
+		tables = append(tables, name)
+	}
+	t.written = nil
+	slices.Sort(tables)
+	return tables
+}
+
+// Commit commits, then invalidates what the transaction wrote before
+// returning: once Commit has returned, no instance serves older rows.
+func (t *trackingTx) Commit() error {
+	if err := t.Tx.Commit(); err != nil {
+		t.take()
+		return err
+	}
+	_ = t.pool.engine.invalidate(context.Background(), t.take())
+	return nil
+}
+
+func (t *trackingTx) Rollback() error {
+	t.take()
+	return t.Tx.Rollback()
+}
+
+func (t *trackingTx) GetDBConn() (*sql.DB, error) { return t.pool.GetDBConn() }
+
+// trackedTx returns the trackingTx behind a statement's pool, if any.
+func trackedTx(pool gorm.ConnPool) *trackingTx {
+	switch p := pool.(type) {
+	case *trackingTx:
+		return p
+	case *gorm.PreparedStmtTX:
+		tx, _ := p.Tx.(*trackingTx)
+		return tx
+	}
+	return nil
+}
+
+// Invalidate marks tables as written, so that no instance serves entries
+// computed before the call. Use it after writes made outside GORM: by
+// another program, by SQL run on the *sql.DB directly, or by a trigger.
+// Table names are matched as in SQL (unquoted names fold to lower case; a
+// schema qualifier is ignored). If Redis cannot be reached the error is
+// returned, and this instance serves the tables uncached until a background
+// retry succeeds.
+func (p *Plugin) Invalidate(ctx context.Context, tables ...string) error {
+	norm := make([]string, 0, len(tables))
+	for _, t := range tables {
+		norm = append(norm, normTable(t))
+	}
+	slices.Sort(norm)
+	return p.engine.invalidate(ctx, slices.Compact(norm))
+}
+
+// isSelect reports whether query starts with the keyword SELECT, after
+// white space. Data-modifying statements can hide only in WITH, never under
+// a leading SELECT, so such a query needs no parsing for writes.
+func isSelect(query string) bool {
+	query = strings.TrimLeft(query, " \t\r\n(")
+	return len(query) >= 6 && strings.EqualFold(query[:6], "select") &&
+		(len(query) == 6 || !isIdentByte(query[6]))
+}
+
+func isIdentByte(c byte) bool {
+	return c == '_' || c == '$' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= 0x80
+}
