@@ -184,7 +184,7 @@ func (w *entryWriter) encodeTime(t time.Time) error {
 		out = append(out, locLocal)
 	default:
 		name, offset := t.Zone()
-		if s := loc.String(); s != name {
+		if s := loc.String(); isNamedLocation(s, t) {
 			out = append(out, locNamed) // an IANA location keeps its rules
 			out = append(out, s...)
 		} else {
@@ -317,7 +317,32 @@ func decodeValue(dec *msgpack.Decoder) (driver.Value, error) {
 	}
 }
 
-var locations sync.Map // IANA name -> *time.Location
+var locations sync.Map // name -> *time.Location, or nil when not loadable
+
+func loadLocation(name string) (*time.Location, error) {
+	if v, ok := locations.Load(name); ok {
+		if loc := v.(*time.Location); loc != nil {
+			return loc, nil
+		}
+		return nil, fmt.Errorf("unknown time zone %q", name)
+	}
+	loc, err := time.LoadLocation(name)
+	locations.Store(name, loc)
+	return loc, err
+}
+
+// isNamedLocation reports whether t's location can be stored by its name:
+// the name loads (an IANA zone such as "Europe/Paris", or "CET") and gives t
+// the same zone. A time.FixedZone is stored as a name and an offset instead.
+func isNamedLocation(name string, t time.Time) bool {
+	loc, err := loadLocation(name)
+	if err != nil || name == "" {
+		return false
+	}
+	n1, o1 := t.Zone()
+	n2, o2 := t.In(loc).Zone()
+	return n1 == n2 && o1 == o2
+}
 
 func decodeTime(dec *msgpack.Decoder) (time.Time, error) {
 	id, n, err := dec.DecodeExtHeader()
@@ -345,15 +370,10 @@ func decodeTime(dec *msgpack.Decoder) (time.Time, error) {
 		}
 		return t.In(time.FixedZone(string(rest[4:]), int(int32(binary.BigEndian.Uint32(rest))))), nil
 	case locNamed:
-		name := string(rest)
-		if loc, ok := locations.Load(name); ok {
-			return t.In(loc.(*time.Location)), nil
-		}
-		loc, err := time.LoadLocation(name)
+		loc, err := loadLocation(string(rest))
 		if err != nil {
 			return time.Time{}, err
 		}
-		locations.Store(name, loc)
 		return t.In(loc), nil
 	default:
 		return time.Time{}, fmt.Errorf("location kind %d", buf[12])

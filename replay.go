@@ -1,6 +1,7 @@
 package gormflight
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"database/sql/driver"
@@ -82,7 +83,7 @@ func (r *replayRows) Next(dest []driver.Value) error {
 		// One entry may be replayed to many callers at once: a caller that
 		// scans into sql.RawBytes and writes to it must not reach the others.
 		if b, ok := v.([]byte); ok {
-			v = append([]byte(nil), b...)
+			v = bytes.Clone(b) // keeps an empty value empty, not nil
 		}
 		dest[i] = v
 	}
@@ -140,7 +141,7 @@ func captureRows(rows *sql.Rows) (*entry, error) {
 	for rows.Next() {
 		row := make([]driver.Value, n)
 		for i := range row {
-			ptrs[i] = &row[i]
+			ptrs[i] = (*any)(&row[i]) // only *any passes driver values through untouched
 		}
 		if err := rows.Scan(ptrs...); err != nil {
 			return nil, err
