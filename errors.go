@@ -21,6 +21,10 @@ var (
 	// another instance's result, when Config.FailOnWaitTimeout is set.
 	ErrWaitTimeout = errors.New("gormflight: timed out waiting for another instance's result")
 
+	// ErrRedisUnavailable is returned instead of querying the database when
+	// Redis fails and Config.FailClosed is set. It wraps the Redis error.
+	ErrRedisUnavailable = errors.New("gormflight: Redis unavailable")
+
 	// ErrAlreadyInitialized is returned by Initialize when the plugin is
 	// installed on a second *gorm.DB: create one Plugin per database handle.
 	ErrAlreadyInitialized = errors.New("gormflight: plugin already initialized")

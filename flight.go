@@ -12,6 +12,7 @@ import (
 	"github.com/go-redsync/redsync/v4"
 	"github.com/go-redsync/redsync/v4/redis/goredis/v9"
 	"github.com/redis/go-redis/v9"
+	"github.com/sony/gobreaker/v2"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -65,6 +66,8 @@ type engine struct {
 	retry   chan struct{} // asks retryDirty to run now
 	retried chan struct{} // closed when retryDirty returns
 	logf    func(ctx context.Context, format string, args ...any)
+	logged  map[string]*rateLimited // per kind of warning; fixed at newEngine
+	breaker *gobreaker.CircuitBreaker[struct{}]
 
 	// seam, set only by tests, is called at named points of a fill so a test
 	// can hold a flight there and force an interleaving without sleeps.
@@ -122,9 +125,21 @@ func newEngine(cfg Config, stats *counters, logf func(context.Context, string, .
 		retry:   make(chan struct{}, 1),
 		retried: make(chan struct{}),
 		logf:    logf,
+		logged:  make(map[string]*rateLimited),
 	}
+	for _, kind := range []string{"redis", "takeover", "wait", "invalidate"} {
+		e.logged[kind] = new(rateLimited)
+	}
+	e.breaker = newBreaker(cfg, stats, logf)
 	go e.retryDirty()
 	return e
+}
+
+// warnf logs through the GORM logger, at most once a second per kind.
+func (e *engine) warnf(kind, format string, args ...any) {
+	if e.logged[kind].allow(time.Now()) {
+		e.logf(context.Background(), format, args...)
+	}
 }
 
 // do returns the key's entry: from this instance's flight for the key, from
@@ -187,7 +202,7 @@ func (e *engine) fly(callerCtx context.Context, req request) (res *flightResult,
 	readAt := time.Now()
 	ent, err := e.lookup(ctx, req)
 	if err != nil {
-		return e.fallback(ctx, req)
+		return e.withoutRedis(ctx, req, err)
 	}
 	if ent != nil {
 		e.stats.hits.Add(1)
@@ -201,31 +216,30 @@ func (e *engine) fly(callerCtx context.Context, req request) (res *flightResult,
 			w.stop()
 		}
 	}()
-	polled := false // woken by the timer, not by a message
+	polled := false // woken by the fallback timer, not by a message
 	poll := time.NewTimer(e.cfg.LockExpiry / 2)
 	defer poll.Stop()
 	maxWait := time.NewTimer(e.cfg.MaxWait)
 	defer maxWait.Stop()
 	for {
 		m, err := e.tryLock(ctx, req.keys)
-		switch {
-		case err == nil:
+		if err == nil {
 			// The holder before us may have stored the entry and unlocked
 			// between our last look and our lock: look again.
 			readAt = time.Now()
-			ent, err := e.lookup(ctx, req)
-			if err == nil && ent != nil {
+			if ent, err := e.lookup(ctx, req); err == nil && ent != nil {
 				e.unlock(m)
 				e.stats.hits.Add(1)
 				return &flightResult{entry: ent, readAt: readAt}, nil
 			}
 			if polled {
 				e.stats.lockTakeovers.Add(1)
+				e.warnf("takeover", "gormflight: took over a lock whose holder stopped extending it")
 			}
 			return e.fill(ctx, req, m)
-		case !errors.Is(err, errLockTaken):
-			e.stats.redisErrors.Add(1)
-			return e.fallback(ctx, req)
+		}
+		if !errors.Is(err, errLockTaken) {
+			return e.withoutRedis(ctx, req, err)
 		}
 
 		// Another instance is loading. Subscribe, then re-check: the
@@ -239,11 +253,13 @@ func (e *engine) fly(callerCtx context.Context, req request) (res *flightResult,
 		case <-w.wake:
 			polled = false
 		case <-poll.C:
-			// No message: the holder may be dead (its lock will expire) or a
-			// message was lost. Re-check, then try the lock again.
+			// No message: the holder may be dead (its lock then expires
+			// within LockExpiry) or a message was lost. Re-check, then try
+			// the lock again.
 			polled = true
 		case <-maxWait.C:
 			e.stats.waitTimeouts.Add(1)
+			e.warnf("wait", "gormflight: waited %v for another instance's result", e.cfg.MaxWait)
 			if e.cfg.FailOnWaitTimeout {
 				return nil, ErrWaitTimeout
 			}
@@ -257,7 +273,7 @@ func (e *engine) fly(callerCtx context.Context, req request) (res *flightResult,
 		readAt = time.Now()
 		ent, err := e.lookup(ctx, req)
 		if err != nil {
-			return e.fallback(ctx, req)
+			return e.withoutRedis(ctx, req, err)
 		}
 		if ent != nil {
 			e.stats.hits.Add(1)
@@ -277,7 +293,7 @@ func (e *engine) fill(ctx context.Context, req request, m *redsync.Mutex) (*flig
 		stop()
 		e.unlock(m)
 		e.publish(req.keys, readyFailed)
-		return e.fallback(ctx, req)
+		return e.withoutRedis(ctx, req, err)
 	}
 	e.at(seamStamped, req.keys)
 	e.stats.loads.Add(1)
@@ -313,6 +329,16 @@ func (e *engine) fallback(ctx context.Context, req request) (*flightResult, erro
 	return &flightResult{entry: ent, readAt: readAt}, nil
 }
 
+// withoutRedis answers a flight whose Redis operation failed: from the
+// database (fail open, the default), or with ErrRedisUnavailable when
+// Config.FailClosed is set.
+func (e *engine) withoutRedis(ctx context.Context, req request, err error) (*flightResult, error) {
+	if e.cfg.FailClosed {
+		return nil, redisUnavailable(err)
+	}
+	return e.fallback(ctx, req)
+}
+
 // store writes the entry with its TTL. It reports false when the entry was
 // not stored because it cannot be: too large, or not encodable. A Redis
 // failure while storing is counted but reported as stored, since waiters
@@ -323,18 +349,14 @@ func (e *engine) store(ctx context.Context, req request, stamp string, ent *entr
 		e.stats.uncached.Add(1)
 		return false
 	}
-	if err := e.storeStamped(ctx, req.keys, stamp, data, e.jitter(req.ttl)); err != nil {
-		e.stats.redisErrors.Add(1)
-	}
+	_ = e.storeStamped(ctx, req.keys, stamp, data, e.jitter(req.ttl))
 	return true
 }
 
 func (e *engine) publish(k keys, payload string) {
 	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.RedisTimeout)
 	defer cancel()
-	if err := e.rdb.Publish(ctx, k.ready, payload).Err(); err != nil {
-		e.stats.redisErrors.Add(1)
-	}
+	_ = e.guard(func() error { return e.rdb.Publish(ctx, k.ready, payload).Err() })
 }
 
 // jitter spreads the expiry of entries filled together, so they do not all

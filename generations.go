@@ -46,10 +46,12 @@ func (e *engine) lookup(ctx context.Context, req request) (*entry, error) {
 	defer cancel()
 	var data []byte
 	var gens []*redis.StringCmd
-	var err error
-	if len(req.tables) == 0 {
-		data, err = e.rdb.Get(ctx, req.keys.entry).Bytes()
-	} else {
+	err := e.guard(func() error {
+		if len(req.tables) == 0 {
+			var err error
+			data, err = e.rdb.Get(ctx, req.keys.entry).Bytes()
+			return err
+		}
 		pipe := e.rdb.Pipeline()
 		get := pipe.Get(ctx, req.keys.entry)
 		gens = make([]*redis.StringCmd, len(req.tables))
@@ -57,18 +59,19 @@ func (e *engine) lookup(ctx context.Context, req request) (*entry, error) {
 			gens[i] = pipe.Get(ctx, e.genKey(t))
 		}
 		_, _ = pipe.Exec(ctx)
-		data, err = get.Bytes()
 		for _, g := range gens {
-			if gerr := g.Err(); gerr != nil && !errors.Is(gerr, redis.Nil) {
-				err = gerr
+			if err := g.Err(); err != nil && !errors.Is(err, redis.Nil) {
+				return err
 			}
 		}
-	}
+		var err error
+		data, err = get.Bytes()
+		return err
+	})
 	if errors.Is(err, redis.Nil) {
 		return nil, nil
 	}
 	if err != nil {
-		e.stats.redisErrors.Add(1)
 		return nil, err
 	}
 	i := strings.IndexByte(string(data), stampSep) // no copy: the conversion does not escape
@@ -122,8 +125,7 @@ func (e *engine) readStamp(ctx context.Context, tables []string) (string, error)
 	for i, t := range tables {
 		cmds[i] = genReadScript.Eval(ctx, pipe, []string{e.genKey(t)})
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		e.stats.redisErrors.Add(1)
+	if err := e.guard(func() error { _, err := pipe.Exec(ctx); return err }); err != nil {
 		return "", err
 	}
 	var b strings.Builder
@@ -145,7 +147,9 @@ func (e *engine) readStamp(ctx context.Context, tables []string) (string, error)
 func (e *engine) storeStamped(ctx context.Context, k keys, stamp string, data []byte, ttl time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.RedisTimeout)
 	defer cancel()
-	return fillScript.Eval(ctx, e.rdb, []string{k.entry}, stamp, data, ttl.Milliseconds()).Err()
+	return e.guard(func() error {
+		return fillScript.Eval(ctx, e.rdb, []string{k.entry}, stamp, data, ttl.Milliseconds()).Err()
+	})
 }
 
 // bump advances the generations of tables in one round trip.
@@ -156,8 +160,7 @@ func (e *engine) bump(ctx context.Context, tables []string) error {
 	for _, t := range tables {
 		genBumpScript.Eval(ctx, pipe, []string{e.genKey(t)})
 	}
-	_, err := pipe.Exec(ctx)
-	return err
+	return e.guard(func() error { _, err := pipe.Exec(ctx); return err })
 }
 
 // invalidate bumps tables after a write has committed, before the write
@@ -171,17 +174,15 @@ func (e *engine) invalidate(ctx context.Context, tables []string) error {
 	ctx = context.WithoutCancel(ctx)
 	err := e.bump(ctx, tables)
 	if err != nil {
-		e.stats.redisErrors.Add(1)
 		err = e.bump(ctx, tables)
 	}
 	if err == nil {
 		e.stats.invalidations.Add(uint64(len(tables)))
 		return nil
 	}
-	e.stats.redisErrors.Add(1)
 	e.stats.invalidationErrors.Add(1)
 	e.dirty.mark(tables)
-	e.logf(ctx, "gormflight: could not invalidate %v, serving them uncached until Redis answers: %v", tables, err)
+	e.warnf("invalidate", "gormflight: could not invalidate %v, serving them uncached until Redis answers: %v", tables, err)
 	select {
 	case e.retry <- struct{}{}:
 	default:
@@ -208,7 +209,6 @@ func (e *engine) retryDirty() {
 			continue
 		}
 		if err := e.bump(context.Background(), tables); err != nil {
-			e.stats.redisErrors.Add(1)
 			t.Reset(e.cfg.LockExpiry / 4)
 			continue
 		}

@@ -28,15 +28,18 @@ func (e *engine) tryLock(ctx context.Context, k keys) (*redsync.Mutex, error) {
 	)
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.RedisTimeout)
 	defer cancel()
-	err := m.TryLockContext(ctx)
-	if err == nil {
-		return m, nil
-	}
-	var rerr *redsync.RedisError
-	if errors.As(err, &rerr) || ctx.Err() != nil {
+	err := e.guard(func() error {
+		err := m.TryLockContext(ctx)
+		var rerr *redsync.RedisError
+		if err == nil || errors.As(err, &rerr) || ctx.Err() != nil {
+			return err
+		}
+		return errLockTaken
+	})
+	if err != nil {
 		return nil, err
 	}
-	return nil, errLockTaken
+	return m, nil
 }
 
 // keepLock extends m every third of its expiry until the returned stop is
@@ -56,9 +59,13 @@ func (e *engine) keepLock(m *redsync.Mutex) (stop func()) {
 				return
 			case <-t.C:
 				ctx, cancel := context.WithTimeout(context.Background(), e.cfg.RedisTimeout)
-				if ok, err := m.ExtendContext(ctx); !ok || err != nil {
-					e.stats.redisErrors.Add(1)
-				}
+				_ = e.guard(func() error {
+					if ok, err := m.ExtendContext(ctx); !ok && err == nil {
+						return redsync.ErrExtendFailed
+					} else {
+						return err
+					}
+				})
 				cancel()
 			}
 		}
@@ -74,7 +81,10 @@ func (e *engine) keepLock(m *redsync.Mutex) (stop func()) {
 func (e *engine) unlock(m *redsync.Mutex) {
 	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.RedisTimeout)
 	defer cancel()
-	if _, err := m.UnlockContext(ctx); err != nil && !errors.Is(err, redsync.ErrLockAlreadyExpired) {
-		e.stats.redisErrors.Add(1)
-	}
+	_ = e.guard(func() error {
+		if _, err := m.UnlockContext(ctx); err != nil && !errors.Is(err, redsync.ErrLockAlreadyExpired) {
+			return err
+		}
+		return nil
+	})
 }

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 )
 
 // settingKey is the Statement.Settings key under which Cache leaves the
@@ -40,15 +41,48 @@ func Tables(names ...string) Option {
 // statement's errors. Queries inside a transaction, and statements that
 // write, run uncached.
 func Cache(ttl time.Duration, opts ...Option) func(*gorm.DB) *gorm.DB {
+	c := CacheClause(ttl, opts...)
+	return func(db *gorm.DB) *gorm.DB {
+		tx := db.Set(settingKey, c.settings) // a fresh statement instance
+		c.ModifyStatement(tx.Statement)
+		return tx
+	}
+}
+
+// CacheClause is Cache as a clause, for GORM's generics API, whose Scopes
+// take statements:
+//
+//	users, err := gorm.G[User](db, gormflight.CacheClause(time.Minute)).Where("age > ?", 30).Find(ctx)
+//
+// It also works with db.Clauses. It adds nothing to the SQL.
+func CacheClause(ttl time.Duration, opts ...Option) CacheOption {
 	s := &cacheSettings{ttl: ttl}
 	for _, o := range opts {
 		o(s)
 	}
-	return func(db *gorm.DB) *gorm.DB {
-		if ttl <= 0 {
-			_ = db.AddError(fmt.Errorf("%w: got %v", ErrInvalidTTL, ttl))
-			return db
-		}
-		return db.Set(settingKey, s)
-	}
+	return CacheOption{settings: s}
 }
+
+// CacheOption is the clause CacheClause returns. It implements
+// clause.Expression and gorm.StatementModifier.
+type CacheOption struct {
+	settings *cacheSettings
+}
+
+var (
+	_ clause.Expression      = CacheOption{}
+	_ gorm.StatementModifier = CacheOption{}
+)
+
+// ModifyStatement opts the statement in, or adds ErrInvalidTTL to it.
+func (c CacheOption) ModifyStatement(stmt *gorm.Statement) {
+	if c.settings.ttl <= 0 {
+		_ = stmt.AddError(fmt.Errorf("%w: got %v", ErrInvalidTTL, c.settings.ttl))
+		stmt.Settings.Delete(settingKey)
+		return
+	}
+	stmt.Settings.Store(settingKey, c.settings)
+}
+
+// Build writes nothing: the clause only marks the statement.
+func (CacheOption) Build(clause.Builder) {}

@@ -55,8 +55,25 @@ type Config struct {
 	// Default 0.1; a negative value disables it.
 	TTLJitter float64
 
-	// RedisTimeout bounds each Redis operation. Default 250ms.
+	// RedisTimeout bounds each Redis operation, through its context: create
+	// the client with ContextTimeoutEnabled so that go-redis applies context
+	// deadlines to socket reads (otherwise its ReadTimeout, 3s by default,
+	// bounds them). Default 250ms.
 	RedisTimeout time.Duration
+
+	// FailClosed makes queries fail with ErrRedisUnavailable when Redis
+	// cannot be used, instead of running on the database without the
+	// cluster-wide lock. Default false: fail open, the database answers.
+	FailClosed bool
+
+	// BreakerFailures is how many consecutive Redis failures open the
+	// circuit breaker, after which Redis is not tried until BreakerCooldown
+	// has passed. Default 5.
+	BreakerFailures int
+
+	// BreakerCooldown is how long the open breaker waits before letting one
+	// probe through to Redis. Default 1s.
+	BreakerCooldown time.Duration
 
 	// LoadTimeout bounds a shared database query, which runs detached from
 	// its callers' contexts (each caller still gives up on its own context).
@@ -83,6 +100,7 @@ func (c *Config) setDefaults() error {
 		{"MaxWait", &c.MaxWait, 10 * time.Second},
 		{"RedisTimeout", &c.RedisTimeout, 250 * time.Millisecond},
 		{"LoadTimeout", &c.LoadTimeout, time.Minute},
+		{"BreakerCooldown", &c.BreakerCooldown, time.Second},
 	} {
 		if *d.v < 0 {
 			return fmt.Errorf("%w: %s must not be negative, got %v", ErrInvalidConfig, d.name, *d.v)
@@ -99,6 +117,12 @@ func (c *Config) setDefaults() error {
 	}
 	if c.MaxEntrySize == 0 {
 		c.MaxEntrySize = 1 << 20
+	}
+	if c.BreakerFailures < 0 {
+		return fmt.Errorf("%w: BreakerFailures must not be negative, got %d", ErrInvalidConfig, c.BreakerFailures)
+	}
+	if c.BreakerFailures == 0 {
+		c.BreakerFailures = 5
 	}
 	if c.TTLJitter == 0 {
 		c.TTLJitter = 0.1

@@ -5,6 +5,11 @@ import "sync/atomic"
 // Stats is a snapshot of a Plugin's counters since New. All counts are per
 // Plugin (one application instance); add them up across instances for the
 // cluster's view.
+//
+// Hits, Misses, Waits and Loads count flights (one per key at a time in an
+// instance), Shared counts callers. A flight that misses and then waits for
+// another instance counts one Miss, one Wait and, when the result arrives,
+// one Hit; so Hits + Misses is not the number of flights.
 type Stats struct {
 	// Hits counts flights answered by an entry stored in Redis.
 	Hits uint64
@@ -37,6 +42,8 @@ type Stats struct {
 	LockTakeovers uint64
 	// WaitTimeouts counts flights that gave up waiting after Config.MaxWait.
 	WaitTimeouts uint64
+	// BreakerOpens counts how often the Redis circuit breaker opened.
+	BreakerOpens uint64
 	// Invalidations counts table generations bumped after writes.
 	Invalidations uint64
 	// InvalidationErrors counts writes whose invalidation failed (after one
@@ -52,6 +59,7 @@ type counters struct {
 	redisErrors, uncached, bypassed, decodeErrors atomic.Uint64
 	lockTakeovers, waitTimeouts                   atomic.Uint64
 	invalidations, invalidationErrors             atomic.Uint64
+	breakerOpens                                  atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -69,6 +77,7 @@ func (c *counters) snapshot() Stats {
 		LockTakeovers: c.lockTakeovers.Load(),
 		WaitTimeouts:  c.waitTimeouts.Load(),
 
+		BreakerOpens:       c.breakerOpens.Load(),
 		Invalidations:      c.invalidations.Load(),
 		InvalidationErrors: c.invalidationErrors.Load(),
 	}

@@ -1,0 +1,80 @@
+package gormflight
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/sony/gobreaker/v2"
+)
+
+// Every Redis operation of the engine goes through guard: a circuit breaker
+// (gobreaker) that opens after Config.BreakerFailures consecutive failures,
+// so that while Redis is down or black-holed queries stop paying a timeout
+// each and go straight to the database. After Config.BreakerCooldown one
+// probe is let through; its success closes the breaker and caching resumes.
+
+func newBreaker(cfg Config, stats *counters, warn func(context.Context, string, ...any)) *gobreaker.CircuitBreaker[struct{}] {
+	return gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
+		Name:        "gormflight-redis",
+		MaxRequests: 1,
+		Timeout:     cfg.BreakerCooldown,
+		ReadyToTrip: func(c gobreaker.Counts) bool {
+			return c.ConsecutiveFailures >= uint32(cfg.BreakerFailures)
+		},
+		IsSuccessful: func(err error) bool { return err == nil || benign(err) },
+		OnStateChange: func(_ string, from, to gobreaker.State) {
+			if to == gobreaker.StateOpen {
+				stats.breakerOpens.Add(1)
+			}
+			warn(context.Background(), "gormflight: Redis circuit breaker %s -> %s", from, to)
+		},
+	})
+}
+
+// benign errors are answers, not failures: a missing key, a lock another
+// instance holds.
+func benign(err error) bool {
+	return errors.Is(err, redis.Nil) || errors.Is(err, errLockTaken)
+}
+
+// guard runs one Redis operation through the breaker and counts its
+// failure. While the breaker is open it fails at once with an error wrapping
+// gobreaker.ErrOpenState.
+func (e *engine) guard(op func() error) error {
+	_, err := e.breaker.Execute(func() (struct{}, error) { return struct{}{}, op() })
+	if err != nil && !benign(err) {
+		e.stats.redisErrors.Add(1)
+		e.warnf("redis", "gormflight: Redis operation failed, answering from the database: %v", err)
+	}
+	return err
+}
+
+// redisDown reports whether err means Redis could not be used, so that
+// Config.FailClosed applies.
+func redisDown(err error) bool {
+	return err != nil && !benign(err)
+}
+
+// redisUnavailable is the error a fail-closed plugin returns instead of querying
+// the database without Redis.
+func redisUnavailable(err error) error {
+	return fmt.Errorf("%w: %w", ErrRedisUnavailable, err)
+}
+
+// rateLimited keeps a log message of one kind to one a second: a Redis
+// outage must not flood the application's log.
+type rateLimited struct {
+	last atomic.Int64 // unix nanoseconds of the last message
+}
+
+func (r *rateLimited) allow(now time.Time) bool {
+	last := r.last.Load()
+	if now.UnixNano()-last < int64(time.Second) {
+		return false
+	}
+	return r.last.CompareAndSwap(last, now.UnixNano())
+}
