@@ -148,7 +148,9 @@ func (e *engine) warnf(kind, format string, args ...any) {
 func (e *engine) do(ctx context.Context, req request) (*entry, error) {
 	start := time.Now()
 	for {
+		var started atomic.Bool // set when this caller's function is the flight
 		ch := e.group.DoChan(req.keys.entry, func() (any, error) {
+			started.Store(true)
 			return e.fly(ctx, req)
 		})
 		var r singleflight.Result
@@ -170,7 +172,7 @@ func (e *engine) do(ctx context.Context, req request) (*entry, error) {
 		if res.readAt.Before(start) {
 			continue
 		}
-		if r.Shared {
+		if !started.Load() {
 			e.stats.shared.Add(1)
 		}
 		return res.entry, nil

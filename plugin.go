@@ -183,6 +183,9 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 	}
 	l := db.Logger
 	p.logger.Store(&l)
+	if !contextTimeouts(p.cfg.Redis) {
+		l.Warn(context.Background(), "gormflight: the Redis client was created without ContextTimeoutEnabled, so go-redis bounds socket reads by its ReadTimeout instead of Config.RedisTimeout (%v)", p.cfg.RedisTimeout)
+	}
 	p.dialect = db.Dialector.Name()
 	p.database = p.cfg.Database
 	if p.database == "" {
@@ -222,4 +225,18 @@ func (p *Plugin) Close() error {
 		err = cerr
 	}
 	return err
+}
+
+// contextTimeouts reports whether the client applies context deadlines to
+// socket I/O, as far as its options tell.
+func contextTimeouts(rdb redis.UniversalClient) bool {
+	switch c := rdb.(type) {
+	case *redis.Client:
+		return c.Options().ContextTimeoutEnabled
+	case *redis.ClusterClient:
+		return c.Options().ContextTimeoutEnabled
+	case *redis.Ring:
+		return c.Options().ContextTimeoutEnabled
+	}
+	return true // unknown kinds: assume the user configured it
 }
