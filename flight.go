@@ -107,7 +107,10 @@ func (e *engine) close() (bool, error) {
 		return false, nil
 	}
 	close(e.done)
+	// Wait for every caller and flight to leave. Those that come later see
+	// closing and stay away from Redis.
 	e.gate.Lock()
+	e.gate.Unlock()
 	<-e.retried
 	return true, e.hub.close()
 }
@@ -195,6 +198,9 @@ func (e *engine) fly(callerCtx context.Context, req request) (res *flightResult,
 		return e.fallback(ctx, req)
 	}
 	defer e.gate.RUnlock()
+	if e.closing.Load() {
+		return e.fallback(ctx, req)
+	}
 	if e.dirty.any(req.tables) {
 		// A write to one of the tables has not reached Redis: no entry can
 		// be trusted until it does.
@@ -285,35 +291,39 @@ func (e *engine) fly(callerCtx context.Context, req request) (res *flightResult,
 }
 
 // fill runs the query as the lock holder, stores the result and wakes the
-// waiters. Errors are never stored.
-func (e *engine) fill(ctx context.Context, req request, m *redsync.Mutex) (*flightResult, error) {
+// waiters. Errors are never stored. Whatever happens, even a panic in the
+// query, the lock is released and the waiters are woken.
+func (e *engine) fill(ctx context.Context, req request, m *redsync.Mutex) (res *flightResult, err error) {
 	stop := e.keepLock(m)
+	payload := readyFailed // until there is a result
+	defer func() {
+		stop()
+		e.unlock(m)
+		e.publish(req.keys, payload)
+	}()
 	// The stamp is read before the query: a write that commits while the
 	// query runs bumps past it, so the entry is stale from that bump on.
 	stamp, err := e.readStamp(ctx, req.tables)
+	if errors.Is(err, errWriting) {
+		payload = readyUncached // waiters: query yourselves, as we do
+		return e.fallback(ctx, req)
+	}
 	if err != nil {
-		stop()
-		e.unlock(m)
-		e.publish(req.keys, readyFailed)
 		return e.withoutRedis(ctx, req, err)
 	}
 	e.at(seamStamped, req.keys)
 	e.stats.loads.Add(1)
 	readAt := time.Now()
 	ent, err := req.load(ctx)
-	stop()
 	if err != nil {
-		e.unlock(m)
-		e.publish(req.keys, readyFailed)
 		return nil, err
 	}
+	stop()
 	e.at(seamLoaded, req.keys)
-	payload := readyStored
+	payload = readyStored
 	if !e.store(ctx, req, stamp, ent) {
 		payload = readyUncached
 	}
-	e.unlock(m)
-	e.publish(req.keys, payload)
 	return &flightResult{entry: ent, readAt: readAt}, nil
 }
 

@@ -15,12 +15,18 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Every table has a generation in Redis (<prefix>:g:<table>). An entry is
+// Every table has a generation in Redis (<prefix>:g:{<table>}). An entry is
 // stamped with the generations of the tables it read, taken before its query
 // ran; a read fetches the entry and the current generations in one round
 // trip and treats any difference as a miss. A write bumps the generations of
 // the tables it wrote once it has committed, so a filler that finishes after
 // a write can never bring old rows back. Nothing is deleted or scanned.
+//
+// Just before a write commits, it announces itself on the table's writers
+// key (<prefix>:g:{<table>}:w), and the bump ends the announcement. While a
+// table has writers, its entries are not served and fills do not store: in
+// the gap between COMMIT and bump a miss already reads the new rows from the
+// database, and a hit on an older entry must not answer after it.
 
 var (
 	//go:embed lua/gen_read.lua
@@ -31,12 +37,24 @@ var (
 	genBumpSrc    string
 	genBumpScript = redis.NewScript(genBumpSrc)
 
+	//go:embed lua/write_begin.lua
+	writeBeginSrc    string
+	writeBeginScript = redis.NewScript(writeBeginSrc)
+
 	//go:embed lua/fill.lua
 	fillSrc    string
 	fillScript = redis.NewScript(fillSrc)
 )
 
-func (e *engine) genKey(table string) string { return e.cfg.Prefix + ":g:" + table }
+// genKey and writersKey share a hash tag: the scripts that use both run in
+// one Redis Cluster slot.
+func (e *engine) genKey(table string) string { return e.cfg.Prefix + ":g:{" + table + "}" }
+
+func (e *engine) writersKey(table string) string { return e.genKey(table) + ":w" }
+
+// errWriting reports that a write to one of a fill's tables is committing:
+// the fill answers from the database without storing.
+var errWriting = errors.New("gormflight: a write to the table is committing")
 
 // lookup reads the key's entry and the generations of its tables in one
 // round trip (Redis Cluster: one pipeline per node, in parallel). It returns
@@ -46,6 +64,7 @@ func (e *engine) lookup(ctx context.Context, req request) (*entry, error) {
 	defer cancel()
 	var data []byte
 	var gens []*redis.StringCmd
+	writing := false
 	err := e.guard(func() error {
 		if len(req.tables) == 0 {
 			var err error
@@ -55,14 +74,21 @@ func (e *engine) lookup(ctx context.Context, req request) (*entry, error) {
 		pipe := e.rdb.Pipeline()
 		get := pipe.Get(ctx, req.keys.entry)
 		gens = make([]*redis.StringCmd, len(req.tables))
+		writers := make([]*redis.IntCmd, len(req.tables))
 		for i, t := range req.tables {
 			gens[i] = pipe.Get(ctx, e.genKey(t))
+			writers[i] = pipe.Exists(ctx, e.writersKey(t))
 		}
 		_, _ = pipe.Exec(ctx)
-		for _, g := range gens {
+		for i, g := range gens {
 			if err := g.Err(); err != nil && !errors.Is(err, redis.Nil) {
 				return err
 			}
+			n, err := writers[i].Result()
+			if err != nil {
+				return err
+			}
+			writing = writing || n > 0
 		}
 		var err error
 		data, err = get.Bytes()
@@ -73,6 +99,9 @@ func (e *engine) lookup(ctx context.Context, req request) (*entry, error) {
 	}
 	if err != nil {
 		return nil, err
+	}
+	if writing {
+		return nil, nil
 	}
 	i := strings.IndexByte(string(data), stampSep) // no copy: the conversion does not escape
 	if i < 0 {
@@ -113,7 +142,8 @@ func stampMatches(stamp []byte, gens []*redis.StringCmd) bool {
 }
 
 // readStamp returns the stamp of a fill about to run its query: the current
-// generations of tables, creating missing ones (see lua/gen_read.lua).
+// generations of tables, creating missing ones (see lua/gen_read.lua). It
+// fails with errWriting while a write to one of them is committing.
 func (e *engine) readStamp(ctx context.Context, tables []string) (string, error) {
 	if len(tables) == 0 {
 		return "", nil
@@ -123,14 +153,24 @@ func (e *engine) readStamp(ctx context.Context, tables []string) (string, error)
 	pipe := e.rdb.Pipeline()
 	cmds := make([]*redis.Cmd, len(tables))
 	for i, t := range tables {
-		cmds[i] = genReadScript.Eval(ctx, pipe, []string{e.genKey(t)})
+		cmds[i] = genReadScript.Eval(ctx, pipe, []string{e.genKey(t), e.writersKey(t)})
 	}
-	if err := e.guard(func() error { _, err := pipe.Exec(ctx); return err }); err != nil {
+	err := e.guard(func() error {
+		_, err := pipe.Exec(ctx)
+		if errors.Is(err, redis.Nil) {
+			return nil // a table with writers: see below
+		}
+		return err
+	})
+	if err != nil {
 		return "", err
 	}
 	var b strings.Builder
 	for i, c := range cmds {
 		v, err := c.Text()
+		if errors.Is(err, redis.Nil) {
+			return "", errWriting
+		}
 		if err != nil {
 			return "", err
 		}
@@ -152,29 +192,55 @@ func (e *engine) storeStamped(ctx context.Context, k keys, stamp string, data []
 	})
 }
 
-// bump advances the generations of tables in one round trip.
-func (e *engine) bump(ctx context.Context, tables []string) error {
+// announce marks tables as being written, just before the write commits
+// (lua/write_begin.lua). It returns the tables it marked: none if Redis
+// failed, and then the write goes on and its bump decides.
+func (e *engine) announce(ctx context.Context, tables []string) []string {
+	if len(tables) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.RedisTimeout)
+	defer cancel()
+	pipe := e.rdb.Pipeline()
+	for _, t := range tables {
+		writeBeginScript.Eval(ctx, pipe, []string{e.writersKey(t)}, e.cfg.LoadTimeout.Milliseconds())
+	}
+	if err := e.guard(func() error { _, err := pipe.Exec(ctx); return err }); err != nil {
+		return nil
+	}
+	return tables
+}
+
+// bump advances the generations of tables in one round trip, and ends the
+// announcements of those in announced.
+func (e *engine) bump(ctx context.Context, tables, announced []string) error {
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.RedisTimeout)
 	defer cancel()
 	pipe := e.rdb.Pipeline()
 	for _, t := range tables {
-		genBumpScript.Eval(ctx, pipe, []string{e.genKey(t)})
+		end := "0"
+		if slices.Contains(announced, t) {
+			end = "1"
+		}
+		genBumpScript.Eval(ctx, pipe, []string{e.genKey(t), e.writersKey(t)}, end)
 	}
 	return e.guard(func() error { _, err := pipe.Exec(ctx); return err })
 }
 
 // invalidate bumps tables after a write has committed, before the write
-// returns to its caller. If Redis cannot be reached it retries once; if that
-// fails too, the tables are marked dirty: this instance stops serving cached
-// reads of them, and a background retrier bumps them until Redis answers.
-func (e *engine) invalidate(ctx context.Context, tables []string) error {
+// returns to its caller, ending the announcements in announced. If Redis
+// cannot be reached it retries once; if that fails too, the tables are
+// marked dirty: this instance stops serving cached reads of them, and a
+// background retrier bumps them until Redis answers. (An announcement that
+// was not ended expires after Config.LoadTimeout.)
+func (e *engine) invalidate(ctx context.Context, tables, announced []string) error {
 	if len(tables) == 0 {
 		return nil
 	}
 	ctx = context.WithoutCancel(ctx)
-	err := e.bump(ctx, tables)
+	err := e.bump(ctx, tables, announced)
 	if err != nil {
-		err = e.bump(ctx, tables)
+		err = e.bump(ctx, tables, announced)
 	}
 	if err == nil {
 		e.stats.invalidations.Add(uint64(len(tables)))
@@ -208,7 +274,7 @@ func (e *engine) retryDirty() {
 		if len(tables) == 0 {
 			continue
 		}
-		if err := e.bump(context.Background(), tables); err != nil {
+		if err := e.bump(context.Background(), tables, nil); err != nil {
 			t.Reset(e.cfg.LockExpiry / 4)
 			continue
 		}

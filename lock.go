@@ -44,7 +44,8 @@ func (e *engine) tryLock(ctx context.Context, k keys) (*redsync.Mutex, error) {
 
 // keepLock extends m every third of its expiry until the returned stop is
 // called, so a long query keeps the lock and a dead holder loses it within
-// one expiry. stop waits for the extender to return.
+// one expiry. stop waits for the extender to return; calling it again does
+// nothing.
 func (e *engine) keepLock(m *redsync.Mutex) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
@@ -70,9 +71,12 @@ func (e *engine) keepLock(m *redsync.Mutex) (stop func()) {
 			}
 		}
 	}()
+	var once sync.Once
 	return func() {
-		close(done)
-		wg.Wait()
+		once.Do(func() {
+			close(done)
+			wg.Wait()
+		})
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"slices"
+	"strings"
 
 	"gorm.io/gorm"
 )
@@ -68,11 +69,11 @@ func (c *cachedPool) GetDBConn() (*sql.DB, error) {
 }
 
 // request describes a query to the engine. It reports false for a query
-// that must run uncached: one that writes, or whose arguments cannot be
-// hashed into a key.
+// that must run uncached: one that writes or is not a plain query (CALL,
+// DO, ...), or whose arguments cannot be hashed into a key.
 func (p *Plugin) request(c *cachedPool, query string, args []any) (request, bool) {
 	read, written := sqlTables(query)
-	if len(written) > 0 {
+	if len(written) > 0 || !readOnly(query) {
 		p.stats.bypassed.Add(1)
 		return request{}, false
 	}
@@ -111,4 +112,20 @@ func mergeTables(sorted, declared []string) []string {
 		}
 	}
 	return out
+}
+
+// readOnly reports whether a statement is a query by its first keyword:
+// SELECT, WITH, VALUES, TABLE or SHOW (a WITH that writes is caught by
+// sqlTables). Anything else, such as CALL, may write where no parser sees.
+func readOnly(query string) bool {
+	query = strings.TrimLeft(query, " \t\r\n(")
+	end := 0
+	for end < len(query) && isIdentByte(query[end]) {
+		end++
+	}
+	switch strings.ToUpper(query[:end]) {
+	case "SELECT", "WITH", "VALUES", "TABLE", "SHOW":
+		return true
+	}
+	return false
 }

@@ -12,22 +12,35 @@ import (
 	"gorm.io/gorm"
 )
 
-// Writes are found from the SQL every GORM statement ran, after it ran:
-// Create, Update(s), UpdateColumn(s), Save and Delete (the statement's table
-// and any table its SQL writes), Exec, and Raw statements that write. Outside
-// a transaction the tables are invalidated at once, before the write returns
-// to its caller. Inside one they are recorded on the transaction and
-// invalidated when the outermost Commit has succeeded; a rollback drops them.
+// Writes are found from the SQL every GORM statement runs: Create,
+// Update(s), UpdateColumn(s), Save and Delete (the statement's table and any
+// table its SQL writes), Exec, and Raw statements that write.
+//
+// Outside a transaction a statement commits as it runs, so its tables are
+// announced before it runs and bumped after it, before it returns to its
+// caller. Inside a transaction begun through GORM they are recorded, then
+// announced just before the outermost Commit and bumped once it returned; a
+// rollback drops them. (See generations.go for why writes announce.)
 
-// registerWriteCallbacks hooks the write recorder into every processor.
-// For Create, Update and Delete it runs before GORM commits the statement's
-// own transaction, so the tables reach that transaction's Commit.
+// announcedKey is the statement instance setting that carries the tables a
+// statement announced from the before to the after callback.
+const announcedKey = "gormflight:announced"
+
+// registerWriteCallbacks hooks the write tracking into every processor. For
+// Create, Update and Delete the recorder runs before GORM commits the
+// statement's own transaction, so the tables reach that transaction's Commit.
 func (p *Plugin) registerWriteCallbacks(db *gorm.DB) error {
 	cb := db.Callback()
 	for _, r := range []struct {
 		name string
 		err  error
 	}{
+		{"create", cb.Create().Before("gorm:create").Register("gormflight:create_announce", p.announceWrites(true))},
+		{"update", cb.Update().Before("gorm:update").Register("gormflight:update_announce", p.announceWrites(true))},
+		{"delete", cb.Delete().Before("gorm:delete").Register("gormflight:delete_announce", p.announceWrites(true))},
+		{"raw", cb.Raw().Before("gorm:raw").Register("gormflight:raw_announce", p.announceWrites(false))},
+		{"query", cb.Query().Before("gorm:query").Register("gormflight:query_announce", p.announceWrites(false))},
+		{"row", cb.Row().Before("gorm:row").Register("gormflight:row_announce", p.announceWrites(false))},
 		{"create", cb.Create().Before("gorm:commit_or_rollback_transaction").Register("gormflight:create_writes", p.recordWrites(true))},
 		{"update", cb.Update().Before("gorm:commit_or_rollback_transaction").Register("gormflight:update_writes", p.recordWrites(true))},
 		{"delete", cb.Delete().Before("gorm:commit_or_rollback_transaction").Register("gormflight:delete_writes", p.recordWrites(true))},
@@ -42,22 +55,56 @@ func (p *Plugin) registerWriteCallbacks(db *gorm.DB) error {
 	return nil
 }
 
-// recordWrites returns the callback that records the tables a statement
-// wrote. withTable adds the statement's own table (Create, Update, Delete).
-// A statement that failed is still recorded: it may have written before it
-// failed, and an extra invalidation costs only a miss.
-func (p *Plugin) recordWrites(withTable bool) func(*gorm.DB) {
+// writtenTables returns the tables a statement writes, as far as can be
+// known now: from its SQL once built (Exec and Raw build it before the
+// callbacks run), and its own table for Create, Update and Delete.
+func writtenTables(db *gorm.DB, withTable bool) []string {
+	var tables []string
+	if db.Statement.SQL.Len() > 0 {
+		query := db.Statement.SQL.String()
+		if withTable || !isSelect(query) {
+			_, tables = sqlTables(query)
+		}
+	}
+	if withTable && db.Statement.Table != "" {
+		t := normTable(db.Statement.Table)
+		if i, found := slices.BinarySearch(tables, t); !found {
+			tables = slices.Insert(tables, i, t)
+		}
+	}
+	return tables
+}
+
+// announceWrites returns the callback that announces, outside a
+// transaction, the tables a statement is about to write.
+func (p *Plugin) announceWrites(withTable bool) func(*gorm.DB) {
 	return func(db *gorm.DB) {
-		if db.DryRun || db.Statement.SQL.Len() == 0 {
+		if db.DryRun || db.Error != nil {
 			return
 		}
-		query := db.Statement.SQL.String()
-		if !withTable && isSelect(query) {
-			return // a SELECT writes only through functions, which no parser sees
+		if _, inTx := db.Statement.ConnPool.(gorm.TxCommitter); inTx {
+			return // announced by the transaction's Commit
 		}
-		_, tables := sqlTables(query)
-		if withTable && db.Statement.Table != "" {
-			t := normTable(db.Statement.Table)
+		if tables := p.engine.announce(db.Statement.Context, writtenTables(db, withTable)); len(tables) > 0 {
+			db.InstanceSet(announcedKey, tables)
+		}
+	}
+}
+
+// recordWrites returns the callback that records the tables a statement
+// wrote, after it ran. A statement that failed is recorded too: it may have
+// written before it failed, and an extra invalidation costs only a miss.
+func (p *Plugin) recordWrites(withTable bool) func(*gorm.DB) {
+	return func(db *gorm.DB) {
+		if db.DryRun {
+			return
+		}
+		var announced []string
+		if v, ok := db.InstanceGet(announcedKey); ok {
+			announced, _ = v.([]string)
+		}
+		tables := writtenTables(db, withTable)
+		for _, t := range announced {
 			if i, found := slices.BinarySearch(tables, t); !found {
 				tables = slices.Insert(tables, i, t)
 			}
@@ -73,7 +120,7 @@ func (p *Plugin) recordWrites(withTable bool) func(*gorm.DB) {
 		// transaction begun outside GORM's Begin cannot be followed; its
 		// writes are invalidated here, before its commit — call Invalidate
 		// after committing it.)
-		_ = p.engine.invalidate(db.Statement.Context, tables)
+		_ = p.engine.invalidate(db.Statement.Context, tables, announced)
 	}
 }
 
@@ -152,15 +199,16 @@ func (t *trackingTx) take() []string {
 	return tables
 }
 
-// Commit commits, then invalidates what the transaction wrote before
-// returning: once Commit has returned, no instance serves older rows.
+// Commit announces what the transaction wrote, commits, then invalidates it
+// before returning: once Commit has returned, no instance serves older rows.
+// A failed commit still ends its announcements (the bump is harmless).
 func (t *trackingTx) Commit() error {
-	if err := t.Tx.Commit(); err != nil {
-		t.take()
-		return err
-	}
-	_ = t.pool.engine.invalidate(context.Background(), t.take())
-	return nil
+	tables := t.take()
+	e := t.pool.engine
+	announced := e.announce(context.Background(), tables)
+	err := t.Tx.Commit()
+	_ = e.invalidate(context.Background(), tables, announced)
+	return err
 }
 
 func (t *trackingTx) Rollback() error {
@@ -195,7 +243,7 @@ func (p *Plugin) Invalidate(ctx context.Context, tables ...string) error {
 		norm = append(norm, normTable(t))
 	}
 	slices.Sort(norm)
-	return p.engine.invalidate(ctx, slices.Compact(norm))
+	return p.engine.invalidate(ctx, slices.Compact(norm), nil)
 }
 
 // isSelect reports whether query starts with the keyword SELECT, after
