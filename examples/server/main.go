@@ -48,15 +48,29 @@ func main() {
 	prefix := flag.String("prefix", "gormflight-example", "Redis key prefix")
 	delay := flag.Duration("delay", time.Second, "deliberate slowness of the /fetch query")
 	ttl := flag.Duration("ttl", 30*time.Second, "cache TTL of /fetch results")
+	// Plugin timings; 0 keeps the library default (see gormflight.Config).
+	lockExpiry := flag.Duration("lock-expiry", 0, "how soon a dead loader's lock expires (0: library default, 2s)")
+	redisTimeout := flag.Duration("redis-timeout", 0, "bound on each Redis operation (0: library default, 250ms)")
+	maxWait := flag.Duration("max-wait", 0, "longest wait for another instance's result (0: library default, 10s)")
 	flag.Parse()
 
-	if err := run(*listen, *dsn, *redisAddr, *prefix, *delay, *ttl); err != nil {
+	cfg := gormflight.Config{
+		Prefix:       *prefix,
+		LockExpiry:   *lockExpiry,
+		RedisTimeout: *redisTimeout,
+		MaxWait:      *maxWait,
+	}
+	if err := run(*listen, *dsn, *redisAddr, cfg, *delay, *ttl); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(listen, dsn, redisAddr, prefix string, delay, ttl time.Duration) error {
-	db, err := gorm.Open(postgres.Open(dsn), &gorm.Config{Logger: logger.Default.LogMode(logger.Warn)})
+// run serves until SIGINT or SIGTERM. cfg is the plugin's configuration
+// without its Redis client, which run creates.
+func run(listen, dsn, redisAddr string, cfg gormflight.Config, delay, ttl time.Duration) error {
+	// Errors only: GORM's slow-query warning would also fire for requests
+	// that merely waited for another instance's load.
+	db, err := gorm.Open(postgres.Open(dsn), &gorm.Config{Logger: logger.Default.LogMode(logger.Error)})
 	if err != nil {
 		return err
 	}
@@ -66,10 +80,13 @@ func run(listen, dsn, redisAddr, prefix string, delay, ttl time.Duration) error 
 	}
 	defer sqlDB.Close()
 
-	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
+	// ContextTimeoutEnabled lets -redis-timeout (applied through contexts)
+	// bound socket reads too, as gormflight.Config.RedisTimeout asks.
+	rdb := redis.NewClient(&redis.Options{Addr: redisAddr, ContextTimeoutEnabled: true})
 	defer rdb.Close()
 
-	p, err := gormflight.New(gormflight.Config{Redis: rdb, Prefix: prefix})
+	cfg.Redis = rdb
+	p, err := gormflight.New(cfg)
 	if err != nil {
 		return err
 	}
