@@ -204,7 +204,7 @@ func (e *engine) fly(callerCtx context.Context, req request) (res *flightResult,
 	if e.dirty.any(req.tables) {
 		// A write to one of the tables has not reached Redis: no entry can
 		// be trusted until it does.
-		return e.fallback(ctx, req)
+		return e.withoutRedis(ctx, req, errInvalidationPending)
 	}
 
 	readAt := time.Now()
@@ -340,6 +340,10 @@ func (e *engine) fallback(ctx context.Context, req request) (*flightResult, erro
 	}
 	return &flightResult{entry: ent, readAt: readAt}, nil
 }
+
+// errInvalidationPending is the Redis failure behind a flight over a table
+// whose invalidation has not reached Redis yet.
+var errInvalidationPending = errors.New("gormflight: a write's invalidation has not reached Redis yet")
 
 // withoutRedis answers a flight whose Redis operation failed: from the
 // database (fail open, the default), or with ErrRedisUnavailable when

@@ -60,14 +60,24 @@ func (e *engine) keepLock(m *redsync.Mutex) (stop func()) {
 				return
 			case <-t.C:
 				ctx, cancel := context.WithTimeout(context.Background(), e.cfg.RedisTimeout)
+				lost := false
 				_ = e.guard(func() error {
-					if ok, err := m.ExtendContext(ctx); !ok && err == nil {
-						return redsync.ErrExtendFailed
-					} else {
-						return err
+					ok, err := m.ExtendContext(ctx)
+					if ok || !redisFailed(err) {
+						// Not extended without a Redis failure: the lock
+						// expired or another instance holds it now. That is
+						// Redis's answer, not an outage; extending again
+						// cannot help. The fill goes on: correctness rests on
+						// the generation stamps, not on the lock.
+						lost = !ok
+						return nil
 					}
+					return err
 				})
 				cancel()
+				if lost {
+					return
+				}
 			}
 		}
 	}()
@@ -86,9 +96,21 @@ func (e *engine) unlock(m *redsync.Mutex) {
 	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.RedisTimeout)
 	defer cancel()
 	_ = e.guard(func() error {
-		if _, err := m.UnlockContext(ctx); err != nil && !errors.Is(err, redsync.ErrLockAlreadyExpired) {
+		if _, err := m.UnlockContext(ctx); redisFailed(err) {
 			return err
 		}
+		// Unlocked, or the lock had expired or passed to another instance.
 		return nil
 	})
+}
+
+// redisFailed reports whether a redsync error means that Redis could not be
+// reached or failed, as opposed to answering that the lock is taken, gone or
+// could not be extended.
+func redisFailed(err error) bool {
+	if err == nil {
+		return false
+	}
+	var rerr *redsync.RedisError
+	return errors.As(err, &rerr) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
 }
