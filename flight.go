@@ -54,6 +54,7 @@ type engine struct {
 	group singleflight.Group
 	locks *redsync.Redsync
 	hub   *hub
+	memo  *memo
 	// done is closed by Close: waiting flights stop waiting and query the
 	// database themselves.
 	done chan struct{}
@@ -124,6 +125,7 @@ func newEngine(cfg Config, stats *counters, logf func(context.Context, string, .
 		stats:   stats,
 		locks:   redsync.New(goredis.NewPool(cfg.Redis)),
 		hub:     newHub(cfg.Redis, cfg.RedisTimeout, stats),
+		memo:    newMemo(cfg.MemoSize),
 		done:    make(chan struct{}),
 		retry:   make(chan struct{}, 1),
 		retried: make(chan struct{}),
@@ -152,15 +154,21 @@ func (e *engine) do(ctx context.Context, req request) (*entry, error) {
 	start := time.Now()
 	for {
 		var started atomic.Bool // set when this caller's function is the flight
-		ch := e.group.DoChan(req.keys.entry, func() (any, error) {
+		flight := func() (any, error) {
 			started.Store(true)
-			return e.fly(ctx, req)
-		})
+			return e.fly(ctx, req) // never panics: fly returns panics as results
+		}
 		var r singleflight.Result
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case r = <-ch:
+		if ctx.Done() == nil {
+			// The caller cannot give up, so it may as well wait on its own
+			// goroutine: Do spares the hand-off to a new one.
+			r.Val, r.Err, r.Shared = e.group.Do(req.keys.entry, flight)
+		} else {
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case r = <-e.group.DoChan(req.keys.entry, flight):
+			}
 		}
 		res, _ := r.Val.(*flightResult)
 		if res != nil && res.panic != nil {

@@ -111,7 +111,7 @@ func (e *engine) lookup(ctx context.Context, req request) (*entry, error) {
 	if !stampMatches(data[:i], gens) {
 		return nil, nil
 	}
-	ent, err := decodeEntry(data[i+1:])
+	ent, err := e.memo.decode(req.keys.entry, data[i+1:])
 	if err != nil {
 		e.stats.decodeErrors.Add(1)
 		return nil, nil

@@ -75,6 +75,13 @@ type Config struct {
 	// probe through to Redis. Default 1s.
 	BreakerCooldown time.Duration
 
+	// MemoSize bounds, in encoded bytes, the recently decoded entries this
+	// instance keeps: a hit whose bytes from Redis equal the remembered ones
+	// skips decoding them. The least recently used are evicted, and an entry
+	// larger than a quarter of MemoSize is not kept. Default 8 MiB; a
+	// negative value disables the memo.
+	MemoSize int
+
 	// LoadTimeout bounds a shared database query, which runs detached from
 	// its callers' contexts (each caller still gives up on its own context).
 	// Default 1m.
@@ -117,6 +124,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.MaxEntrySize == 0 {
 		c.MaxEntrySize = 1 << 20
+	}
+	if c.MemoSize == 0 {
+		c.MemoSize = 8 << 20
 	}
 	if c.BreakerFailures < 0 {
 		return fmt.Errorf("%w: BreakerFailures must not be negative, got %d", ErrInvalidConfig, c.BreakerFailures)

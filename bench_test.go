@@ -1,0 +1,349 @@
+package gormflight
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"gorm.io/gorm"
+)
+
+// Benchmarks of the hit path against its two reference points (a plain
+// Redis GET of the same entry, and the same query on PostgreSQL without the
+// cache), and of a cold-key stampede across instances.
+//
+//	go test -run '^$' -bench 'Hit|RedisGet|Postgres' -benchmem -count 10 .
+//	go test -run '^$' -bench Stampede -benchtime 50x -count 3 .
+
+// benchItemRows is how many rows gft_bench_item holds.
+const benchItemRows = 100
+
+// benchRowCounts are the result sizes the hit-path benchmarks compare.
+var benchRowCounts = []int{1, 100}
+
+// benchItem is one row of gft_bench_item: columns of mixed types, as a
+// typical application table has.
+type benchItem struct {
+	ID        int64
+	Name      string
+	Price     float64   // numeric(10,2)
+	Qty       int32     // integer
+	Active    bool      // boolean
+	CreatedAt time.Time // timestamptz
+	Tags      string    // text[], in PostgreSQL's text form
+}
+
+func (benchItem) TableName() string { return "gft_bench_item" }
+
+var (
+	benchSchemaOnce sync.Once
+	benchSchemaErr  error
+)
+
+// setupBenchSchema creates gft_bench_item with benchItemRows deterministic
+// rows, once per process.
+func setupBenchSchema(b testing.TB, db *gorm.DB) {
+	b.Helper()
+	benchSchemaOnce.Do(func() {
+		benchSchemaErr = db.Transaction(func(tx *gorm.DB) error {
+			// Serialise with other test processes creating the same table.
+			if err := tx.Exec("SELECT pg_advisory_xact_lock(727002)").Error; err != nil {
+				return err
+			}
+			if err := tx.Exec(`
+CREATE TABLE IF NOT EXISTS gft_bench_item (
+	id         bigint PRIMARY KEY,
+	name       text NOT NULL,
+	price      numeric(10,2) NOT NULL,
+	qty        integer NOT NULL,
+	active     boolean NOT NULL,
+	created_at timestamptz NOT NULL,
+	tags       text[] NOT NULL
+)`).Error; err != nil {
+				return err
+			}
+			return tx.Exec(`
+INSERT INTO gft_bench_item (id, name, price, qty, active, created_at, tags)
+SELECT i, 'item number ' || i, i * 1.25, i * 3, i % 2 = 0,
+       timestamptz '2024-01-01 00:00:00+00' + i * interval '1 hour',
+       ARRAY['tag' || i, 'common', 'bench']
+FROM generate_series(1, ?) AS i
+ON CONFLICT (id) DO NOTHING;`, benchItemRows).Error
+		})
+	})
+	if benchSchemaErr != nil {
+		unavailable(b, "PostgreSQL bench schema", benchSchemaErr)
+	}
+}
+
+// benchQuery is the query every hit-path benchmark runs, with or without
+// the cache scope. db must be a fresh handle (not a chain in progress).
+func benchQuery(db *gorm.DB, cached bool, n int) ([]benchItem, error) {
+	var items []benchItem
+	if cached {
+		db = db.Scopes(Cache(time.Hour))
+	}
+	err := db.Where("id <= ?", n).Order("id").Find(&items).Error
+	return items, err
+}
+
+func checkBenchItems(b *testing.B, items []benchItem, n int) {
+	b.Helper()
+	if len(items) != n {
+		b.Fatalf("got %d rows, want %d", len(items), n)
+	}
+	for i, it := range items {
+		if it.ID != int64(i+1) || it.Name != fmt.Sprintf("item number %d", i+1) ||
+			it.Price != float64(i+1)*1.25 || it.Qty != int32(3*(i+1)) || it.Active != ((i+1)%2 == 0) ||
+			it.CreatedAt.IsZero() || it.Tags == "" {
+			b.Fatalf("row %d: unexpected %+v", i, it)
+		}
+	}
+}
+
+// deletePrefix removes every key under prefix when the benchmark ends. The
+// prefix is unique to the benchmark, so nothing else is touched.
+func deletePrefix(b testing.TB, rdb *redis.Client, prefix string) {
+	b.Cleanup(func() {
+		ctx := context.Background()
+		iter := rdb.Scan(ctx, 0, prefix+":*", 1000).Iterator()
+		for iter.Next(ctx) {
+			_ = rdb.Del(ctx, iter.Val()).Err()
+		}
+	})
+}
+
+// primedInstance returns an instance with the query for n rows stored in
+// Redis, the Redis client it uses and the key of the stored entry.
+func primedInstance(b *testing.B, n int, mod func(*Config)) (*instance, *redis.Client, string) {
+	b.Helper()
+	rdb := openRedis(b, "")
+	prefix := testPrefix(b)
+	deletePrefix(b, rdb, prefix)
+	cfg := testConfig(rdb, prefix)
+	if mod != nil {
+		mod(&cfg)
+	}
+	in := newInstance(b, cfg)
+	setupBenchSchema(b, in.db)
+
+	items, err := benchQuery(in.db, true, n)
+	if err != nil {
+		b.Fatal(err)
+	}
+	checkBenchItems(b, items, n)
+	if st := in.p.Stats(); st.Loads != 1 || st.Uncached != 0 || st.Fallbacks != 0 {
+		b.Fatalf("priming did not store an entry: %+v", st)
+	}
+	ks, err := rdb.Keys(context.Background(), prefix+":*:e").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if len(ks) != 1 {
+		b.Fatalf("want exactly one entry under %s, got %q", prefix, ks)
+	}
+	return in, rdb, ks[0]
+}
+
+// BenchmarkHit is a cached query answered from Redis: one round trip,
+// the entry from the memo (or decoded), replayed as *sql.Rows and scanned
+// by GORM. Its statement has GORM's default context, which cannot be
+// cancelled, so the flight runs on the caller's goroutine.
+//
+// BenchmarkHitCancellable is the same with a cancellable context, as a
+// request's: the flight then runs on a goroutine of its own, so that the
+// caller can give up. BenchmarkHitDecoded disables the memo, so that every
+// hit decodes the entry.
+func BenchmarkHit(b *testing.B) { benchHit(b, nil, false) }
+
+func BenchmarkHitCancellable(b *testing.B) { benchHit(b, nil, true) }
+
+func BenchmarkHitDecoded(b *testing.B) {
+	benchHit(b, func(c *Config) { c.MemoSize = -1 }, false)
+}
+
+func benchHit(b *testing.B, mod func(*Config), cancellable bool) {
+	for _, n := range benchRowCounts {
+		b.Run(fmt.Sprintf("rows=%d", n), func(b *testing.B) {
+			in, _, _ := primedInstance(b, n, mod)
+			db := in.db
+			if cancellable {
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				db = db.WithContext(ctx)
+			}
+			before := in.p.Stats()
+			var items []benchItem
+			var err error
+			iters := 0
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				items, err = benchQuery(db, true, n)
+				if err != nil {
+					b.Fatal(err)
+				}
+				iters++
+			}
+			b.StopTimer()
+			checkBenchItems(b, items, n)
+			after := in.p.Stats()
+			if after.Loads != before.Loads || after.Hits-before.Hits != uint64(iters) {
+				b.Fatalf("not every iteration was a hit: before %+v, after %+v, %d iterations", before, after, iters)
+			}
+		})
+	}
+}
+
+// BenchmarkRedisGet fetches the bytes of the very entry BenchmarkHit reads,
+// with a plain go-redis GET: the floor for a hit.
+func BenchmarkRedisGet(b *testing.B) {
+	for _, n := range benchRowCounts {
+		b.Run(fmt.Sprintf("rows=%d", n), func(b *testing.B) {
+			_, rdb, key := primedInstance(b, n, nil)
+			ctx := context.Background()
+			var data []byte
+			var err error
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				data, err = rdb.Get(ctx, key).Bytes()
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(len(data)), "entry-bytes")
+		})
+	}
+}
+
+// BenchmarkPostgres runs BenchmarkHit's query on PostgreSQL, without the
+// cache scope.
+func BenchmarkPostgres(b *testing.B) {
+	for _, n := range benchRowCounts {
+		b.Run(fmt.Sprintf("rows=%d", n), func(b *testing.B) {
+			db := openDB(b)
+			setupBenchSchema(b, db)
+			items, err := benchQuery(db, false, n) // warm the connection and statement cache
+			if err != nil {
+				b.Fatal(err)
+			}
+			checkBenchItems(b, items, n)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				items, err = benchQuery(db, false, n)
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			checkBenchItems(b, items, n)
+		})
+	}
+}
+
+type stampedeRow struct {
+	N          int
+	AnsweredAt time.Time
+	Key        string
+}
+
+// BenchmarkStampede releases 4 instances × 50 callers together on a cold
+// key per iteration. The query takes 50ms and returns PostgreSQL's
+// clock_timestamp() after it, so each iteration measures the wake-up: from
+// the database answering to the last caller returning. db-queries/op is what
+// PostgreSQL itself counted.
+func BenchmarkStampede(b *testing.B) {
+	const nInstances, nCallers, queryMS = 4, 50, 50
+	ins := newInstances(b, nInstances, nil)
+	cleanRDB := openRedis(b, "")
+	deletePrefix(b, cleanRDB, ins[0].p.cfg.Prefix)
+	tag := uniqueTag(b)
+	ctx := context.Background()
+
+	var wakes []time.Duration
+	iters := 0
+	b.ResetTimer()
+	for b.Loop() {
+		key := fmt.Sprintf("k%d", iters)
+		iters++
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		var failures atomic.Int64
+		returned := make([]time.Time, nInstances*nCallers)
+		results := make([]stampedeRow, nInstances*nCallers)
+		for i, in := range ins {
+			for c := range nCallers {
+				slot := i*nCallers + c
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					<-start
+					var r stampedeRow
+					err := in.db.WithContext(ctx).Scopes(Cache(time.Minute)).
+						Raw("SELECT gft_record(?, ?) AS n, clock_timestamp() AS answered_at, ?::text AS key", tag, queryMS, key).
+						Scan(&r).Error
+					returned[slot] = time.Now()
+					if err != nil {
+						failures.Add(1)
+						b.Error(err)
+						return
+					}
+					results[slot] = r
+				}()
+			}
+		}
+		close(start)
+		wg.Wait()
+		if failures.Load() != 0 {
+			b.Fatalf("%d callers failed", failures.Load())
+		}
+		answeredAt := results[0].AnsweredAt
+		for slot, r := range results {
+			if r.N != 1 || r.Key != key || r.AnsweredAt.IsZero() {
+				b.Fatalf("caller %d got %+v for key %s", slot, r, key)
+			}
+			// More than one answer means the query ran more than once:
+			// measure from the first, db-queries/op shows the extra runs.
+			if r.AnsweredAt.Before(answeredAt) {
+				answeredAt = r.AnsweredAt
+			}
+		}
+		wakes = append(wakes, slices.MaxFunc(returned, time.Time.Compare).Sub(answeredAt))
+	}
+	b.StopTimer()
+
+	executions := calls(b, ins[0].db, tag)
+	b.ReportMetric(float64(executions)/float64(iters), "db-queries/op")
+	slices.Sort(wakes)
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	b.ReportMetric(ms(percentile(wakes, 50)), "wake-p50-ms")
+	b.ReportMetric(ms(percentile(wakes, 99)), "wake-p99-ms")
+	b.ReportMetric(ms(wakes[len(wakes)-1]), "wake-max-ms")
+
+	var s Stats
+	for _, in := range ins {
+		st := in.p.Stats()
+		s.Loads += st.Loads
+		s.Fallbacks += st.Fallbacks
+		s.Hits += st.Hits
+		s.Misses += st.Misses
+		s.Waits += st.Waits
+		s.Shared += st.Shared
+		s.RedisErrors += st.RedisErrors
+	}
+	b.Logf("%d iterations: db executions=%d; plugin stats summed: %+v", iters, executions, s)
+}
+
+// percentile returns the nearest-rank p-th percentile of sorted durations.
+func percentile(sorted []time.Duration, p int) time.Duration {
+	i := (len(sorted)*p + 99) / 100 // ceil(len*p/100)
+	return sorted[max(i-1, 0)]
+}
