@@ -463,6 +463,10 @@ func behColumn(enc *msgpack.Encoder) {
 }
 
 // A corrupt entry is a miss: the query runs again and repairs it.
+// oversized names the case of TestBehaviourCorruptEntry whose entry is well
+// formed but over Config.MaxEntrySize.
+const oversized = "oversized entry with wrong rows"
+
 func TestBehaviourCorruptEntry(t *testing.T) {
 	// Random bytes without a stamp separator; with one they would read as a
 	// stamp that does not match, a stale entry rather than a corrupt one.
@@ -533,6 +537,28 @@ func TestBehaviourCorruptEntry(t *testing.T) {
 				_ = enc.EncodeArrayLen(0)
 			})
 		}},
+		// A well-formed entry with the right stamp but wrong rows, larger
+		// than MaxEntrySize (as an instance with a larger cap, or a hand,
+		// might store): served, it would answer wrong rows.
+		{oversized, func(v []byte) []byte {
+			i := bytes.IndexByte(v, stampSep)
+			e, err := decodeEntry(v[i+1:])
+			if err != nil {
+				panic(err)
+			}
+			for _, row := range e.rows {
+				for j, name := range e.names {
+					if name == "tag" {
+						row[j] = strings.Repeat("wrong", 1<<18) // 1.25 MiB
+					}
+				}
+			}
+			out, err := encodeStored(string(v[:i]), e, 0)
+			if err != nil {
+				panic(err)
+			}
+			return out
+		}},
 		{"time with unknown location kind", func([]byte) []byte {
 			v := behPack(func(enc *msgpack.Encoder) {
 				_ = enc.EncodeUint(codecVersion)
@@ -549,6 +575,7 @@ func TestBehaviourCorruptEntry(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			stale := tc.name == "garbage stamp"
+			wellFormed := stale || tc.name == oversized
 			in := newInstances(t, 1, nil)[0]
 			prefix, rdb := in.p.cfg.Prefix, in.p.cfg.Redis
 			tag := uniqueTag(t)
@@ -576,7 +603,7 @@ func TestBehaviourCorruptEntry(t *testing.T) {
 				t.Fatal(err)
 			}
 			garbage := tc.corrupt(valid)
-			if err := behDecodeStored(garbage); err == nil && !stale {
+			if err := behDecodeStored(garbage); err == nil && !wellFormed {
 				t.Fatalf("test bug: %q decodes", garbage)
 			}
 			if err := rdb.Set(ctx, key, garbage, time.Minute).Err(); err != nil {

@@ -17,7 +17,7 @@ import (
 // each and go straight to the database. After Config.BreakerCooldown one
 // probe is let through; its success closes the breaker and caching resumes.
 
-func newBreaker(cfg Config, stats *counters, warn func(context.Context, string, ...any)) *gobreaker.CircuitBreaker[struct{}] {
+func newBreaker(cfg Config, stats *counters, logf logFunc) *gobreaker.CircuitBreaker[struct{}] {
 	return gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
 		Name:        "gormflight-redis",
 		MaxRequests: 1,
@@ -27,10 +27,12 @@ func newBreaker(cfg Config, stats *counters, warn func(context.Context, string, 
 		},
 		IsSuccessful: func(err error) bool { return err == nil || benign(err) },
 		OnStateChange: func(_ string, from, to gobreaker.State) {
+			level := levelWarn
 			if to == gobreaker.StateOpen {
 				stats.breakerOpens.Add(1)
+				level = levelError // caching has stopped: worth a page
 			}
-			warn(context.Background(), "gormflight: Redis circuit breaker %s -> %s", from, to)
+			logf(context.Background(), level, "gormflight: Redis circuit breaker %s -> %s", from, to)
 		},
 	})
 }
@@ -46,11 +48,18 @@ func benign(err error) bool {
 // gobreaker.ErrOpenState.
 func (e *engine) guard(op func() error) error {
 	_, err := e.breaker.Execute(func() (struct{}, error) { return struct{}{}, op() })
-	if err != nil && !benign(err) {
+	if err != nil && !benign(err) && !refused(err) {
 		e.stats.redisErrors.Add(1)
 		e.warnf("redis", "gormflight: Redis operation failed, answering from the database: %v", err)
 	}
 	return err
+}
+
+// refused reports whether err is the breaker refusing the operation, not a
+// Redis failure: nothing was sent, so there is nothing to count or log
+// (the breaker's opening was).
+func refused(err error) bool {
+	return errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests)
 }
 
 // redisDown reports whether err means Redis could not be used, so that

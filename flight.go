@@ -66,7 +66,7 @@ type engine struct {
 	dirty   dirtySet
 	retry   chan struct{} // asks retryDirty to run now
 	retried chan struct{} // closed when retryDirty returns
-	logf    func(ctx context.Context, format string, args ...any)
+	logf    logFunc
 	logged  map[string]*rateLimited // per kind of warning; fixed at newEngine
 	breaker *gobreaker.CircuitBreaker[struct{}]
 
@@ -118,7 +118,7 @@ func (e *engine) close() (bool, error) {
 
 // newEngine starts two goroutines, the pub/sub dispatcher and the retrier of
 // failed invalidations; close stops both.
-func newEngine(cfg Config, stats *counters, logf func(context.Context, string, ...any)) *engine {
+func newEngine(cfg Config, stats *counters, logf logFunc) *engine {
 	e := &engine{
 		rdb:     cfg.Redis,
 		cfg:     cfg,
@@ -140,10 +140,27 @@ func newEngine(cfg Config, stats *counters, logf func(context.Context, string, .
 	return e
 }
 
-// warnf logs through the GORM logger, at most once a second per kind.
+// logFunc reports a message at a level; the GORM adapter passes it to the
+// GORM logger.
+type logFunc func(ctx context.Context, level logLevel, format string, args ...any)
+
+type logLevel int
+
+const (
+	levelWarn logLevel = iota
+	levelError
+)
+
+// warnf logs a warning, at most once a second per kind.
 func (e *engine) warnf(kind, format string, args ...any) {
+	e.limitedf(kind, levelWarn, format, args...)
+}
+
+// limitedf logs at level, at most once a second per kind: an outage must not
+// flood the application's log.
+func (e *engine) limitedf(kind string, level logLevel, format string, args ...any) {
 	if e.logged[kind].allow(time.Now()) {
-		e.logf(context.Background(), format, args...)
+		e.logf(context.Background(), level, format, args...)
 	}
 }
 

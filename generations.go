@@ -76,8 +76,11 @@ func (e *engine) lookup(ctx context.Context, req request) (*entry, error) {
 		gens = make([]*redis.StringCmd, len(req.tables))
 		writers := make([]*redis.IntCmd, len(req.tables))
 		for i, t := range req.tables {
-			gens[i] = pipe.Get(ctx, e.genKey(t))
+			// Writers first: a bump (atomic: generation up, announcement
+			// ended) that lands between the two reads then shows as a
+			// writer or as a new generation, never as neither.
 			writers[i] = pipe.Exists(ctx, e.writersKey(t))
+			gens[i] = pipe.Get(ctx, e.genKey(t))
 		}
 		_, _ = pipe.Exec(ctx)
 		for i, g := range gens {
@@ -103,8 +106,10 @@ func (e *engine) lookup(ctx context.Context, req request) (*entry, error) {
 	if writing {
 		return nil, nil
 	}
+	// An entry over the cap was not stored by an instance configured like
+	// this one (a planted value, or another MaxEntrySize): not decoded.
 	i := strings.IndexByte(string(data), stampSep) // no copy: the conversion does not escape
-	if i < 0 {
+	if i < 0 || len(data) > e.cfg.MaxEntrySize {
 		e.stats.decodeErrors.Add(1)
 		return nil, nil
 	}
@@ -248,7 +253,7 @@ func (e *engine) invalidate(ctx context.Context, tables, announced []string) err
 	}
 	e.stats.invalidationErrors.Add(1)
 	e.dirty.mark(tables)
-	e.warnf("invalidate", "gormflight: could not invalidate %v, serving them uncached until Redis answers: %v", tables, err)
+	e.limitedf("invalidate", levelError, "gormflight: could not invalidate %v, serving them uncached until Redis answers: %v", tables, err)
 	select {
 	case e.retry <- struct{}{}:
 	default:
@@ -280,7 +285,7 @@ func (e *engine) retryDirty() {
 		}
 		e.stats.invalidations.Add(uint64(len(tables)))
 		e.dirty.clear(marks)
-		e.logf(context.Background(), "gormflight: invalidated %v; caching them again", tables)
+		e.logf(context.Background(), levelWarn, "gormflight: invalidated %v; caching them again", tables)
 	}
 }
 

@@ -158,9 +158,16 @@ type Plugin struct {
 }
 
 // logf reports through the GORM logger of the database the plugin is
-// installed on, at warning level.
-func (p *Plugin) logf(ctx context.Context, format string, args ...any) {
-	if l := p.logger.Load(); l != nil {
+// installed on: failed invalidations and an opening breaker as errors,
+// everything else as warnings.
+func (p *Plugin) logf(ctx context.Context, level logLevel, format string, args ...any) {
+	l := p.logger.Load()
+	if l == nil {
+		return
+	}
+	if level == levelError {
+		(*l).Error(ctx, format, args...)
+	} else {
 		(*l).Warn(ctx, format, args...)
 	}
 }

@@ -34,8 +34,8 @@ type Stats struct {
 	// Bypassed counts opted-in queries that ran uncached: inside a
 	// transaction, statements that write, or arguments that cannot be hashed.
 	Bypassed uint64
-	// DecodeErrors counts stored entries that could not be decoded; each was
-	// treated as a miss.
+	// DecodeErrors counts stored entries that could not be decoded or were
+	// larger than Config.MaxEntrySize; each was treated as a miss.
 	DecodeErrors uint64
 	// LockTakeovers counts waiting flights that took the lock over from an
 	// instance that stopped extending it.

@@ -246,10 +246,15 @@ func (p *Plugin) Invalidate(ctx context.Context, tables ...string) error {
 	return p.engine.invalidate(ctx, slices.Compact(norm), nil)
 }
 
-// isSelect reports whether query starts with the keyword SELECT, after
-// white space. Data-modifying statements can hide only in WITH, never under
-// a leading SELECT, so such a query needs no parsing for writes.
+// isSelect reports whether query is a single statement that starts with the
+// keyword SELECT, after white space. Data-modifying statements can hide only
+// in WITH, never under a leading SELECT, so such a query needs no parsing
+// for writes. A query with a semicolon may hold more statements (simple
+// protocol: "SELECT ...; UPDATE ..."), so it is parsed.
 func isSelect(query string) bool {
+	if strings.IndexByte(query, ';') >= 0 {
+		return false
+	}
 	query = strings.TrimLeft(query, " \t\r\n(")
 	return len(query) >= 6 && strings.EqualFold(query[:6], "select") &&
 		(len(query) == 6 || !isIdentByte(query[6]))
