@@ -1178,7 +1178,7 @@ func TestConsistencyHitRoundTrips(t *testing.T) {
 		}
 		if len(got) != 1 {
 			t.Errorf("%s: a hit made %d Redis round trips %v, want 1", c.name, len(got), got)
-		} else if want := "pipeline[get" + strings.Repeat(" get exists", c.tables) + "]"; got[0] != want {
+		} else if want := "pipeline[get" + strings.Repeat(" exists get", c.tables) + "]"; got[0] != want {
 			// The entry, then each table's generation and writers key.
 			t.Errorf("%s: the hit's round trip was %q, want %q", c.name, got[0], want)
 		}

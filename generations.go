@@ -2,6 +2,7 @@ package gormflight
 
 import (
 	"context"
+	"crypto/rand"
 	_ "embed"
 	"errors"
 	"fmt"
@@ -197,62 +198,88 @@ func (e *engine) storeStamped(ctx context.Context, k keys, stamp string, data []
 	})
 }
 
-// announce marks tables as being written, just before the write commits
-// (lua/write_begin.lua). It returns the tables it marked: none if Redis
-// failed, and then the write goes on and its bump decides.
-func (e *engine) announce(ctx context.Context, tables []string) []string {
-	if len(tables) == 0 {
-		return nil
+// announcement is one write's mark on the writers keys of the tables it
+// is about to commit (lua/write_begin.lua), under a token of its own.
+type announcement struct {
+	token  string
+	tables []string // sorted; empty if the announcement failed
+}
+
+// has reports whether the announcement marked table.
+func (a announcement) has(table string) bool {
+	_, found := slices.BinarySearch(a.tables, table)
+	return found
+}
+
+// ends returns, per table, the tokens a bump must remove to end a.
+func (a announcement) ends() map[string][]string {
+	m := make(map[string][]string, len(a.tables))
+	for _, t := range a.tables {
+		m[t] = []string{a.token}
 	}
+	return m
+}
+
+// announce marks sorted tables as being written, just before the write
+// commits. If Redis fails it marks none, and then the write goes on and its
+// bump decides.
+func (e *engine) announce(ctx context.Context, tables []string) announcement {
+	if len(tables) == 0 {
+		return announcement{}
+	}
+	a := announcement{token: rand.Text()}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.RedisTimeout)
 	defer cancel()
 	pipe := e.rdb.Pipeline()
 	for _, t := range tables {
-		writeBeginScript.Eval(ctx, pipe, []string{e.writersKey(t)}, e.cfg.LoadTimeout.Milliseconds())
+		writeBeginScript.Eval(ctx, pipe, []string{e.writersKey(t)}, a.token, e.cfg.LoadTimeout.Milliseconds())
 	}
 	if err := e.guard(func() error { _, err := pipe.Exec(ctx); return err }); err != nil {
-		return nil
+		return a
 	}
-	return tables
+	a.tables = tables
+	return a
 }
 
 // bump advances the generations of tables in one round trip, and ends the
-// announcements of those in announced.
-func (e *engine) bump(ctx context.Context, tables, announced []string) error {
+// announcements whose tokens ends lists per table. It is safe to repeat.
+func (e *engine) bump(ctx context.Context, tables []string, ends map[string][]string) error {
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.RedisTimeout)
 	defer cancel()
 	pipe := e.rdb.Pipeline()
 	for _, t := range tables {
-		end := "0"
-		if slices.Contains(announced, t) {
-			end = "1"
+		tokens := make([]any, len(ends[t]))
+		for i, tok := range ends[t] {
+			tokens[i] = tok
 		}
-		genBumpScript.Eval(ctx, pipe, []string{e.genKey(t), e.writersKey(t)}, end)
+		genBumpScript.Eval(ctx, pipe, []string{e.genKey(t), e.writersKey(t)}, tokens...)
 	}
 	return e.guard(func() error { _, err := pipe.Exec(ctx); return err })
 }
 
 // invalidate bumps tables after a write has committed, before the write
-// returns to its caller, ending the announcements in announced. If Redis
-// cannot be reached it retries once; if that fails too, the tables are
-// marked dirty: this instance stops serving cached reads of them, and a
-// background retrier bumps them until Redis answers. (An announcement that
-// was not ended expires after Config.LoadTimeout.)
-func (e *engine) invalidate(ctx context.Context, tables, announced []string) error {
+// returns to its caller, ending its announcement a. If Redis cannot be
+// reached it retries once (a bump is idempotent); if that fails too, the
+// tables are marked dirty: this instance stops serving cached reads of them,
+// and a background retrier bumps them, and ends a, until Redis answers.
+// Until then a's announcement keeps every instance from serving the tables'
+// entries (for at most Config.LoadTimeout, its lifetime).
+func (e *engine) invalidate(ctx context.Context, tables []string, a announcement) error {
 	if len(tables) == 0 {
 		return nil
 	}
 	ctx = context.WithoutCancel(ctx)
-	err := e.bump(ctx, tables, announced)
+	ends := a.ends()
+	err := e.bump(ctx, tables, ends)
 	if err != nil {
-		err = e.bump(ctx, tables, announced)
+		err = e.bump(ctx, tables, ends)
 	}
 	if err == nil {
 		e.stats.invalidations.Add(uint64(len(tables)))
 		return nil
 	}
 	e.stats.invalidationErrors.Add(1)
-	e.dirty.mark(tables)
+	e.dirty.mark(tables, a)
 	e.limitedf("invalidate", levelError, "gormflight: could not invalidate %v, serving them uncached until Redis answers: %v", tables, err)
 	select {
 	case e.retry <- struct{}{}:
@@ -279,7 +306,11 @@ func (e *engine) retryDirty() {
 		if len(tables) == 0 {
 			continue
 		}
-		if err := e.bump(context.Background(), tables, nil); err != nil {
+		ends := make(map[string][]string, len(marks))
+		for t, m := range marks {
+			ends[t] = m.tokens
+		}
+		if err := e.bump(context.Background(), tables, ends); err != nil {
 			t.Reset(e.cfg.LockExpiry / 4)
 			continue
 		}
@@ -289,44 +320,62 @@ func (e *engine) retryDirty() {
 	}
 }
 
-// dirtySet holds tables whose invalidation has not reached Redis yet. Each
-// mark has a sequence number, so a retry clears only the marks it covered.
+// dirtySet holds tables whose invalidation has not reached Redis yet, with
+// the tokens of the announcements their bump must end. Each mark has a
+// sequence number, so a retry clears only the marks it covered.
 type dirtySet struct {
 	n   atomic.Int64 // len(m), read without the lock on every cached query
 	mu  sync.Mutex
 	seq uint64
-	m   map[string]uint64
+	m   map[string]dirtyMark
 }
 
-func (d *dirtySet) mark(tables []string) {
+type dirtyMark struct {
+	seq    uint64
+	tokens []string
+}
+
+func (d *dirtySet) mark(tables []string, a announcement) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.m == nil {
-		d.m = make(map[string]uint64)
+		d.m = make(map[string]dirtyMark)
 	}
 	for _, t := range tables {
 		d.seq++
-		d.m[t] = d.seq
+		m := d.m[t]
+		m.seq = d.seq
+		if a.has(t) {
+			m.tokens = append(slices.Clip(m.tokens), a.token)
+		}
+		d.m[t] = m
 	}
 	d.n.Store(int64(len(d.m)))
 }
 
 // snapshot returns the dirty tables, sorted, and their marks.
-func (d *dirtySet) snapshot() ([]string, map[string]uint64) {
+func (d *dirtySet) snapshot() ([]string, map[string]dirtyMark) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	marks := maps.Clone(d.m)
 	return slices.Sorted(maps.Keys(marks)), marks
 }
 
-// clear removes the marks of a snapshot that no newer mark replaced.
-func (d *dirtySet) clear(marks map[string]uint64) {
+// clear removes the marks of a snapshot that no newer mark replaced, and
+// from newer marks the tokens the snapshot's bump ended.
+func (d *dirtySet) clear(marks map[string]dirtyMark) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for t, seq := range marks {
-		if d.m[t] == seq {
+	for t, done := range marks {
+		cur := d.m[t]
+		if cur.seq == done.seq {
 			delete(d.m, t)
+			continue
 		}
+		cur.tokens = slices.DeleteFunc(slices.Clone(cur.tokens), func(tok string) bool {
+			return slices.Contains(done.tokens, tok)
+		})
+		d.m[t] = cur
 	}
 	d.n.Store(int64(len(d.m)))
 }

@@ -85,8 +85,8 @@ func (p *Plugin) announceWrites(withTable bool) func(*gorm.DB) {
 		if _, inTx := db.Statement.ConnPool.(gorm.TxCommitter); inTx {
 			return // announced by the transaction's Commit
 		}
-		if tables := p.engine.announce(db.Statement.Context, writtenTables(db, withTable)); len(tables) > 0 {
-			db.InstanceSet(announcedKey, tables)
+		if a := p.engine.announce(db.Statement.Context, writtenTables(db, withTable)); len(a.tables) > 0 {
+			db.InstanceSet(announcedKey, a)
 		}
 	}
 }
@@ -99,12 +99,12 @@ func (p *Plugin) recordWrites(withTable bool) func(*gorm.DB) {
 		if db.DryRun {
 			return
 		}
-		var announced []string
+		var announced announcement
 		if v, ok := db.InstanceGet(announcedKey); ok {
-			announced, _ = v.([]string)
+			announced, _ = v.(announcement)
 		}
 		tables := writtenTables(db, withTable)
-		for _, t := range announced {
+		for _, t := range announced.tables {
 			if i, found := slices.BinarySearch(tables, t); !found {
 				tables = slices.Insert(tables, i, t)
 			}
@@ -243,7 +243,7 @@ func (p *Plugin) Invalidate(ctx context.Context, tables ...string) error {
 		norm = append(norm, normTable(t))
 	}
 	slices.Sort(norm)
-	return p.engine.invalidate(ctx, slices.Compact(norm), nil)
+	return p.engine.invalidate(ctx, slices.Compact(norm), announcement{})
 }
 
 // isSelect reports whether query is a single statement that starts with the
