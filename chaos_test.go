@@ -417,7 +417,7 @@ func TestChaosKillHolderProcess(t *testing.T) {
 	const (
 		procs      = 3
 		perProc    = 30
-		delay      = time.Second
+		delay      = 3 * time.Second // long enough that the kill lands while the holder queries
 		lockExpiry = time.Second
 	)
 	goBin, err := exec.LookPath("go")

@@ -203,6 +203,9 @@ func (e *engine) storeStamped(ctx context.Context, k keys, stamp string, data []
 type announcement struct {
 	token  string
 	tables []string // sorted; empty if the announcement failed
+	// held: the write's commit cannot be followed, so its bump must not end
+	// the announcement; it ends with its lifetime.
+	held bool
 }
 
 // has reports whether the announcement marked table.

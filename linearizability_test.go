@@ -19,11 +19,11 @@ import (
 // Update, Update in a transaction and Exec, and read through three kinds of
 // cached query (First, an aggregate over every register, a join), by
 // workers on three instances. Each register's history is checked with
-// porcupine against a sequential register: per cached query (must be
-// linearizable), and across all queries, where the invalidation window
-// (COMMIT to bump) can make it not linearizable — new-then-old reads while
-// a write is in progress — and only that is tolerated: a read never
-// returns a value replaced by a write that returned before it began.
+// porcupine against a sequential register, per cached query and across all
+// queries; both must be linearizable. (Across queries this rests on writes
+// announcing themselves before COMMIT: without that, a miss could read the
+// new row while another query's older entry was still served, new-then-old
+// while a write is in progress.)
 
 const linRegisters = 4
 

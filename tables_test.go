@@ -7,7 +7,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 )
 
 type tablesCase struct {
@@ -197,8 +196,10 @@ func TestNormTable(t *testing.T) {
 	}
 }
 
-// TestSQLTablesLargeInputs checks that pathological inputs of a few hundred
-// kilobytes are handled in linear time.
+// TestSQLTablesLargeInputs feeds pathological inputs of a few hundred
+// kilobytes (20000-fold nesting, unclosed comments and quotes): they must be
+// parsed without a panic or a stack overflow, and a quadratic tokenizer
+// would run the suite into its timeout. BenchmarkSQLTables times parsing.
 func TestSQLTablesLargeInputs(t *testing.T) {
 	const n = 20000
 	var ctes, refs strings.Builder
@@ -223,11 +224,7 @@ func TestSQLTablesLargeInputs(t *testing.T) {
 	}
 	for name, sql := range inputs {
 		t.Run(name, func(t *testing.T) {
-			start := time.Now()
 			read, _ := sqlTables(sql)
-			if d := time.Since(start); d > 5*time.Second {
-				t.Errorf("took %v for %d bytes", d, len(sql))
-			}
 			if name == "many ctes" && !slices.Equal(read, l("real_t")) {
 				t.Errorf("read = %q", read)
 			}

@@ -47,6 +47,9 @@ func (p *Plugin) registerWriteCallbacks(db *gorm.DB) error {
 		{"raw", cb.Raw().After("gorm:raw").Register("gormflight:raw_writes", p.recordWrites(false))},
 		{"query", cb.Query().After("gorm:query").Register("gormflight:query_writes", p.recordWrites(false))},
 		{"row", cb.Row().After("gorm:row").Register("gormflight:row_writes", p.recordWrites(false))},
+		{"create", cb.Create().After("gorm:begin_transaction").Before("gormflight:create_announce").Register("gormflight:create_track_tx", p.trackStartedTx)},
+		{"update", cb.Update().After("gorm:begin_transaction").Before("gormflight:update_announce").Register("gormflight:update_track_tx", p.trackStartedTx)},
+		{"delete", cb.Delete().After("gorm:begin_transaction").Before("gormflight:delete_announce").Register("gormflight:delete_track_tx", p.trackStartedTx)},
 	} {
 		if r.err != nil {
 			return fmt.Errorf("gormflight: register %s write callback: %w", r.name, r.err)
@@ -75,17 +78,36 @@ func writtenTables(db *gorm.DB, withTable bool) []string {
 	return tables
 }
 
-// announceWrites returns the callback that announces, outside a
-// transaction, the tables a statement is about to write.
+// trackStartedTx makes the transaction GORM just began for a Create,
+// Update or Delete a trackingTx, when it did not come from the tracking
+// pool: a statement in db.Connection begins it on a *sql.Conn. Its writes
+// are then invalidated when GORM commits it, not before.
+func (p *Plugin) trackStartedTx(db *gorm.DB) {
+	if _, started := db.InstanceGet("gorm:started_transaction"); !started {
+		return
+	}
+	if stx, ok := db.Statement.ConnPool.(*sql.Tx); ok {
+		db.Statement.ConnPool = &trackingTx{Tx: stx, engine: p.engine}
+	}
+}
+
+// announceWrites returns the callback that announces the tables a statement
+// is about to write: outside a transaction, before it runs (it commits as it
+// runs); inside a transaction this plugin cannot follow to its commit (one
+// not begun through GORM's Begin on the database, such as one begun in
+// db.Connection), before it runs too, and then the announcement is held
+// until its lifetime ends, since no bump can know when the commit comes.
 func (p *Plugin) announceWrites(withTable bool) func(*gorm.DB) {
 	return func(db *gorm.DB) {
 		if db.DryRun || db.Error != nil {
 			return
 		}
-		if _, inTx := db.Statement.ConnPool.(gorm.TxCommitter); inTx {
+		_, inTx := db.Statement.ConnPool.(gorm.TxCommitter)
+		if inTx && trackedTx(db.Statement.ConnPool) != nil {
 			return // announced by the transaction's Commit
 		}
 		if a := p.engine.announce(db.Statement.Context, writtenTables(db, withTable)); len(a.tables) > 0 {
+			a.held = inTx
 			db.InstanceSet(announcedKey, a)
 		}
 	}
@@ -116,10 +138,14 @@ func (p *Plugin) recordWrites(withTable bool) func(*gorm.DB) {
 			tx.record(tables)
 			return
 		}
-		// Outside a transaction the write has committed by now. (A
-		// transaction begun outside GORM's Begin cannot be followed; its
-		// writes are invalidated here, before its commit — call Invalidate
-		// after committing it.)
+		// Outside a transaction the write has committed by now. A
+		// transaction this plugin cannot follow has not: its writes are
+		// bumped now, and its held announcement keeps every instance from
+		// serving or storing entries of the tables until the announcement
+		// expires (Config.LoadTimeout), by when it has most likely committed.
+		if announced.held {
+			announced = announcement{}
+		}
 		_ = p.engine.invalidate(db.Statement.Context, tables, announced)
 	}
 }
@@ -152,7 +178,7 @@ func (t *trackingPool) BeginTx(ctx context.Context, opts *sql.TxOptions) (gorm.C
 	if !ok {
 		return tx, nil // cannot wrap: writes are invalidated as they run
 	}
-	return &trackingTx{Tx: gtx, pool: t}, nil
+	return &trackingTx{Tx: gtx, engine: t.engine, pool: t}, nil
 }
 
 // GetDBConn lets db.DB() reach the *sql.DB behind the wrapper.
@@ -170,7 +196,8 @@ func (t *trackingPool) GetDBConn() (*sql.DB, error) {
 // once Commit has succeeded.
 type trackingTx struct {
 	gorm.Tx
-	pool *trackingPool
+	engine *engine
+	pool   *trackingPool // nil for a transaction begun elsewhere (trackStartedTx)
 
 	mu      sync.Mutex
 	written map[string]struct{}
@@ -204,7 +231,7 @@ func (t *trackingTx) take() []string {
 // A failed commit still ends its announcements (the bump is harmless).
 func (t *trackingTx) Commit() error {
 	tables := t.take()
-	e := t.pool.engine
+	e := t.engine
 	announced := e.announce(context.Background(), tables)
 	err := t.Tx.Commit()
 	_ = e.invalidate(context.Background(), tables, announced)
@@ -216,7 +243,12 @@ func (t *trackingTx) Rollback() error {
 	return t.Tx.Rollback()
 }
 
-func (t *trackingTx) GetDBConn() (*sql.DB, error) { return t.pool.GetDBConn() }
+func (t *trackingTx) GetDBConn() (*sql.DB, error) {
+	if t.pool != nil {
+		return t.pool.GetDBConn()
+	}
+	return nil, errors.New("gormflight: transaction has no *sql.DB")
+}
 
 // trackedTx returns the trackingTx behind a statement's pool, if any.
 func trackedTx(pool gorm.ConnPool) *trackingTx {
