@@ -328,17 +328,7 @@ func BenchmarkStampede(b *testing.B) {
 	b.ReportMetric(ms(percentile(wakes, 99)), "wake-p99-ms")
 	b.ReportMetric(ms(wakes[len(wakes)-1]), "wake-max-ms")
 
-	var s Stats
-	for _, in := range ins {
-		st := in.p.Stats()
-		s.Loads += st.Loads
-		s.Fallbacks += st.Fallbacks
-		s.Hits += st.Hits
-		s.Misses += st.Misses
-		s.Waits += st.Waits
-		s.Shared += st.Shared
-		s.RedisErrors += st.RedisErrors
-	}
+	s := sumStats(ins...)
 	b.Logf("%d iterations: db executions=%d; plugin stats summed: %+v", iters, executions, s)
 }
 

@@ -62,12 +62,6 @@ func refused(err error) bool {
 	return errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests)
 }
 
-// redisDown reports whether err means Redis could not be used, so that
-// Config.FailClosed applies.
-func redisDown(err error) bool {
-	return err != nil && !benign(err)
-}
-
 // redisUnavailable is the error a fail-closed plugin returns instead of querying
 // the database without Redis.
 func redisUnavailable(err error) error {

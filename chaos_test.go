@@ -272,25 +272,6 @@ func chaosKV(ctx context.Context, in *instance, k int) (string, error) {
 
 func chaosWant(k int) string { return fmt.Sprintf("value-%d", k) }
 
-// chaosSum adds up the counters of instances.
-func chaosSum(ins ...*instance) Stats {
-	var s Stats
-	for _, in := range ins {
-		st := in.p.Stats()
-		s.Hits += st.Hits
-		s.Misses += st.Misses
-		s.Loads += st.Loads
-		s.Shared += st.Shared
-		s.Waits += st.Waits
-		s.Fallbacks += st.Fallbacks
-		s.RedisErrors += st.RedisErrors
-		s.LockTakeovers += st.LockTakeovers
-		s.WaitTimeouts += st.WaitTimeouts
-		s.BreakerOpens += st.BreakerOpens
-	}
-	return s
-}
-
 // chaosInstances returns n instances sharing a fresh prefix, each with its
 // own client of the Redis at addr.
 func chaosInstances(t *testing.T, n int, addr string, mod func(*Config)) []*instance {
@@ -660,20 +641,20 @@ func TestChaosRedisKilledMidLoad(t *testing.T) {
 	}
 
 	chaosWaitFor(t, "the warm-up load", 30*time.Second, allDid(make([]int64, workers), warmup))
-	chaosWaitFor(t, "a cache hit before the kill", 30*time.Second, func() bool { return chaosSum(ins...).Hits > 0 })
-	before := chaosSum(ins...)
+	chaosWaitFor(t, "a cache hit before the kill", 30*time.Second, func() bool { return sumStats(ins...).Hits > 0 })
+	before := sumStats(ins...)
 	atKill := snapshot()
 	stop()
 	killedAt := time.Now()
 	chaosWaitFor(t, "the load to go on without Redis", 30*time.Second, allDid(atKill, outage))
-	during := chaosSum(ins...)
+	during := sumStats(ins...)
 	atRestart := snapshot()
 	// The first hit may come before restart returns: watch for it from
 	// before the restart.
 	firstHit := make(chan time.Time, 1)
 	go func() {
 		for ctx.Err() == nil {
-			if chaosSum(ins...).Hits > during.Hits {
+			if sumStats(ins...).Hits > during.Hits {
 				firstHit <- time.Now()
 				return
 			}
@@ -687,7 +668,7 @@ func TestChaosRedisKilledMidLoad(t *testing.T) {
 	select {
 	case hitAt = <-firstHit:
 	case <-time.After(15 * time.Second):
-		t.Fatalf("no cache hit within 15s of the restart; stats %+v", chaosSum(ins...))
+		t.Fatalf("no cache hit within 15s of the restart; stats %+v", sumStats(ins...))
 	}
 	chaosWaitFor(t, "every breaker closed again", 15*time.Second, func() bool {
 		for _, in := range ins {
@@ -699,7 +680,7 @@ func TestChaosRedisKilledMidLoad(t *testing.T) {
 	})
 	closedAfter := time.Since(restartBegan)
 	stopWorkers()
-	after := chaosSum(ins...)
+	after := sumStats(ins...)
 
 	var total, outageReqs int64
 	for w := range counts {
@@ -794,7 +775,7 @@ func TestChaosFailingDatabaseNoHerd(t *testing.T) {
 	}
 	recovered := probe.runs(t) - failing
 	t.Logf("recovered database: %d callers, %d succeeded; executions %d; max latency %v; stats %+v",
-		len(errs), ok, recovered, latency.Round(time.Millisecond), chaosSum(ins...))
+		len(errs), ok, recovered, latency.Round(time.Millisecond), sumStats(ins...))
 	if recovered != 1 {
 		t.Errorf("after the database recovered the query ran %d times, want 1", recovered)
 	}
@@ -943,7 +924,7 @@ func TestChaosPubSubConnectionKilled(t *testing.T) {
 	_, result = stampede(probe2, "k2", 500)
 	errs, latency = result()
 	check("stampede after the kill", probe2, errs, latency)
-	t.Logf("stats: %+v", chaosSum(ins...))
+	t.Logf("stats: %+v", sumStats(ins...))
 }
 
 // chaosProxy is a TCP proxy in front of a Redis. Black-holed, it keeps every
@@ -1108,7 +1089,7 @@ func TestChaosRedisBlackholed(t *testing.T) {
 		}
 		return true
 	})
-	primed := chaosSum(ins...)
+	primed := sumStats(ins...)
 	primedExecs := calls(t, pg, tag)
 
 	proxy.blackhole.Store(true)
@@ -1135,7 +1116,7 @@ func TestChaosRedisBlackholed(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	holed := chaosSum(ins...)
+	holed := sumStats(ins...)
 	execsHoled := calls(t, pg, tag) - primedExecs
 
 	proxy.blackhole.Store(false)
@@ -1151,7 +1132,7 @@ func TestChaosRedisBlackholed(t *testing.T) {
 		}
 		return false
 	})
-	end := chaosSum(ins...)
+	end := sumStats(ins...)
 
 	round := func(d []time.Duration) []string {
 		out := make([]string, len(d))

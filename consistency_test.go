@@ -15,7 +15,6 @@ import (
 
 	"github.com/anishathalye/porcupine"
 	"github.com/redis/go-redis/v9"
-	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 	"gorm.io/gorm/logger"
@@ -778,30 +777,9 @@ func TestConsistencyTransactions(t *testing.T) {
 // PrepareStmt: true.
 func consPreparedInstance(t *testing.T, cfg Config) *instance {
 	t.Helper()
-	db, err := gorm.Open(postgres.Open(testDSN()), &gorm.Config{Logger: logger.Discard, PrepareStmt: true})
-	if err != nil {
-		unavailable(t, "PostgreSQL", err)
-	}
-	sqlDB, err := db.DB()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sqlDB.Close() })
-	setupSchema(t, db)
+	db := openDBWith(t, &gorm.Config{Logger: logger.Discard, PrepareStmt: true})
 	consSchema(t, db)
-	p, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := p.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
-	if err := db.Use(p); err != nil {
-		t.Fatal(err)
-	}
-	return &instance{db: db, p: p}
+	return installPlugin(t, db, cfg)
 }
 
 // ---------------------------------------------------------------------------

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 )
@@ -133,29 +132,7 @@ func (l *dirtyLog) all() []dirtyLogEntry {
 // dirtyInstance is newInstance with a GORM logger of the test's choosing.
 func dirtyInstance(t *testing.T, cfg Config, log logger.Interface) *instance {
 	t.Helper()
-	db, err := gorm.Open(postgres.Open(testDSN()), &gorm.Config{Logger: log})
-	if err != nil {
-		unavailable(t, "PostgreSQL", err)
-	}
-	sqlDB, err := db.DB()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sqlDB.Close() })
-	setupSchema(t, db)
-	p, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := p.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
-	if err := db.Use(p); err != nil {
-		t.Fatal(err)
-	}
-	return &instance{db: db, p: p}
+	return installPlugin(t, openDBWith(t, &gorm.Config{Logger: log}), cfg)
 }
 
 // dirtyKeyExists reports whether key exists in Redis.

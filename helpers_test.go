@@ -48,7 +48,13 @@ func unavailable(t testing.TB, what string, err error) {
 // openDB opens a GORM handle of its own, as one application instance has.
 func openDB(t testing.TB) *gorm.DB {
 	t.Helper()
-	db, err := gorm.Open(postgres.Open(testDSN()), &gorm.Config{Logger: logger.Discard})
+	return openDBWith(t, &gorm.Config{Logger: logger.Discard})
+}
+
+// openDBWith is openDB with a GORM configuration of the test's choosing.
+func openDBWith(t testing.TB, gcfg *gorm.Config) *gorm.DB {
+	t.Helper()
+	db, err := gorm.Open(postgres.Open(testDSN()), gcfg)
 	if err != nil {
 		unavailable(t, "PostgreSQL", err)
 	}
@@ -103,7 +109,13 @@ func testConfig(rdb redis.UniversalClient, prefix string) Config {
 
 func newInstance(t testing.TB, cfg Config) *instance {
 	t.Helper()
-	db := openDB(t)
+	return installPlugin(t, openDB(t), cfg)
+}
+
+// installPlugin creates a Plugin for cfg, closed when the test ends, and
+// installs it on db.
+func installPlugin(t testing.TB, db *gorm.DB, cfg Config) *instance {
+	t.Helper()
 	if cfg.Redis == nil {
 		cfg.Redis = openRedis(t, "")
 	}
@@ -189,3 +201,27 @@ func calls(t testing.TB, db *gorm.DB, tag string) int64 {
 
 // uniqueTag returns a recording tag no other test uses.
 func uniqueTag(t testing.TB) string { return testPrefix(t) }
+
+// sumStats adds up the counters of instances: the cluster's view.
+func sumStats(ins ...*instance) Stats {
+	var s Stats
+	for _, in := range ins {
+		st := in.p.Stats()
+		s.Hits += st.Hits
+		s.Misses += st.Misses
+		s.Loads += st.Loads
+		s.Shared += st.Shared
+		s.Waits += st.Waits
+		s.Fallbacks += st.Fallbacks
+		s.RedisErrors += st.RedisErrors
+		s.Uncached += st.Uncached
+		s.Bypassed += st.Bypassed
+		s.DecodeErrors += st.DecodeErrors
+		s.LockTakeovers += st.LockTakeovers
+		s.WaitTimeouts += st.WaitTimeouts
+		s.BreakerOpens += st.BreakerOpens
+		s.Invalidations += st.Invalidations
+		s.InvalidationErrors += st.InvalidationErrors
+	}
+	return s
+}

@@ -366,18 +366,7 @@ func TestLinearizability(t *testing.T) {
 		t.FailNow()
 	}
 
-	var s Stats
-	for _, in := range ins {
-		st := in.p.Stats()
-		s.Hits += st.Hits
-		s.Misses += st.Misses
-		s.Loads += st.Loads
-		s.Fallbacks += st.Fallbacks
-		s.Invalidations += st.Invalidations
-		s.InvalidationErrors += st.InvalidationErrors
-		s.Waits += st.Waits
-		s.Shared += st.Shared
-	}
+	s := sumStats(ins...)
 	t.Logf("%d workers x %d calls in %v: %d porcupine operations; calls by kind %v", workers, opsPerWorker, elapsed.Round(time.Millisecond), len(rec.ops), rec.kinds)
 	t.Logf("plugin stats summed over instances: hits %d, misses %d, loads %d, fallbacks %d, shared %d, waits %d, invalidations %d, invalidation errors %d",
 		s.Hits, s.Misses, s.Loads, s.Fallbacks, s.Shared, s.Waits, s.Invalidations, s.InvalidationErrors)

@@ -72,15 +72,7 @@ func TestStampedeRunsQueryOnceAcrossInstances(t *testing.T) {
 					}
 				}
 			}
-			var s Stats
-			for _, in := range ins {
-				st := in.p.Stats()
-				s.Loads += st.Loads
-				s.Fallbacks += st.Fallbacks
-				s.Hits += st.Hits
-				s.Waits += st.Waits
-				s.Shared += st.Shared
-			}
+			s := sumStats(ins...)
 			t.Logf("keys=%d: db executions=%d; plugin stats summed: %+v", nkeys, calls(t, ins[0].db, tag), s)
 		})
 	}
