@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"reflect"
+	"slices"
 )
 
 // The replay driver turns an entry back into a genuine *sql.Rows or *sql.Row,
@@ -70,7 +71,10 @@ type replayRows struct {
 	next  int
 }
 
-func (r *replayRows) Columns() []string { return r.entry.names }
+// Columns returns a copy: database/sql hands the driver's slice to the
+// caller, and GORM's MapColumns renames columns in it in place, while the
+// entry is shared by every caller of a flight and through the memo.
+func (r *replayRows) Columns() []string { return slices.Clone(r.entry.names) }
 func (r *replayRows) Close() error      { return nil }
 
 func (r *replayRows) Next(dest []driver.Value) error {
