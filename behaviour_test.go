@@ -7,6 +7,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"regexp"
 	"runtime"
@@ -1180,7 +1181,7 @@ func TestBehaviourConfigValidation(t *testing.T) {
 
 	t.Run("Cache TTL", func(t *testing.T) {
 		in := newInstances(t, 1, nil)[0]
-		for _, ttl := range []time.Duration{0, -time.Second} {
+		for _, ttl := range []time.Duration{0, -time.Second, time.Microsecond, MinTTL - 1, MaxTTL + 1, math.MaxInt64} {
 			for _, path := range []string{"Scan", "Find"} {
 				t.Run(fmt.Sprintf("%s/%v", path, ttl), func(t *testing.T) {
 					tag := uniqueTag(t)

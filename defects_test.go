@@ -44,3 +44,22 @@ func TestReplayColumnsAreCallersOwn(t *testing.T) {
 		t.Fatalf("expected the later reads to be hits, stats %+v", in.p.Stats())
 	}
 }
+
+// The longest TTL, with a jitter that would overflow a time.Duration, is
+// stored with an expiry Redis accepts, and the next read is a hit.
+func TestLongestTTLIsStored(t *testing.T) {
+	in := newInstances(t, 1, func(c *Config) { c.TTLJitter = 5 })[0]
+	tag := uniqueTag(t)
+	for i := 0; i < 2; i++ {
+		var n int
+		if err := in.db.Scopes(Cache(MaxTTL)).Raw("SELECT gft_record(?, 0) AS n", tag).Scan(&n).Error; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := calls(t, in.db, tag); got != 1 {
+		t.Fatalf("the query ran %d times, want 1 (the second read a hit)", got)
+	}
+	if s := in.p.Stats(); s.RedisErrors != 0 || s.Hits != 1 {
+		t.Fatalf("stats %+v, want 1 hit and no Redis errors", s)
+	}
+}

@@ -14,8 +14,9 @@ var (
 	ErrInvalidConfig = errors.New("gormflight: invalid config")
 
 	// ErrInvalidTTL is added to the statement's errors when Cache is given a
-	// TTL that is not positive.
-	ErrInvalidTTL = errors.New("gormflight: cache TTL must be positive")
+	// TTL outside [MinTTL, MaxTTL]: Redis keeps expiries in whole
+	// milliseconds and refuses an expiry of 0.
+	ErrInvalidTTL = errors.New("gormflight: cache TTL out of range")
 
 	// ErrWaitTimeout is returned to callers that waited Config.MaxWait for
 	// another instance's result, when Config.FailOnWaitTimeout is set.

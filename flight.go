@@ -381,17 +381,15 @@ func (e *engine) withoutRedis(ctx context.Context, req request, err error) (*fli
 }
 
 // store writes the entry with its TTL. It reports false when the entry was
-// not stored because it cannot be: too large, or not encodable. A Redis
-// failure while storing is counted but reported as stored, since waiters
-// will find out by re-checking.
+// not stored: too large, not encodable, or refused by Redis. Waiters are
+// then told to query themselves, as they would one by one anyway.
 func (e *engine) store(ctx context.Context, req request, stamp string, ent *entry) bool {
 	data, err := encodeStored(stamp, ent, e.cfg.MaxEntrySize)
 	if err != nil {
 		e.stats.uncached.Add(1)
 		return false
 	}
-	_ = e.storeStamped(ctx, req.keys, stamp, data, e.jitter(req.ttl))
-	return true
+	return e.storeStamped(ctx, req.keys, stamp, data, e.jitter(req.ttl)) == nil
 }
 
 func (e *engine) publish(k keys, payload string) {
@@ -401,10 +399,19 @@ func (e *engine) publish(k keys, payload string) {
 }
 
 // jitter spreads the expiry of entries filled together, so they do not all
-// expire in the same instant.
+// expire in the same instant. The result stays within [ttl, maxJittered],
+// whatever TTLJitter is, so it never overflows.
 func (e *engine) jitter(ttl time.Duration) time.Duration {
 	if e.cfg.TTLJitter <= 0 {
 		return ttl
 	}
-	return ttl + time.Duration(rand.Float64()*e.cfg.TTLJitter*float64(ttl))
+	extra := rand.Float64() * e.cfg.TTLJitter * float64(ttl)
+	if extra >= float64(maxJittered-ttl) {
+		return maxJittered
+	}
+	return ttl + time.Duration(extra)
 }
+
+// maxJittered bounds a stored entry's lifetime: far below the largest
+// millisecond expiry Redis accepts.
+const maxJittered = 2 * MaxTTL

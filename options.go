@@ -37,8 +37,8 @@ func Tables(names ...string) Option {
 //	db.Scopes(gormflight.Cache(time.Minute)).Where("age > ?", 30).Find(&users)
 //
 // A miss runs once across every instance sharing the Redis prefix; the
-// others wait for its result. A non-positive ttl adds ErrInvalidTTL to the
-// statement's errors. Queries inside a transaction, and statements that
+// others wait for its result. A ttl outside [MinTTL, MaxTTL] adds
+// ErrInvalidTTL to the statement's errors. Queries inside a transaction, and statements that
 // write, run uncached.
 func Cache(ttl time.Duration, opts ...Option) func(*gorm.DB) *gorm.DB {
 	c := CacheClause(ttl, opts...)
@@ -74,10 +74,18 @@ var (
 	_ gorm.StatementModifier = CacheOption{}
 )
 
+// The range of TTLs Cache accepts. Redis stores expiries in whole
+// milliseconds and refuses 0; the upper bound leaves room for TTLJitter
+// without overflowing a time.Duration.
+const (
+	MinTTL = time.Millisecond
+	MaxTTL = 100 * 365 * 24 * time.Hour
+)
+
 // ModifyStatement opts the statement in, or adds ErrInvalidTTL to it.
 func (c CacheOption) ModifyStatement(stmt *gorm.Statement) {
-	if c.settings.ttl <= 0 {
-		_ = stmt.AddError(fmt.Errorf("%w: got %v", ErrInvalidTTL, c.settings.ttl))
+	if ttl := c.settings.ttl; ttl < MinTTL || ttl > MaxTTL {
+		_ = stmt.AddError(fmt.Errorf("%w: got %v, want %v to %v", ErrInvalidTTL, ttl, MinTTL, MaxTTL))
 		stmt.Settings.Delete(settingKey)
 		return
 	}
