@@ -63,3 +63,83 @@ func TestLongestTTLIsStored(t *testing.T) {
 		t.Fatalf("stats %+v, want 1 hit and no Redis errors", s)
 	}
 }
+
+// gftMixed is a model whose table name needs quoting: its generation must
+// be the one reads of GORM's (quoted) SQL are keyed by.
+type gftMixed struct {
+	ID int64
+	V  int64
+}
+
+func (gftMixed) TableName() string { return "GftAdvMixed" }
+
+// A write announces and bumps the table under the name reads are keyed by,
+// whatever shape the statement gives it: a mixed-case TableName and a table
+// expression with an alias. Shown with an explicit transaction in
+// db.Connection, whose announcement alone protects the table until COMMIT:
+// another instance that reads between the UPDATE and the COMMIT must not
+// store the pre-commit rows under the bumped generation.
+func TestWriteAnnouncesTheTableReadsUse(t *testing.T) {
+	pg := openDB(t)
+	for _, ddl := range []string{
+		`DROP TABLE IF EXISTS "GftAdvMixed"`,
+		`CREATE TABLE "GftAdvMixed" (id bigint PRIMARY KEY, v bigint NOT NULL)`,
+	} {
+		if err := pg.Exec(ddl).Error; err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { pg.Exec(`DROP TABLE IF EXISTS "GftAdvMixed"`) })
+	ins := newInstances(t, 2, nil)
+	w, r := ins[0], ins[1]
+
+	cases := []struct {
+		name   string
+		update func(tx *gorm.DB, id, v int64) error
+	}{
+		{"TableName", func(tx *gorm.DB, id, v int64) error {
+			return tx.Model(&gftMixed{ID: id}).Update("v", v).Error
+		}},
+		{"Table with alias", func(tx *gorm.DB, id, v int64) error {
+			return tx.Table(`"GftAdvMixed" m`).Where("m.id = ?", id).Update("v", v).Error
+		}},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			id := int64(i + 1)
+			if err := pg.Create(&gftMixed{ID: id, V: 1}).Error; err != nil {
+				t.Fatal(err)
+			}
+			read := func(in *instance) int64 {
+				t.Helper()
+				var m gftMixed
+				if err := in.db.Scopes(Cache(time.Minute)).First(&m, id).Error; err != nil {
+					t.Fatal(err)
+				}
+				return m.V
+			}
+			if got := read(r); got != 1 {
+				t.Fatalf("prime: v=%d", got)
+			}
+			err := w.db.Connection(func(c *gorm.DB) error {
+				tx := c.Begin()
+				if err := tc.update(tx, id, 5); err != nil {
+					tx.Rollback()
+					return err
+				}
+				// Between the UPDATE and its COMMIT: the old row, which must
+				// not be stored under the generation the UPDATE bumped.
+				if got := read(r); got != 1 {
+					t.Errorf("read before COMMIT: v=%d, want the committed 1", got)
+				}
+				return tx.Commit().Error
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := read(r); got != 5 {
+				t.Fatalf("cached read after COMMIT returned: v=%d, live 5", got)
+			}
+		})
+	}
+}

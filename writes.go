@@ -69,13 +69,36 @@ func writtenTables(db *gorm.DB, withTable bool) []string {
 			_, tables = sqlTables(query)
 		}
 	}
-	if withTable && db.Statement.Table != "" {
-		t := normTable(db.Statement.Table)
-		if i, found := slices.BinarySearch(tables, t); !found {
-			tables = slices.Insert(tables, i, t)
+	if withTable {
+		for _, t := range statementTables(db.Statement) {
+			if i, found := slices.BinarySearch(tables, t); !found {
+				tables = slices.Insert(tables, i, t)
+			}
 		}
 	}
 	return tables
+}
+
+// statementTables returns the generation names of the table a Create,
+// Update or Delete names, before its SQL is built. They are taken from the
+// table as the SQL will name it, so that they are the names reads of that
+// SQL are keyed by: GORM quotes Statement.Table (so "AdvRevMixed" keeps its
+// case), and a table expression (db.Table("users u")) is parsed as a FROM
+// item (Statement.Table is then the alias).
+func statementTables(stmt *gorm.Statement) []string {
+	if stmt.TableExpr != nil {
+		read, _ := sqlTables("SELECT * FROM " + stmt.TableExpr.SQL)
+		return read
+	}
+	if stmt.Table == "" {
+		return nil
+	}
+	var b strings.Builder
+	stmt.QuoteTo(&b, stmt.Table)
+	if t := normTable(b.String()); t != "" {
+		return []string{t}
+	}
+	return nil
 }
 
 // trackStartedTx makes the transaction GORM just began for a Create,
