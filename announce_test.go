@@ -15,15 +15,15 @@ func TestAnnouncementTokens(t *testing.T) {
 	const table = "gft_announce"
 	writers := func() int64 {
 		t.Helper()
-		n, err := e.rdb.SCard(ctx, e.writersKey(table)).Result()
+		n, err := e.rdb.ZCard(ctx, e.writersKey(table)).Result()
 		if err != nil {
 			t.Fatal(err)
 		}
 		return n
 	}
 
-	a := e.announce(ctx, []string{table})
-	b := e.announce(ctx, []string{table})
+	a := e.announce(ctx, []string{table}, false)
+	b := e.announce(ctx, []string{table}, false)
 	if !a.has(table) || !b.has(table) || a.token == b.token {
 		t.Fatalf("announcements %+v and %+v: want both marked, with distinct tokens", a, b)
 	}

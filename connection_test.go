@@ -117,7 +117,7 @@ func TestConnectionTransactions(t *testing.T) {
 		if _, err := probe.take(); err != nil {
 			t.Fatal(err)
 		}
-		n, err := wrdb.Exists(context.Background(), w.p.engine.writersKey("gft_cons_item")).Result()
+		n, err := wrdb.Exists(context.Background(), w.p.engine.heldKey("gft_cons_item")).Result()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -128,7 +128,7 @@ func TestConnectionTransactions(t *testing.T) {
 		consExpect(t, "W after the commit", w, read, "val=3")
 		// End the held announcement, as its lifetime would, so other tests
 		// of the table cache again.
-		if err := wrdb.Del(context.Background(), w.p.engine.writersKey("gft_cons_item")).Err(); err != nil {
+		if err := wrdb.Del(context.Background(), w.p.engine.heldKey("gft_cons_item")).Err(); err != nil {
 			t.Fatal(err)
 		}
 	})

@@ -1,6 +1,8 @@
 package gormflight
 
 import (
+	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -139,6 +141,90 @@ func TestWriteAnnouncesTheTableReadsUse(t *testing.T) {
 			}
 			if got := read(r); got != 5 {
 				t.Fatalf("cached read after COMMIT returned: v=%d, live 5", got)
+			}
+		})
+	}
+}
+
+// gftTok is the table of TestLostAnnouncementEndsOnItsOwn.
+type gftTok struct {
+	ID int64
+	V  int64
+}
+
+func (gftTok) TableName() string { return "gft_def_tok" }
+
+// An announcement nobody ends (a writer that died between announcing and
+// bumping, or a transaction the plugin cannot follow) ends with its own
+// lifetime, however often other writes to the table come and go: each
+// token has its own deadline, and other writes do not renew it.
+func TestLostAnnouncementEndsOnItsOwn(t *testing.T) {
+	pg := openDB(t)
+	for _, ddl := range []string{
+		`CREATE TABLE IF NOT EXISTS gft_def_tok (id bigint PRIMARY KEY, v bigint NOT NULL)`,
+		`INSERT INTO gft_def_tok VALUES (1, 0) ON CONFLICT (id) DO NOTHING`,
+	} {
+		if err := pg.Exec(ddl).Error; err != nil {
+			t.Fatal(err)
+		}
+	}
+	const lifetime = time.Second
+	for _, held := range []bool{false, true} {
+		t.Run(fmt.Sprintf("held=%v", held), func(t *testing.T) {
+			ins := newInstances(t, 3, func(c *Config) { c.LoadTimeout = lifetime })
+			lost, w, r := ins[0], ins[1], ins[2]
+			if a := lost.p.engine.announce(context.Background(), []string{"gft_def_tok"}, held); len(a.tables) != 1 {
+				t.Fatal("the lost write's announcement failed")
+			}
+			read := func() {
+				t.Helper()
+				var row gftTok
+				if err := r.db.Scopes(Cache(time.Minute)).First(&row, 1).Error; err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Steady writes, one every 300 ms, beside the reads: before each
+			// token had its own deadline, each renewed the lost one.
+			const writes = 40 // 12 s: many times the lost token's lifetime
+			done := make(chan struct{})
+			writerDone := make(chan error, 1)
+			go func() {
+				tick := time.NewTicker(300 * time.Millisecond)
+				defer tick.Stop()
+				for i := 0; i < writes; i++ {
+					if err := w.db.Model(&gftTok{ID: 1}).Update("v", gorm.Expr("v + 1")).Error; err != nil {
+						writerDone <- err
+						return
+					}
+					select {
+					case <-done:
+						writerDone <- nil
+						return
+					case <-tick.C:
+					}
+				}
+				writerDone <- nil
+			}()
+			hit := false
+			for !hit {
+				hits := r.p.Stats().Hits
+				read()
+				hit = r.p.Stats().Hits > hits
+				select {
+				case err := <-writerDone:
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !hit {
+						t.Fatalf("during %d writes over %v, reads never hit: the lost announcement (lifetime %v) never ended", writes, writes*300*time.Millisecond, lifetime)
+					}
+					return
+				default:
+				}
+			}
+			close(done)
+			if err := <-writerDone; err != nil {
+				t.Fatal(err)
 			}
 		})
 	}

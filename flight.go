@@ -209,14 +209,21 @@ func (e *engine) do(ctx context.Context, req request) (*entry, error) {
 
 // fly is one flight. It turns a panic into a result, so the singleflight
 // entry is always removed and each caller re-panics on its own goroutine.
+//
+// A flight looks the key up, then either answers (a hit), loads it under
+// the cluster-wide lock, or waits: for the lock holder's "ready", or, while
+// a write to one of its tables is committing, for that write's bump. Each
+// wake-up looks again, so whatever it waited for, it ends in one of the
+// same three ways.
 func (e *engine) fly(callerCtx context.Context, req request) (res *flightResult, err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			res, err = &flightResult{panic: &panicError{value: v, stack: debug.Stack()}}, nil
 		}
 	}()
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(callerCtx), e.cfg.LoadTimeout)
-	defer cancel()
+	// Waiting is bounded by MaxWait, each Redis call by RedisTimeout and
+	// the query by LoadTimeout (runQuery), none by a caller.
+	ctx := context.WithoutCancel(callerCtx)
 	// The caller that started this flight may have gone; Close must still
 	// wait for the flight. TryRLock fails only while Close is waiting.
 	if !e.gate.TryRLock() {
@@ -232,67 +239,86 @@ func (e *engine) fly(callerCtx context.Context, req request) (res *flightResult,
 		return e.withoutRedis(ctx, req, errInvalidationPending)
 	}
 
-	readAt := time.Now()
-	ent, err := e.lookup(ctx, req)
-	if err != nil {
-		return e.withoutRedis(ctx, req, err)
-	}
-	if ent != nil {
-		e.stats.hits.Add(1)
-		return &flightResult{entry: ent, readAt: readAt}, nil
-	}
-	e.stats.misses.Add(1)
-
-	var w *waiter
-	defer func() {
-		if w != nil {
-			w.stop()
-		}
-	}()
-	polled := false // woken by the fallback timer, not by a message
+	w := e.hub.newWaiter()
+	defer w.stop()
 	poll := time.NewTimer(e.cfg.LockExpiry / 2)
 	defer poll.Stop()
 	maxWait := time.NewTimer(e.cfg.MaxWait)
 	defer maxWait.Stop()
-	for {
-		m, err := e.tryLock(ctx, req.keys)
-		if err == nil {
-			// The holder before us may have stored the entry and unlocked
-			// between our last look and our lock: look again.
-			readAt = time.Now()
-			if ent, err := e.lookup(ctx, req); err == nil && ent != nil {
-				e.unlock(m)
-				e.stats.hits.Add(1)
-				return &flightResult{entry: ent, readAt: readAt}, nil
-			}
-			if polled {
-				e.stats.lockTakeovers.Add(1)
-				e.warnf("takeover", "gormflight: took over a lock whose holder stopped extending it")
-			}
-			return e.fill(ctx, req, m)
+	// A write that has not ended within LockExpiry of this flight meeting
+	// it (a writer that died, or whose bump cannot reach Redis) sends the
+	// flight to the database, as a dead lock holder's lock would expire.
+	var writeWait *time.Timer
+	defer func() {
+		if writeWait != nil {
+			writeWait.Stop()
 		}
-		if !errors.Is(err, errLockTaken) {
+	}()
+	missed, waited := false, false
+	polled := false // woken by the fallback timer, not by a message
+	for {
+		readAt := time.Now()
+		f, err := e.lookup(ctx, req)
+		if err != nil {
 			return e.withoutRedis(ctx, req, err)
 		}
-
-		// Another instance is loading. Subscribe, then re-check: the
-		// subscription's confirmation wakes us for that re-check.
-		if w == nil {
-			e.stats.waits.Add(1)
-			w = e.hub.wait(req.keys.ready)
+		if f.entry != nil {
+			e.stats.hits.Add(1)
+			return &flightResult{entry: f.entry, readAt: readAt}, nil
 		}
+		if !missed {
+			missed = true
+			e.stats.misses.Add(1)
+		}
+		switch {
+		case f.held:
+			// A write whose commit cannot be followed: its announcement
+			// stands until its deadline, too long to wait for.
+			return e.fallback(ctx, req)
+		case len(f.writing) > 0:
+			// Wait for the writes' bumps, which wake this flight, then
+			// load through the lock like any miss.
+			for _, t := range f.writing {
+				w.add(e.bumpChannel(t))
+			}
+			if writeWait == nil {
+				writeWait = time.NewTimer(e.cfg.LockExpiry)
+			}
+		default:
+			res, err := e.load(ctx, req, polled)
+			if !errors.Is(err, errLockTaken) && !errors.Is(err, errWriting) {
+				return res, err
+			}
+			// Another instance is loading: wait for its "ready". (Or a write
+			// began before the load could stamp it: the next look finds it
+			// and waits for its bump.)
+			w.add(req.keys.ready)
+		}
+		if writeWait != nil && len(f.writing) == 0 {
+			writeWait.Stop() // the writes it met have ended
+			writeWait = nil
+		}
+		if !waited {
+			waited = true
+			e.stats.waits.Add(1)
+		}
+		// Subscribed before this wait: the subscription's confirmation
+		// wakes it for a re-check, so nothing published since the look is
+		// missed.
 		poll.Reset(e.cfg.LockExpiry / 2)
 		select {
 		case <-w.wake:
 			polled = false
 		case <-poll.C:
-			// No message: the holder may be dead (its lock then expires
-			// within LockExpiry) or a message was lost. Re-check, then try
-			// the lock again.
+			// No message: a holder or a writer may be dead (its lock or
+			// announcement then expires) or a message was lost. Look again.
 			polled = true
+		case <-timerC(writeWait):
+			e.warnf("wait", "gormflight: a write to %v has not ended within %v; reading the database", req.tables, e.cfg.LockExpiry)
+			return e.fallback(ctx, req)
 		case <-maxWait.C:
 			e.stats.waitTimeouts.Add(1)
-			e.warnf("wait", "gormflight: waited %v for another instance's result", e.cfg.MaxWait)
+			e.warnf("wait", "gormflight: waited %v for another instance's result or a write's end", e.cfg.MaxWait)
 			if e.cfg.FailOnWaitTimeout {
 				return nil, ErrWaitTimeout
 			}
@@ -303,16 +329,42 @@ func (e *engine) fly(callerCtx context.Context, req request) (res *flightResult,
 		if w.isUncached() {
 			return e.fallback(ctx, req)
 		}
-		readAt = time.Now()
-		ent, err := e.lookup(ctx, req)
-		if err != nil {
-			return e.withoutRedis(ctx, req, err)
-		}
-		if ent != nil {
-			e.stats.hits.Add(1)
-			return &flightResult{entry: ent, readAt: readAt}, nil
-		}
 	}
+}
+
+// timerC is t's channel, or nil (never ready) for no timer.
+func timerC(t *time.Timer) <-chan time.Time {
+	if t == nil {
+		return nil
+	}
+	return t.C
+}
+
+// load tries the key's lock once and, if it wins, runs the fill. It fails
+// with errLockTaken when another instance holds the lock, and with
+// errWriting when a write to one of the tables began before the fill could
+// stamp its query: the flight then waits for it.
+func (e *engine) load(ctx context.Context, req request, polled bool) (*flightResult, error) {
+	m, err := e.tryLock(ctx, req.keys)
+	if errors.Is(err, errLockTaken) {
+		return nil, err
+	}
+	if err != nil {
+		return e.withoutRedis(ctx, req, err)
+	}
+	// The holder before us may have stored the entry and unlocked between
+	// our last look and our lock: look again.
+	readAt := time.Now()
+	if f, err := e.lookup(ctx, req); err == nil && f.entry != nil {
+		e.unlock(m)
+		e.stats.hits.Add(1)
+		return &flightResult{entry: f.entry, readAt: readAt}, nil
+	}
+	if polled {
+		e.stats.lockTakeovers.Add(1)
+		e.warnf("takeover", "gormflight: took over a lock whose holder stopped extending it")
+	}
+	return e.fill(ctx, req, m)
 }
 
 // fill runs the query as the lock holder, stores the result and wakes the
@@ -329,17 +381,21 @@ func (e *engine) fill(ctx context.Context, req request, m *redsync.Mutex) (res *
 	// The stamp is read before the query: a write that commits while the
 	// query runs bumps past it, so the entry is stale from that bump on.
 	stamp, err := e.readStamp(ctx, req.tables)
-	if errors.Is(err, errWriting) {
+	switch {
+	case errors.Is(err, errWriting):
+		// Waiters re-check ("e"), find the write and wait for its bump,
+		// as this flight does.
+		return nil, err
+	case errors.Is(err, errHeld):
 		payload = readyUncached // waiters: query yourselves, as we do
 		return e.fallback(ctx, req)
-	}
-	if err != nil {
+	case err != nil:
 		return e.withoutRedis(ctx, req, err)
 	}
 	e.at(seamStamped, req.keys)
 	e.stats.loads.Add(1)
 	readAt := time.Now()
-	ent, err := req.load(ctx)
+	ent, err := e.runQuery(ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -352,6 +408,14 @@ func (e *engine) fill(ctx context.Context, req request, m *redsync.Mutex) (res *
 	return &flightResult{entry: ent, readAt: readAt}, nil
 }
 
+// runQuery runs the query on the database, bounded by LoadTimeout from
+// now: time spent waiting before does not shorten it.
+func (e *engine) runQuery(ctx context.Context, req request) (*entry, error) {
+	ctx, cancel := context.WithTimeout(ctx, e.cfg.LoadTimeout)
+	defer cancel()
+	return req.load(ctx)
+}
+
 // fallback runs the query without the cluster-wide lock and without storing
 // its result: Redis failed, the wait ran out, or the plugin is closing. The
 // in-process flight still deduplicates.
@@ -359,7 +423,7 @@ func (e *engine) fallback(ctx context.Context, req request) (*flightResult, erro
 	e.stats.fallbacks.Add(1)
 	e.stats.loads.Add(1)
 	readAt := time.Now()
-	ent, err := req.load(ctx)
+	ent, err := e.runQuery(ctx, req)
 	if err != nil {
 		return nil, err
 	}

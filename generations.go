@@ -27,7 +27,16 @@ import (
 // key (<prefix>:g:{<table>}:w), and the bump ends the announcement. While a
 // table has writers, its entries are not served and fills do not store: in
 // the gap between COMMIT and bump a miss already reads the new rows from the
-// database, and a hit on an older entry must not answer after it.
+// database, and a hit on an older entry must not answer after it. A reader
+// that meets a write waits for its bump, which the bump pushes on the
+// table's channel (<prefix>:g:{<table>}:b), and then goes through the
+// cluster-wide flight: one query per write, not one per instance.
+//
+// A write whose commit the plugin cannot follow (a transaction begun
+// outside GORM's view) announces itself on the held key (<prefix>:g:{<table>}:h)
+// instead: its bump cannot tell when it commits, so the announcement stands
+// until its deadline, and readers meanwhile read the database uncached
+// rather than wait that long.
 
 var (
 	//go:embed lua/gen_read.lua
@@ -53,19 +62,42 @@ func (e *engine) genKey(table string) string { return e.cfg.Prefix + ":g:{" + ta
 
 func (e *engine) writersKey(table string) string { return e.genKey(table) + ":w" }
 
-// errWriting reports that a write to one of a fill's tables is committing:
-// the fill answers from the database without storing.
-var errWriting = errors.New("gormflight: a write to the table is committing")
+func (e *engine) heldKey(table string) string { return e.genKey(table) + ":h" }
 
-// lookup reads the key's entry and the generations of its tables in one
-// round trip (Redis Cluster: one pipeline per node, in parallel). It returns
-// nil, nil for a miss: no entry, a stale one, or one that cannot be decoded.
-func (e *engine) lookup(ctx context.Context, req request) (*entry, error) {
+// bumpChannel is where a table's bumps are pushed to the readers waiting
+// for a write to end.
+func (e *engine) bumpChannel(table string) string { return e.genKey(table) + ":b" }
+
+// Stamp states of a table with a write in progress (lua/gen_read.lua).
+var (
+	// errWriting: a write that ends with a bump is committing; wait for it.
+	errWriting = errors.New("gormflight: a write to the table is committing")
+	// errHeld: a write whose commit cannot be followed holds the table; read
+	// the database without storing.
+	errHeld = errors.New("gormflight: a write to the table holds its announcement")
+)
+
+// found is what a lookup found: an entry to serve, or why there is none.
+type found struct {
+	entry *entry
+	// writing lists the tables with a write in progress that ends with a
+	// bump: wait for it.
+	writing []string
+	// held: a table has a write whose commit cannot be followed.
+	held bool
+}
+
+// lookup reads the key's entry, the generations of its tables and their
+// writes in progress in one round trip (Redis Cluster: one pipeline per
+// node, in parallel). An entry is only returned if it is current and no
+// write to its tables is in progress; a miss (no entry, a stale one, one
+// that cannot be decoded) returns no entry and no error.
+func (e *engine) lookup(ctx context.Context, req request) (found, error) {
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.RedisTimeout)
 	defer cancel()
 	var data []byte
 	var gens []*redis.StringCmd
-	writing := false
+	var f found
 	err := e.guard(func() error {
 		if len(req.tables) == 0 {
 			var err error
@@ -75,12 +107,13 @@ func (e *engine) lookup(ctx context.Context, req request) (*entry, error) {
 		pipe := e.rdb.Pipeline()
 		get := pipe.Get(ctx, req.keys.entry)
 		gens = make([]*redis.StringCmd, len(req.tables))
-		writers := make([]*redis.IntCmd, len(req.tables))
+		writers := make([]*redis.IntCmd, 2*len(req.tables))
 		for i, t := range req.tables {
 			// Writers first: a bump (atomic: generation up, announcement
 			// ended) that lands between the two reads then shows as a
 			// writer or as a new generation, never as neither.
-			writers[i] = pipe.Exists(ctx, e.writersKey(t))
+			writers[2*i] = pipe.Exists(ctx, e.writersKey(t))
+			writers[2*i+1] = pipe.Exists(ctx, e.heldKey(t))
 			gens[i] = pipe.Get(ctx, e.genKey(t))
 		}
 		_, _ = pipe.Exec(ctx)
@@ -88,41 +121,46 @@ func (e *engine) lookup(ctx context.Context, req request) (*entry, error) {
 			if err := g.Err(); err != nil && !errors.Is(err, redis.Nil) {
 				return err
 			}
-			n, err := writers[i].Result()
+			w, err := writers[2*i].Result()
 			if err != nil {
 				return err
 			}
-			writing = writing || n > 0
+			h, err := writers[2*i+1].Result()
+			if err != nil {
+				return err
+			}
+			if w > 0 {
+				f.writing = append(f.writing, req.tables[i])
+			}
+			f.held = f.held || h > 0
 		}
 		var err error
 		data, err = get.Bytes()
 		return err
 	})
-	if errors.Is(err, redis.Nil) {
-		return nil, nil
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return found{}, err
 	}
-	if err != nil {
-		return nil, err
-	}
-	if writing {
-		return nil, nil
+	if err != nil || f.held || len(f.writing) > 0 {
+		return f, nil
 	}
 	// An entry over the cap was not stored by an instance configured like
 	// this one (a planted value, or another MaxEntrySize): not decoded.
 	i := strings.IndexByte(string(data), stampSep) // no copy: the conversion does not escape
 	if i < 0 || len(data) > e.cfg.MaxEntrySize {
 		e.stats.decodeErrors.Add(1)
-		return nil, nil
+		return f, nil
 	}
 	if !stampMatches(data[:i], gens) {
-		return nil, nil
+		return f, nil
 	}
 	ent, err := e.memo.decode(req.keys.entry, data[i+1:])
 	if err != nil {
 		e.stats.decodeErrors.Add(1)
-		return nil, nil
+		return f, nil
 	}
-	return ent, nil
+	f.entry = ent
+	return f, nil
 }
 
 // stampMatches reports whether stamp lists exactly the generations read,
@@ -149,7 +187,8 @@ func stampMatches(stamp []byte, gens []*redis.StringCmd) bool {
 
 // readStamp returns the stamp of a fill about to run its query: the current
 // generations of tables, creating missing ones (see lua/gen_read.lua). It
-// fails with errWriting while a write to one of them is committing.
+// fails with errHeld or errWriting while a write to one of them is
+// committing.
 func (e *engine) readStamp(ctx context.Context, tables []string) (string, error) {
 	if len(tables) == 0 {
 		return "", nil
@@ -159,26 +198,23 @@ func (e *engine) readStamp(ctx context.Context, tables []string) (string, error)
 	pipe := e.rdb.Pipeline()
 	cmds := make([]*redis.Cmd, len(tables))
 	for i, t := range tables {
-		cmds[i] = genReadScript.Eval(ctx, pipe, []string{e.genKey(t), e.writersKey(t)})
+		cmds[i] = genReadScript.Eval(ctx, pipe, []string{e.genKey(t), e.writersKey(t), e.heldKey(t)})
 	}
-	err := e.guard(func() error {
-		_, err := pipe.Exec(ctx)
-		if errors.Is(err, redis.Nil) {
-			return nil // a table with writers: see below
-		}
-		return err
-	})
+	err := e.guard(func() error { _, err := pipe.Exec(ctx); return err })
 	if err != nil {
 		return "", err
 	}
 	var b strings.Builder
 	for i, c := range cmds {
 		v, err := c.Text()
-		if errors.Is(err, redis.Nil) {
-			return "", errWriting
-		}
 		if err != nil {
 			return "", err
+		}
+		switch v {
+		case "h":
+			return "", errHeld
+		case "w":
+			return "", errWriting
 		}
 		if i > 0 {
 			b.WriteByte(',')
@@ -198,13 +234,15 @@ func (e *engine) storeStamped(ctx context.Context, k keys, stamp string, data []
 	})
 }
 
-// announcement is one write's mark on the writers keys of the tables it
-// is about to commit (lua/write_begin.lua), under a token of its own.
+// announcement is one write's mark on the writers (or held) keys of the
+// tables it is about to commit (lua/write_begin.lua), under a token of its
+// own.
 type announcement struct {
 	token  string
 	tables []string // sorted; empty if the announcement failed
-	// held: the write's commit cannot be followed, so its bump must not end
-	// the announcement; it ends with its lifetime.
+	// held: the write's commit cannot be followed, so it was announced on
+	// the held keys, and its bump does not end it; it ends with its
+	// lifetime.
 	held bool
 }
 
@@ -214,8 +252,12 @@ func (a announcement) has(table string) bool {
 	return found
 }
 
-// ends returns, per table, the tokens a bump must remove to end a.
+// ends returns, per table, the tokens a bump must remove to end a: none
+// for a held announcement.
 func (a announcement) ends() map[string][]string {
+	if a.held {
+		return nil
+	}
 	m := make(map[string][]string, len(a.tables))
 	for _, t := range a.tables {
 		m[t] = []string{a.token}
@@ -224,18 +266,23 @@ func (a announcement) ends() map[string][]string {
 }
 
 // announce marks sorted tables as being written, just before the write
-// commits. If Redis fails it marks none, and then the write goes on and its
-// bump decides.
-func (e *engine) announce(ctx context.Context, tables []string) announcement {
+// commits; held marks a write whose commit cannot be followed (see
+// announcement). If Redis fails it marks none, and then the write goes on
+// and its bump decides.
+func (e *engine) announce(ctx context.Context, tables []string, held bool) announcement {
 	if len(tables) == 0 {
 		return announcement{}
 	}
-	a := announcement{token: rand.Text()}
+	a := announcement{token: rand.Text(), held: held}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.RedisTimeout)
 	defer cancel()
 	pipe := e.rdb.Pipeline()
 	for _, t := range tables {
-		writeBeginScript.Eval(ctx, pipe, []string{e.writersKey(t)}, a.token, e.cfg.LoadTimeout.Milliseconds())
+		key := e.writersKey(t)
+		if held {
+			key = e.heldKey(t)
+		}
+		writeBeginScript.Eval(ctx, pipe, []string{key}, a.token, e.cfg.LoadTimeout.Milliseconds())
 	}
 	if err := e.guard(func() error { _, err := pipe.Exec(ctx); return err }); err != nil {
 		return a
@@ -244,18 +291,20 @@ func (e *engine) announce(ctx context.Context, tables []string) announcement {
 	return a
 }
 
-// bump advances the generations of tables in one round trip, and ends the
-// announcements whose tokens ends lists per table. It is safe to repeat.
+// bump advances the generations of tables in one round trip, ends the
+// announcements whose tokens ends lists per table, and wakes the readers
+// waiting for them. It is safe to repeat.
 func (e *engine) bump(ctx context.Context, tables []string, ends map[string][]string) error {
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.RedisTimeout)
 	defer cancel()
 	pipe := e.rdb.Pipeline()
 	for _, t := range tables {
-		tokens := make([]any, len(ends[t]))
-		for i, tok := range ends[t] {
-			tokens[i] = tok
+		args := make([]any, 1, 1+len(ends[t]))
+		args[0] = e.bumpChannel(t)
+		for _, tok := range ends[t] {
+			args = append(args, tok)
 		}
-		genBumpScript.Eval(ctx, pipe, []string{e.genKey(t), e.writersKey(t)}, tokens...)
+		genBumpScript.Eval(ctx, pipe, []string{e.genKey(t), e.writersKey(t), e.heldKey(t)}, args...)
 	}
 	return e.guard(func() error { _, err := pipe.Exec(ctx); return err })
 }
@@ -348,7 +397,7 @@ func (d *dirtySet) mark(tables []string, a announcement) {
 		d.seq++
 		m := d.m[t]
 		m.seq = d.seq
-		if a.has(t) {
+		if a.has(t) && !a.held {
 			m.tokens = append(slices.Clip(m.tokens), a.token)
 		}
 		d.m[t] = m

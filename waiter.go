@@ -2,15 +2,16 @@ package gormflight
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
-// hub multiplexes every "ready" channel this instance waits on over one
-// Redis pub/sub connection. A channel is subscribed while at least one flight
-// waits on it.
+// hub multiplexes every channel this instance waits on ("ready" channels of
+// keys, bump channels of tables) over one Redis pub/sub connection. A
+// channel is subscribed while at least one flight waits on it.
 //
 // A subscription's confirmation from Redis wakes its waiters like a ready
 // message does: only once the confirmation arrives is the subscription live,
@@ -29,10 +30,10 @@ type hub struct {
 	done chan struct{} // closed when run returns
 }
 
-// waiter is one flight's registration on a channel.
+// waiter is one flight's registration on the channels it waits on.
 type waiter struct {
-	h       *hub
-	channel string
+	h        *hub
+	channels []string // owned by the flight; the hub reads none of it
 	// wake receives a value for each message or confirmation; it holds at
 	// most one, since a waiter re-checks everything on each wake.
 	wake chan struct{}
@@ -84,15 +85,33 @@ func (h *hub) notify(channel, payload string) {
 	}
 }
 
-// wait registers a waiter on channel, subscribing if it is the first. A
-// failed SUBSCRIBE is not fatal: the waiter still has its fallback timer, and
-// go-redis subscribes again when it reconnects.
+// newWaiter returns a waiter on no channel yet; add registers it on
+// channels, stop removes it from all of them.
+func (h *hub) newWaiter() *waiter {
+	return &waiter{h: h, wake: make(chan struct{}, 1)}
+}
+
+// wait returns a waiter registered on channel.
 func (h *hub) wait(channel string) *waiter {
-	w := &waiter{h: h, channel: channel, wake: make(chan struct{}, 1)}
+	w := h.newWaiter()
+	w.add(channel)
+	return w
+}
+
+// add registers the waiter on channel, subscribing if it is the first
+// waiter there; a channel it waits on already is left as it is. A failed
+// SUBSCRIBE is not fatal: the waiter still has its fallback timer, and
+// go-redis subscribes again when it reconnects.
+func (w *waiter) add(channel string) {
+	if slices.Contains(w.channels, channel) {
+		return
+	}
+	w.channels = append(w.channels, channel)
+	h := w.h
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
-		return w
+		return
 	}
 	set := h.waits[channel]
 	if set == nil {
@@ -107,7 +126,6 @@ func (h *hub) wait(channel string) *waiter {
 		cancel()
 	}
 	set[w] = struct{}{}
-	return w
 }
 
 func (w *waiter) isUncached() bool {
@@ -116,28 +134,32 @@ func (w *waiter) isUncached() bool {
 	return w.uncached
 }
 
-// stop removes the waiter, unsubscribing when it was the channel's last.
+// stop removes the waiter from its channels, unsubscribing from each one
+// it was the last waiter on.
 func (w *waiter) stop() {
 	h := w.h
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	set := h.waits[w.channel]
-	if _, ok := set[w]; !ok {
-		return
+	for _, channel := range w.channels {
+		set := h.waits[channel]
+		if _, ok := set[w]; !ok {
+			continue
+		}
+		delete(set, w)
+		if len(set) > 0 {
+			continue
+		}
+		delete(h.waits, channel)
+		if h.closed {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), h.timeout)
+		if err := h.ps.Unsubscribe(ctx, channel); err != nil {
+			h.stats.redisErrors.Add(1)
+		}
+		cancel()
 	}
-	delete(set, w)
-	if len(set) > 0 {
-		return
-	}
-	delete(h.waits, w.channel)
-	if h.closed {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), h.timeout)
-	if err := h.ps.Unsubscribe(ctx, w.channel); err != nil {
-		h.stats.redisErrors.Add(1)
-	}
-	cancel()
+	w.channels = nil
 }
 
 // subscribed reports how many channels are subscribed; tests use it to prove

@@ -129,8 +129,7 @@ func (p *Plugin) announceWrites(withTable bool) func(*gorm.DB) {
 		if inTx && trackedTx(db.Statement.ConnPool) != nil {
 			return // announced by the transaction's Commit
 		}
-		if a := p.engine.announce(db.Statement.Context, writtenTables(db, withTable)); len(a.tables) > 0 {
-			a.held = inTx
+		if a := p.engine.announce(db.Statement.Context, writtenTables(db, withTable), inTx); len(a.tables) > 0 {
 			db.InstanceSet(announcedKey, a)
 		}
 	}
@@ -255,7 +254,7 @@ func (t *trackingTx) take() []string {
 func (t *trackingTx) Commit() error {
 	tables := t.take()
 	e := t.engine
-	announced := e.announce(context.Background(), tables)
+	announced := e.announce(context.Background(), tables, false)
 	err := t.Tx.Commit()
 	_ = e.invalidate(context.Background(), tables, announced)
 	return err
