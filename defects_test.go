@@ -229,3 +229,67 @@ func TestLostAnnouncementEndsOnItsOwn(t *testing.T) {
 		})
 	}
 }
+
+// DDL changes what names return: a replaced or renamed view, a table
+// created after a catalog read. Another instance's next cached read must
+// answer as the database does.
+func TestDDLInvalidates(t *testing.T) {
+	ins := newInstances(t, 2, nil)
+	w, r := ins[0], ins[1]
+	sfx := tsSuffix()
+	base, va, vb, created := "gft_ddl_b"+sfx, "gft_ddl_va"+sfx, "gft_ddl_vb"+sfx, "gft_ddl_new"+sfx
+	admin := openDB(t)
+	tsDropLater(t, admin, "DROP VIEW IF EXISTS "+va, "DROP VIEW IF EXISTS "+vb, "DROP TABLE IF EXISTS "+base, "DROP TABLE IF EXISTS "+created)
+	tsExec(t, admin, "CREATE TABLE "+base+" (id int PRIMARY KEY, v text NOT NULL)")
+	tsExec(t, admin, "INSERT INTO "+base+" VALUES (1, 'one'), (2, 'two')")
+	tsExec(t, admin, "CREATE VIEW "+va+" AS SELECT id, v FROM "+base+" WHERE id = 1")
+
+	cached := func(q string) (string, error) {
+		var vs []string
+		err := r.db.Scopes(Cache(time.Minute)).Raw(q).Scan(&vs).Error
+		return fmt.Sprint(vs), err
+	}
+	expect := func(what, q, want string) {
+		t.Helper()
+		for i := 0; i < 2; i++ { // the second read would be a hit
+			got, err := cached(q)
+			if err != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
+			if got != want {
+				t.Fatalf("%s (read %d): got %s, want %s", what, i+1, got, want)
+			}
+		}
+	}
+
+	t.Run("CREATE OR REPLACE VIEW", func(t *testing.T) {
+		q := "SELECT v FROM " + va + " ORDER BY id"
+		expect("before", q, "[one]")
+		err := w.db.Migrator().CreateView(va, gorm.ViewOption{Replace: true, Query: w.db.Table(base).Select("id, v")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		expect("after the view was replaced", q, "[one two]")
+	})
+	t.Run("ALTER VIEW RENAME", func(t *testing.T) {
+		q := "SELECT v FROM " + va + " ORDER BY id"
+		expect("before", q, "[one two]")
+		if err := w.db.Exec("ALTER VIEW " + va + " RENAME TO " + vb).Error; err != nil {
+			t.Fatal(err)
+		}
+		if got, err := cached(q); err == nil {
+			t.Fatalf("after the rename, a read of the old name got %s, want the database's error", got)
+		}
+	})
+	t.Run("catalog read after CREATE TABLE", func(t *testing.T) {
+		q := "SELECT table_name FROM information_schema.tables WHERE table_name = '" + created + "'"
+		expect("before", q, "[]")
+		if err := w.db.Exec("CREATE TABLE " + created + " (id int)").Error; err != nil {
+			t.Fatal(err)
+		}
+		expect("after CREATE TABLE", q, "["+created+"]")
+		if !w.db.Migrator().HasTable(created) || !r.db.Scopes(Cache(time.Minute)).Migrator().HasTable(created) {
+			t.Fatal("HasTable does not see the new table")
+		}
+	})
+}

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/gormflight/gormflight/internal/sqlscan"
 	"gorm.io/gorm"
 )
 
@@ -72,12 +73,17 @@ func (c *cachedPool) GetDBConn() (*sql.DB, error) {
 // that must run uncached: one that writes or is not a plain query (CALL,
 // DO, ...), or whose arguments cannot be hashed into a key.
 func (p *Plugin) request(c *cachedPool, query string, args []any) (request, bool) {
-	read, written := sqlTables(query)
-	if len(written) > 0 || !readOnly(query) {
+	sql := analyze(query)
+	// Catalog reads are never cached: DDL changes them, and entries would
+	// otherwise need every DDL statement to name what it changed there.
+	if len(sql.Writes) > 0 || sql.Catalog || sql.DDL || !readOnly(query) {
 		p.stats.bypassed.Add(1)
 		return request{}, false
 	}
-	tables := mergeTables(read, c.settings.tables)
+	// Every entry also depends on sqlscan.AllTables, which DDL whose
+	// effects cannot be named (DROP SCHEMA ... CASCADE, CREATE FUNCTION)
+	// bumps.
+	tables := mergeTables(sql.Reads, append(slices.Clip(c.settings.tables), sqlscan.AllTables))
 	hash, err := queryKey(p.dialect, p.database, query, args, tables)
 	if err != nil {
 		p.stats.bypassed.Add(1)

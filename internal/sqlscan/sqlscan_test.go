@@ -1,7 +1,8 @@
-package gormflight
+package sqlscan
 
 import (
 	"fmt"
+	"reflect"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -131,8 +132,14 @@ var tablesCases = []tablesCase{
 	{"copy query to stdout", `COPY (SELECT * FROM t WHERE x) TO STDOUT`, l("t"), nil},
 	{"alter table", `ALTER TABLE IF EXISTS ONLY t ADD COLUMN c int`, nil, l("t")},
 	{"alter table rename", `ALTER TABLE users_new RENAME TO users`, nil, l("users", "users_new")},
-	{"drop table", `DROP TABLE IF EXISTS a, "B" CASCADE`, nil, l("B", "a")},
+	{"drop table", `DROP TABLE IF EXISTS a, "B" CASCADE`, nil, l("*", "B", "a")},
 	{"drop views", `DROP VIEW v1; DROP MATERIALIZED VIEW IF EXISTS v2`, nil, l("v1", "v2")},
+	{"create or replace view", `CREATE OR REPLACE VIEW "v" AS SELECT * FROM t`, l("t"), l("v")},
+	{"alter view rename", `ALTER VIEW v RENAME TO w`, nil, l("v", "w")},
+	{"alter materialized view rename", `ALTER MATERIALIZED VIEW mv RENAME TO mv2`, nil, l("mv", "mv2")},
+	{"create table", `CREATE TABLE t (a int REFERENCES u (id))`, nil, l("t")},
+	{"create table as", `CREATE TABLE t AS SELECT * FROM s`, l("s"), l("t")},
+	{"catalog relations are reads", `SELECT * FROM pg_catalog.pg_class, information_schema.tables`, l("pg_class", "tables"), nil},
 	{"refresh materialized view", `REFRESH MATERIALIZED VIEW CONCURRENTLY mv WITH DATA`, nil, l("mv")},
 	{"select into", `SELECT * INTO TEMP TABLE snap FROM users`, l("users"), l("snap")},
 	{"delete in cte", `WITH d AS (DELETE FROM t WHERE x < 1 RETURNING *) INSERT INTO log SELECT * FROM d`, nil, l("log", "t")},
@@ -151,12 +158,12 @@ var tablesCases = []tablesCase{
 	{"empty", ``, nil, nil},
 }
 
-func TestSQLTables(t *testing.T) {
+func TestTables(t *testing.T) {
 	for _, tc := range tablesCases {
 		t.Run(tc.name, func(t *testing.T) {
-			read, written := sqlTables(tc.sql)
+			read, written := Tables(tc.sql)
 			if !slices.Equal(read, tc.read) || !slices.Equal(written, tc.written) {
-				t.Errorf("sqlTables(%q)\n got read %q written %q\nwant read %q written %q",
+				t.Errorf("Tables(%q)\n got read %q written %q\nwant read %q written %q",
 					tc.sql, read, written, tc.read, tc.written)
 			}
 			if (read != nil && len(read) == 0) || (written != nil && len(written) == 0) {
@@ -189,8 +196,8 @@ func TestNormTable(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.in, func(t *testing.T) {
-			if got := normTable(tc.in); got != tc.want {
-				t.Errorf("normTable(%q) = %q, want %q", tc.in, got, tc.want)
+			if got := NormTable(tc.in); got != tc.want {
+				t.Errorf("NormTable(%q) = %q, want %q", tc.in, got, tc.want)
 			}
 		})
 	}
@@ -199,8 +206,8 @@ func TestNormTable(t *testing.T) {
 // TestSQLTablesLargeInputs feeds pathological inputs of a few hundred
 // kilobytes (20000-fold nesting, unclosed comments and quotes): they must be
 // parsed without a panic or a stack overflow, and a quadratic tokenizer
-// would run the suite into its timeout. BenchmarkSQLTables times parsing.
-func TestSQLTablesLargeInputs(t *testing.T) {
+// would run the suite into its timeout. BenchmarkTables times parsing.
+func TestTablesLargeInputs(t *testing.T) {
 	const n = 20000
 	var ctes, refs strings.Builder
 	for i := range n {
@@ -224,7 +231,7 @@ func TestSQLTablesLargeInputs(t *testing.T) {
 	}
 	for name, sql := range inputs {
 		t.Run(name, func(t *testing.T) {
-			read, _ := sqlTables(sql)
+			read, _ := Tables(sql)
 			if name == "many ctes" && !slices.Equal(read, l("real_t")) {
 				t.Errorf("read = %q", read)
 			}
@@ -233,10 +240,10 @@ func TestSQLTablesLargeInputs(t *testing.T) {
 }
 
 // TestSQLTablesReuse checks that pooled state does not leak between calls.
-func TestSQLTablesReuse(t *testing.T) {
+func TestTablesReuse(t *testing.T) {
 	for range 3 {
 		for _, tc := range tablesCases {
-			read, written := sqlTables(tc.sql)
+			read, written := Tables(tc.sql)
 			if !slices.Equal(read, tc.read) || !slices.Equal(written, tc.written) {
 				t.Fatalf("%s: got %q %q", tc.name, read, written)
 			}
@@ -244,14 +251,14 @@ func TestSQLTablesReuse(t *testing.T) {
 	}
 }
 
-func TestSQLTablesConcurrent(t *testing.T) {
+func TestTablesConcurrent(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make(chan string, 8)
 	for g := range 8 {
 		wg.Go(func() {
 			for k := range 50 {
 				tc := tablesCases[(g*31+k)%len(tablesCases)]
-				read, written := sqlTables(tc.sql)
+				read, written := Tables(tc.sql)
 				if !slices.Equal(read, tc.read) || !slices.Equal(written, tc.written) {
 					errs <- tc.name
 					return
@@ -266,7 +273,7 @@ func TestSQLTablesConcurrent(t *testing.T) {
 	}
 }
 
-func TestSQLTablesAllocs(t *testing.T) {
+func TestTablesAllocs(t *testing.T) {
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		for _, s := range bi.Settings {
 			if s.Key == "-race" && s.Value == "true" {
@@ -274,7 +281,7 @@ func TestSQLTablesAllocs(t *testing.T) {
 			}
 		}
 	}
-	allocs := testing.AllocsPerRun(100, func() { sqlTables(gormJoinQuery) })
+	allocs := testing.AllocsPerRun(100, func() { Tables(gormJoinQuery) })
 	if allocs > 1 {
 		t.Errorf("sqlTables allocates %v times per call, want at most 1", allocs)
 	}
@@ -305,70 +312,79 @@ func stripCommentDelimiters(s string) string {
 	return s
 }
 
-func FuzzSQLTables(f *testing.F) {
+func FuzzTables(f *testing.F) {
 	for _, tc := range tablesCases {
 		f.Add(tc.sql, "FROM x")
+	}
+	for _, c := range append(slices.Clone(ddlCases), catalogCases...) {
+		f.Add(c.sql, "CASCADE")
 	}
 	f.Add("SELECT * FROM t /* unterminated", "*/ FROM x")
 	f.Add("SELECT * FROM $q$ t", "$q$ FROM x")
 	f.Add(`SELECT * FROM "t`, `" FROM x`)
 	f.Fuzz(func(t *testing.T, sql, tail string) {
-		read, written := sqlTables(sql)
+		read, written := Tables(sql)
 		checkSet(t, "read", sql, read)
 		checkSet(t, "written", sql, written)
 
 		// Deterministic, and no state leaks through the pool.
-		if r2, w2 := sqlTables(sql); !slices.Equal(r2, read) || !slices.Equal(w2, written) {
+		if r2, w2 := Tables(sql); !slices.Equal(r2, read) || !slices.Equal(w2, written) {
 			t.Fatalf("second call differs for %q", sql)
 		}
 
 		// Nothing inside a comment is a table.
 		commented := "/* " + stripCommentDelimiters(sql) + " */"
-		if r, w := sqlTables(commented); r != nil || w != nil {
-			t.Fatalf("sqlTables(%q) = %q, %q; want nothing", commented, r, w)
+		if r, w := Tables(commented); r != nil || w != nil {
+			t.Fatalf("Tables(%q) = %q, %q; want nothing", commented, r, w)
 		}
 
 		// A trailing line comment changes nothing, provided the statement
 		// does not end inside a string, quoted identifier or block comment
 		// (detected by checking that a following statement is seen).
-		if r, _ := sqlTables(sql + "\n;SELECT * FROM zz_sentinel"); slices.Contains(r, "zz_sentinel") && !slices.Contains(read, "zz_sentinel") {
+		if r, _ := Tables(sql + "\n;SELECT * FROM zz_sentinel"); slices.Contains(r, "zz_sentinel") && !slices.Contains(read, "zz_sentinel") {
 			tail = strings.NewReplacer("\n", "", "\r", "").Replace(tail)
 			with := sql + "-- " + tail
-			if r, w := sqlTables(with); !slices.Equal(r, read) || !slices.Equal(w, written) {
-				t.Fatalf("sqlTables(%q) = %q, %q; sqlTables(%q) = %q, %q", with, r, w, sql, read, written)
+			if r, w := Tables(with); !slices.Equal(r, read) || !slices.Equal(w, written) {
+				t.Fatalf("Tables(%q) = %q, %q; Tables(%q) = %q, %q", with, r, w, sql, read, written)
 			}
 		}
 
-		_ = normTable(sql)
+		// Keywords and unquoted names are case-insensitive: flipping their
+		// case changes nothing.
+		r := Analyze(sql)
+		if flipped := flipWordCase(sql); !reflect.DeepEqual(Analyze(flipped), r) {
+			t.Fatalf("Analyze(%q) = %+v; Analyze(%q) = %+v", sql, r, flipped, Analyze(flipped))
+		}
+		if r.Schema && !slices.Contains(r.Writes, AllTables) {
+			t.Fatalf("Analyze(%q) = %+v: Schema without AllTables", sql, r)
+		}
+
+		_ = NormTable(sql)
 	})
 }
 
-func BenchmarkSQLTables(b *testing.B) {
-	b.ReportAllocs()
-	for b.Loop() {
-		sqlTables(gormJoinQuery)
-	}
-}
-
-// isSelect lets writtenTables skip parsing plain SELECTs; a second statement
-// after a semicolon must not hide behind the first one's SELECT.
-func TestIsSelect(t *testing.T) {
-	for _, c := range []struct {
-		sql  string
-		want bool
-	}{
-		{"SELECT * FROM t", true},
-		{"  (SELECT 1) UNION (SELECT 2)", true},
-		{"SELECTED", false},
-		{"WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d", false},
-		{"SELECT pg_advisory_lock(1); UPDATE t SET a = 1", false},
-		{"UPDATE t SET a = 1", false},
-	} {
-		if got := isSelect(c.sql); got != c.want {
-			t.Errorf("isSelect(%q) = %v, want %v", c.sql, got, c.want)
+// flipWordCase swaps the ASCII case of every unquoted word of sql.
+func flipWordCase(sql string) string {
+	b := []byte(sql)
+	for _, t := range Lex(sql) {
+		if t.Kind != TokWord {
+			continue
+		}
+		for i := t.Pos; i < t.End; i++ {
+			switch c := b[i]; {
+			case c >= 'a' && c <= 'z':
+				b[i] = c - 'a' + 'A'
+			case c >= 'A' && c <= 'Z':
+				b[i] = c - 'A' + 'a'
+			}
 		}
 	}
-	if _, written := sqlTables("SELECT pg_advisory_lock(1); UPDATE t SET a = 1"); !slices.Equal(written, []string{"t"}) {
-		t.Errorf("tables written by a SELECT followed by an UPDATE: %v, want [t]", written)
+	return string(b)
+}
+
+func BenchmarkTables(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		Tables(gormJoinQuery)
 	}
 }

@@ -1,0 +1,107 @@
+package sqlscan
+
+import (
+	"bytes"
+	"strings"
+)
+
+// This file recognises statements that read the system catalogs or session
+// state. Their results change with DDL, SET or the connected role, which no
+// table generation follows, so they are never cached. The test is a
+// deliberate over-approximation:
+//
+//   - any relation whose name starts with pg_ (pg_class, pg_tables,
+//     pg_stat_activity, ...), and any name qualified with pg_catalog,
+//     information_schema or another pg_ schema (pg_toast, pg_temp);
+//   - any call of a function whose name starts with pg_ (pg_get_viewdef,
+//     pg_table_is_visible, pg_relation_size, pg_sleep, pg_advisory_lock, ...);
+//   - the catalog and session functions of catalogFuncs (to_regclass and the
+//     other to_reg*, has_*_privilege, obj_description, format_type,
+//     current_setting, ...), called or not;
+//   - the object identifier types (regclass, ...), whose casts look names up;
+//   - the SQL value functions CURRENT_USER, SESSION_USER, CURRENT_ROLE, USER,
+//     SYSTEM_USER, CURRENT_SCHEMA and CURRENT_CATALOG: entries are shared by
+//     every role and search_path that uses the same prefix;
+//   - SHOW (in ddl.go).
+//
+// Functions that read other state (now(), random(), nextval()) are not
+// catalog reads: a query opted into caching accepts their cached value.
+
+// catalogFuncs are the names, besides pg_*, to_reg* and has_*_privilege,
+// that read catalogs or session state.
+var catalogFuncs = map[string]bool{
+	"obj_description": true, "col_description": true, "shobj_description": true,
+	"format_type": true, "current_setting": true, "current_schema": true,
+	"current_schemas": true, "current_database": true, "current_query": true,
+	"row_security_active": true, "current_user": true, "session_user": true,
+	"current_role": true, "user": true, "system_user": true, "current_catalog": true,
+	"regclass": true, "regtype": true, "regproc": true, "regprocedure": true,
+	"regoper": true, "regoperator": true, "regnamespace": true, "regrole": true,
+	"regconfig": true, "regdictionary": true, "regcollation": true,
+}
+
+// maxCatalogName bounds the names compared: PostgreSQL truncates longer ones.
+const maxCatalogName = maxIdentLen
+
+// catalogRef reports whether the identifier token at i names a catalog
+// relation, schema or function, or session state.
+func (w *walker) catalogRef(i int) bool {
+	t := w.toks[i]
+	if i > 0 && w.toks[i-1].kind == tkDot && t.kind == tkWord {
+		return false // a column or the last part of a qualified name: see addRead
+	}
+	var buf [maxCatalogName]byte
+	var v []byte
+	switch {
+	case t.kind == tkWord && int(t.n) <= maxCatalogName:
+		v = lowerInto(buf[:0], t.text(w.s))
+	case t.kind == tkWord:
+		v = lowerInto(buf[:0], t.text(w.s)[:maxCatalogName])
+	case t.n < 4 || !strings.HasPrefix(w.s[t.pos+1:], "pg_") && !strings.HasPrefix(w.s[t.pos+1:], "information_schema"):
+		return false // a quoted name
+	default:
+		v = []byte(identValue(w.s, w.toks, i))
+	}
+	next := tokKind(0)
+	if i+1 < len(w.toks) {
+		next = w.toks[i+1].kind
+	}
+	switch {
+	case bytes.HasPrefix(v, []byte("pg_")):
+		return next == tkLParen || next == tkDot // relations: see addRead
+	case string(v) == "information_schema":
+		return next == tkDot
+	case bytes.HasPrefix(v, []byte("to_reg")),
+		bytes.HasPrefix(v, []byte("has_")) && bytes.HasSuffix(v, []byte("_privilege")):
+		return next == tkLParen
+	}
+	return catalogFuncs[string(v)]
+}
+
+// lowerInto appends the ASCII lower case of s to buf.
+func lowerInto(buf []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		buf = append(buf, c)
+	}
+	return buf
+}
+
+// catalogSchema reports whether the qualifier token at i is pg_catalog,
+// information_schema or another pg_ schema.
+func (w *walker) catalogSchema(i int) bool {
+	t := w.toks[i]
+	v := t.text(w.s)
+	if t.kind == tkQuoted {
+		if t.kw&qfUnicode != 0 {
+			v = identValue(w.s, w.toks, i) // rare: allocates
+		} else {
+			v = v[1:]
+		}
+		return strings.HasPrefix(v, "pg_") || strings.HasPrefix(v, `information_schema"`) || v == "information_schema"
+	}
+	return len(v) >= 3 && strings.EqualFold(v[:3], "pg_") || strings.EqualFold(v, "information_schema")
+}
