@@ -1,16 +1,28 @@
 package gormflight
 
 import (
+	"crypto/rand"
 	"crypto/sha256"
 	"database/sql"
 	"database/sql/driver"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
+	"math/big"
+	"net"
+	"net/netip"
 	"regexp"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
+	"gorm.io/driver/postgres"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
 )
 
 type keyCall struct {
@@ -37,6 +49,65 @@ var keyFormat = regexp.MustCompile(`^[0-9a-f]{32}$`)
 
 type status string
 type userID int64
+type rawBytes []byte
+type myByte uint8
+type uuidLike [16]byte
+type myFloat float32
+
+// intStringer prints unlike its number: pgx sends the number for integer
+// parameters but the String result where it needs text.
+type intStringer int
+
+func (i intStringer) String() string { return "n" + string(rune('0'+i%10)) }
+
+// int64Valuer is encoded by pgx through Int64Value, not its kind.
+type int64Valuer int
+
+func (i int64Valuer) Int64Value() (pgtype.Int8, error) {
+	return pgtype.Int8{Int64: int64(i) + 1, Valid: true}, nil
+}
+
+// textValuerStr is encoded by pgx through TextValue where it needs text.
+type textValuerStr string
+
+func (s textValuerStr) TextValue() (pgtype.Text, error) {
+	return pgtype.Text{String: "t:" + string(s), Valid: true}, nil
+}
+
+// mixedValuer's Value hides what pgx sends for text parameters.
+type mixedValuer struct{ s string }
+
+func (mixedValuer) Value() (driver.Value, error) { return "x", nil }
+func (m mixedValuer) TextValue() (pgtype.Text, error) {
+	return pgtype.Text{String: m.s, Valid: true}, nil
+}
+
+// dynValuer returns whatever it holds.
+type dynValuer struct{ v any }
+
+func (d dynValuer) Value() (driver.Value, error) { return d.v, nil }
+
+// mapValuer cannot be walked but has no method besides Value that pgx reads.
+type mapValuer map[string]string
+
+func (m mapValuer) Value() (driver.Value, error) {
+	b, err := json.Marshal(map[string]string(m))
+	return string(b), err
+}
+
+// mapTextValuer cannot be walked and pgx would read TextValue, not Value.
+type mapTextValuer map[string]string
+
+func (mapTextValuer) Value() (driver.Value, error)    { return "v", nil }
+func (mapTextValuer) TextValue() (pgtype.Text, error) { return pgtype.Text{}, nil }
+func (mapTextValuer) SkipUnderlyingTypePlan()         {}
+func (m mapTextValuer) MarshalJSON() ([]byte, error)  { return json.Marshal(map[string]string(m)) }
+func (mapTextValuer) GormDataType() string            { return "jsonb" }
+func (mapTextValuer) String() string                  { return "m" }
+func (mapTextValuer) MarshalText() ([]byte, error)    { return []byte("m"), nil }
+func (mapTextValuer) Error() string                   { return "m" }
+func (mapTextValuer) GormDBDataType(any, any) string  { return "jsonb" }
+func (mapTextValuer) Scan(any) error                  { return nil }
 
 type valuerX struct{}
 
@@ -52,6 +123,12 @@ var errValuerBoom = errors.New("boom")
 type errValuer struct{}
 
 func (errValuer) Value() (driver.Value, error) { return nil, errValuerBoom }
+
+type rewriter string
+
+func (rewriter) RewriteQuery() {}
+
+func ptrTo[T any](v T) *T { return &v }
 
 func TestQueryKeyDistinct(t *testing.T) {
 	instant := time.Date(2024, 5, 6, 7, 8, 9, 10, time.UTC)
@@ -77,6 +154,28 @@ func TestQueryKeyDistinct(t *testing.T) {
 		{"same instant in different zones", zones},
 		{"bytes vs string", []keyCall{kc([]byte("a")), kc("a")}},
 		{"nil vs nil bytes vs empty string", []keyCall{kc(nil), kc([]byte(nil)), kc("")}},
+		// pgx sends NULL for a nil slice and '' for an empty one.
+		{"nil vs empty bytes", []keyCall{kc([]byte(nil)), kc([]byte{})}},
+		{"nil vs empty named bytes", []keyCall{kc(rawBytes(nil)), kc(rawBytes{})}},
+		{"nil vs empty json.RawMessage", []keyCall{kc(json.RawMessage(nil)), kc(json.RawMessage{})}},
+		// pgx sends a nil slice as NULL, an empty one as '{}' or '[]'.
+		{"nil vs empty slices", []keyCall{kc(nil), kc([]int(nil)), kc([]int{}), kc([]string{})}},
+		// pgx formats float32 with 32-bit precision: "0.1", not "0.10000000149011612".
+		{"float32 vs float64", []keyCall{kc(float32(0.1)), kc(float64(float32(0.1)))}},
+		{"named float32 vs float64", []keyCall{kc(myFloat(0.1)), kc(float64(float32(0.1)))}},
+		// pgx sends json.RawMessage as json, []byte as bytea, net.IP as inet.
+		{"named byte slices", []keyCall{kc(json.RawMessage(`{}`)), kc([]byte(`{}`)), kc(net.IP{1, 2, 3, 4}), kc([]byte{1, 2, 3, 4})}},
+		{"slice types", []keyCall{kc([]int{1, 2}), kc([]any{1, 2}), kc([2]int64{1, 2}), kc([]uint{1, 2}), kc([]myByte{1, 2}), kc([]int{2, 1})}},
+		// pgx sends [16]byte as a uuid.
+		{"uuid array vs bytes", []keyCall{kc([16]byte{1}), kc(make([]byte, 16)), kc([16]uint16{1}), kc(uuidLike{1})}},
+		{"duration vs int", []keyCall{kc(time.Second), kc(int64(time.Second))}},
+		{"methods vs kind", []keyCall{kc(7), kc(intStringer(7)), kc(int64Valuer(7)), kc("x"), kc(textValuerStr("x"))}},
+		{"pointer with methods vs value", []keyCall{kc(intStringer(7)), kc(ptrTo(intStringer(7)))}},
+		{"valuer results", []keyCall{kc(dynValuer{nil}), kc(dynValuer{""}), kc(dynValuer{[]byte(nil)}), kc(dynValuer{[]byte{}})}},
+		{"valuer types", []keyCall{kc(valuerX{}), kc(&ptrValuer{"x"}), kc(&valuerX{}), kc("x")}},
+		{"valuer contents", []keyCall{kc(mixedValuer{"a"}), kc(mixedValuer{"b"})}},
+		{"pgtype contents", []keyCall{kc(pgtype.Text{String: "a"}), kc(pgtype.Text{String: "b"})}},
+		{"uint64 above int64", []keyCall{kc(uint64(math.MaxUint64)), kc(int64(-1))}},
 		{"query text", []keyCall{
 			{"postgres", "app", "SELECT 1", nil, nil},
 			{"postgres", "app", "SELECT 2", nil, nil},
@@ -129,20 +228,22 @@ func TestQueryKeyEqual(t *testing.T) {
 		calls []keyCall
 	}{
 		{"same inputs twice", []keyCall{kc(int64(1), "a", now), kc(int64(1), "a", now)}},
-		// Signed widths are normalised: database/sql hands them all to the
-		// driver as int64, so they must share cache entries.
+		// Signed widths are normalised: pgx encodes them all through
+		// Int64Value and database/sql converts them to int64.
 		{"signed widths", []keyCall{kc(5), kc(int64(5)), kc(int32(5)), kc(int16(5)), kc(int8(5)), kc(userID(5))}},
 		{"unsigned widths", []keyCall{kc(uint(5)), kc(uint8(5)), kc(uint16(5)), kc(uint32(5)), kc(uint64(5))}},
-		{"float widths", []keyCall{kc(float32(1.5)), kc(1.5)}},
+		{"float32 widths", []keyCall{kc(float32(1.5)), kc(myFloat(1.5))}},
 		{"monotonic reading ignored", []keyCall{kc(now), kc(now.Round(0))}},
 		{"pointer vs value", []keyCall{kc(s, i), kc(&s, pi), kc(&s, &pi)}},
-		// A named string type encodes like string: the driver receives the
-		// same value either way.
+		// A named string type without methods encodes like string: pgx
+		// converts it to its underlying kind.
 		{"named string type", []keyCall{kc(status("x")), kc("x")}},
-		{"json.RawMessage is bytes", []keyCall{kc(json.RawMessage(`{}`)), kc([]byte(`{}`))}},
-		{"nil pointers are nil", []keyCall{kc(nil), kc((*string)(nil)), kc((*valuerX)(nil)), kc((*ptrValuer)(nil))}},
-		{"list kinds", []keyCall{kc([]int{1, 2}), kc([]any{1, 2}), kc([2]int64{1, 2})}},
-		{"valuer result", []keyCall{kc(&ptrValuer{"x"}), kc(valuerX{}), kc(&valuerX{})}},
+		{"named bytes without methods", []keyCall{kc(rawBytes(`{}`)), kc([]byte(`{}`))}},
+		{"nil named bytes", []keyCall{kc(rawBytes(nil)), kc([]byte(nil))}},
+		{"nil pointers are nil", []keyCall{kc(nil), kc((*string)(nil)), kc((*valuerX)(nil)), kc((*intStringer)(nil))}},
+		{"list of pointers", []keyCall{kc([]*int{pi}), kc([]*int{&i})}},
+		{"valuer result", []keyCall{kc(&ptrValuer{"x"}), kc(&ptrValuer{"x"})}},
+		{"unwalkable valuer", []keyCall{kc(mapValuer{"a": "b"}), kc(mapValuer{"a": "b"})}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -181,14 +282,14 @@ func TestQueryKeyStable(t *testing.T) {
 
 	t.Run("int and string", func(t *testing.T) {
 		enc := cat(
-			lp("gormflight/key/v1"), lp("postgres"), lp("test"), lp("SELECT 1"),
+			lp("gormflight/key/v2"), lp("postgres"), lp("test"), lp("SELECT 1"),
 			[]byte{2},
 			[]byte{0x03, 0, 0, 0, 0, 0, 0, 0, 1}, // int64(1)
 			[]byte{0x06}, lp("a"),                // "a"
 			[]byte{1}, lp("t"),
 		)
-		// Also computed outside Go: printf '\x11gormflight/key/v1\x08postgres...' | sha256sum
-		const golden = "606c3be62bfc3e78a7b0e603c9c7b7ab"
+		// Also computed outside Go: printf '\x11gormflight/key/v2\x08postgres...' | sha256sum
+		const golden = "04fe3ed305b6f4b76576b23d705dec2b"
 		if h := hash(enc); h != golden {
 			t.Fatalf("hand-built encoding hashes to %s, want %s", h, golden)
 		}
@@ -204,18 +305,37 @@ func TestQueryKeyStable(t *testing.T) {
 	t.Run("time named list valuer nil", func(t *testing.T) {
 		ts := time.Unix(0x01020304, 5).In(time.FixedZone("X", 3600))
 		enc := cat(
-			lp("gormflight/key/v1"), lp("mysql"), lp("db"), lp("q"),
+			lp("gormflight/key/v2"), lp("mysql"), lp("db"), lp("q"),
 			[]byte{5},
 			[]byte{0x08, 0, 0, 0, 0, 1, 2, 3, 4, 0, 0, 0, 5}, lp("X"),
 			[]byte{0, 0, 0, 0, 0, 0, 0x0e, 0x10}, lp("X"), // offset 3600, location name
 			[]byte{0x0a}, lp("n"), []byte{0x02, 1}, // sql.Named("n", true)
-			[]byte{0x0b, 2, 0x04, 0, 0, 0, 0, 0, 0, 0, 7, 0x07, 1, 0xff}, // []any{uint8(7), []byte{0xff}}
-			[]byte{0x09, 0x06}, lp("x"), // valuerX{}
+			// []any{uint8(7), []byte{0xff}}: type, non-nil, count, elements
+			[]byte{0x0b}, lp("[]interface {}"), []byte{1, 2, 0x04, 0, 0, 0, 0, 0, 0, 0, 7, 0x07, 1, 0xff},
+			// valuerX{}: type, Value() result, raw contents (no fields)
+			[]byte{0x09}, lp("github.com/gormflight/gormflight.valuerX"), []byte{0x06}, lp("x"), []byte{1},
 			[]byte{0x01}, // nil
 			[]byte{0},
 		)
 		args := []any{ts, sql.Named("n", true), []any{uint8(7), []byte{0xff}}, valuerX{}, nil}
 		if got, want := mustKey(t, keyCall{"mysql", "db", "q", args, nil}), hash(enc); got != want {
+			t.Errorf("queryKey = %s, want %s", got, want)
+		}
+	})
+
+	t.Run("nil bytes float32 typed", func(t *testing.T) {
+		enc := cat(
+			lp("gormflight/key/v2"), lp("postgres"), lp("db"), lp("q"),
+			[]byte{4},
+			[]byte{0x0d},                      // []byte(nil)
+			[]byte{0x07, 0},                   // []byte{}
+			[]byte{0x0c, 0x3f, 0xc0, 0, 0},    // float32(1.5)
+			[]byte{0x0e}, lp("time.Duration"), // time.Second: type,
+			[]byte{0x03, 0, 0, 0, 0, 0x3b, 0x9a, 0xca, 0}, // then its int64
+			[]byte{0},
+		)
+		args := []any{[]byte(nil), []byte{}, float32(1.5), time.Second}
+		if got, want := mustKey(t, keyCall{"postgres", "db", "q", args, nil}), hash(enc); got != want {
 			t.Errorf("queryKey = %s, want %s", got, want)
 		}
 	})
@@ -230,6 +350,7 @@ func TestQueryKeyErrors(t *testing.T) {
 		want error
 	}{
 		{"map", map[string]int{"a": 1}, errUnkeyable},
+		{"nil map", map[string]int(nil), errUnkeyable},
 		{"struct", struct{ X int }{}, errUnkeyable},
 		{"chan", make(chan int), errUnkeyable},
 		{"func", func() {}, errUnkeyable},
@@ -237,6 +358,13 @@ func TestQueryKeyErrors(t *testing.T) {
 		{"nested in slice", []any{1, map[string]int{}}, errUnkeyable},
 		{"self-referencing slice", self, errUnkeyable},
 		{"valuer error", errValuer{}, errValuerBoom},
+		// pgx calls a pointer-receiver Value on a nil pointer: only the
+		// method knows what that sends.
+		{"nil pointer-receiver valuer", (*ptrValuer)(nil), errUnkeyable},
+		{"query rewriter", rewriter("x"), errUnkeyable},
+		{"unwalkable valuer with TextValue", mapTextValuer{}, errUnkeyable},
+		{"big.Int", big.NewInt(1), errUnkeyable},
+		{"netip.Addr", netip.MustParseAddr("1.2.3.4"), errUnkeyable},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -248,15 +376,6 @@ func TestQueryKeyErrors(t *testing.T) {
 				t.Errorf("key = %q alongside error", k)
 			}
 		})
-	}
-}
-
-func TestQueryKeyNilPointerValuer(t *testing.T) {
-	var p *ptrValuer
-	var _ driver.Valuer = p
-	got := mustKey(t, kc(p)) // would panic if Value were called
-	if want := mustKey(t, kc(nil)); got != want {
-		t.Errorf("nil *ptrValuer key %s, want nil key %s", got, want)
 	}
 }
 
@@ -291,8 +410,10 @@ func FuzzQueryKey(f *testing.F) {
 		if key(a, b) == key(a+string(b)) {
 			t.Fatalf("two args %q,%q share a key with their concatenation", a, b)
 		}
+		// []byte(a) is never nil, so b must not be either for the swap to
+		// give the same arguments: a nil slice is NULL, an empty one is not.
 		swapped := key(string(b), []byte(a))
-		if same := a == string(b); (key(a, b) == swapped) != same {
+		if same := a == string(b) && b != nil; (key(a, b) == swapped) != same {
 			t.Fatalf("swap of %q and %q: equal keys = %v, want %v", a, b, !same, same)
 		}
 	})
@@ -307,5 +428,334 @@ func BenchmarkQueryKey(b *testing.B) {
 		if _, err := queryKey("postgres", "shop", query, args, tables); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// fuzzBase carries a monotonic clock reading, which a key must ignore.
+var fuzzBase = time.Now()
+
+// fuzzGens builds one argument from a fuzz payload each. The classes are the
+// ways drivers tell values apart: nil against empty, widths, named types,
+// methods, pointers, slices against arrays, zones, Valuers.
+var fuzzGens = []func(p []byte) any{
+	func(p []byte) any { return nil },
+	func(p []byte) any { return string(p) },
+	func(p []byte) any { return status(p) },
+	func(p []byte) any { return ptrTo(string(p)) },
+	func(p []byte) any { return ptrTo(ptrTo(string(p))) },
+	func(p []byte) any { return (*string)(nil) },
+	func(p []byte) any { return textValuerStr(p) },
+	func(p []byte) any { return p },
+	func(p []byte) any { return []byte(nil) },
+	func(p []byte) any { return append([]byte{}, p...) },
+	func(p []byte) any { return json.RawMessage(p) },
+	func(p []byte) any { return json.RawMessage(nil) },
+	func(p []byte) any { return rawBytes(p) },
+	func(p []byte) any { return rawBytes(nil) },
+	func(p []byte) any { return net.IP(p) },
+	func(p []byte) any { return bytesAs[myByte](p) },
+	func(p []byte) any { var a [16]byte; copy(a[:], p); return a },
+	func(p []byte) any { var a uuidLike; copy(a[:], p); return a },
+	func(p []byte) any { var a [4]byte; copy(a[:], p); return a },
+	func(p []byte) any { return int(fuzzInt(p)) },
+	func(p []byte) any { return int8(fuzzInt(p)) },
+	func(p []byte) any { return int16(fuzzInt(p)) },
+	func(p []byte) any { return int32(fuzzInt(p)) },
+	func(p []byte) any { return fuzzInt(p) },
+	func(p []byte) any { return userID(fuzzInt(p)) },
+	func(p []byte) any { return uint8(fuzzInt(p)) },
+	func(p []byte) any { return uint16(fuzzInt(p)) },
+	func(p []byte) any { return uint32(fuzzInt(p)) },
+	func(p []byte) any { return uint64(fuzzInt(p)) },
+	func(p []byte) any { return uint(fuzzInt(p)) },
+	func(p []byte) any { return intStringer(fuzzInt(p)) },
+	func(p []byte) any { return int64Valuer(fuzzInt(p)) },
+	func(p []byte) any { return time.Duration(fuzzInt(p)) },
+	func(p []byte) any { return ptrTo(int(fuzzInt(p))) },
+	func(p []byte) any { return (*int)(nil) },
+	func(p []byte) any { return math.Float64frombits(uint64(fuzzInt(p))) },
+	func(p []byte) any { return math.Float32frombits(uint32(fuzzInt(p))) },
+	func(p []byte) any { return float64(math.Float32frombits(uint32(fuzzInt(p)))) },
+	func(p []byte) any { return float64(fuzzInt(p)) },
+	func(p []byte) any { return float32(fuzzInt(p)) },
+	func(p []byte) any { return myFloat(math.Float32frombits(uint32(fuzzInt(p)))) },
+	func(p []byte) any { return len(p) > 0 && p[0]&1 == 1 },
+	func(p []byte) any { return fuzzTime(p) },
+	func(p []byte) any { return fuzzTime(p).Round(0) },
+	func(p []byte) any { return []int(nil) },
+	func(p []byte) any { return []int{} },
+	func(p []byte) any { return intsAs[int](p) },
+	func(p []byte) any { return intsAs[int64](p) },
+	func(p []byte) any { return intsAs[int32](p) },
+	func(p []byte) any { return anysOf(p) },
+	func(p []byte) any { return []string(nil) },
+	func(p []byte) any { return []string{} },
+	func(p []byte) any { return fuzzStrings(p) },
+	func(p []byte) any { return []any{string(p), nil} },
+	func(p []byte) any { return []*int{nil, ptrTo(int(fuzzInt(p)))} },
+	func(p []byte) any { var a [2]int64; copy(a[:], intsAs[int64](p)); return a },
+	func(p []byte) any { return [][]byte{p, nil} },
+	func(p []byte) any { return map[string]string(nil) },
+	func(p []byte) any { return dynValuer{nil} },
+	func(p []byte) any { return dynValuer{""} },
+	func(p []byte) any { return dynValuer{string(p)} },
+	func(p []byte) any { return dynValuer{[]byte(nil)} },
+	func(p []byte) any { return dynValuer{append([]byte{}, p...)} },
+	func(p []byte) any { return dynValuer{fuzzInt(p)} },
+	func(p []byte) any { return mixedValuer{string(p)} },
+	func(p []byte) any { return mapValuer{"k": string(p)} },
+	func(p []byte) any { return (*valuerX)(nil) },
+	func(p []byte) any { return &ptrValuer{string(p)} },
+	func(p []byte) any { return pgtype.Text{String: string(p), Valid: len(p) > 0 && p[0]&1 == 1} },
+	func(p []byte) any { return pgtype.Int8{Int64: fuzzInt(p), Valid: len(p) > 0} },
+	func(p []byte) any { return pgtype.Float8{Float64: float64(fuzzInt(p)), Valid: true} },
+	func(p []byte) any { return pgtype.Bool{Bool: len(p) > 0 && p[0]&1 == 1, Valid: true} },
+	func(p []byte) any {
+		return pgtype.Numeric{Int: big.NewInt(fuzzInt(p)), Exp: int32(len(p)%5) - 2, Valid: true}
+	},
+	func(p []byte) any { return pgtype.Timestamptz{Time: fuzzTime(p), Valid: true} },
+	func(p []byte) any { var u pgtype.UUID; copy(u.Bytes[:], p); u.Valid = true; return u },
+	func(p []byte) any { return sql.NullString{String: string(p), Valid: len(p) > 0} },
+	func(p []byte) any { return sql.NullInt64{Int64: fuzzInt(p), Valid: true} },
+	func(p []byte) any { return sql.Null[[]byte]{V: p, Valid: true} },
+	func(p []byte) any { return netip.AddrFrom4([4]byte(append(append([]byte{}, p...), 0, 0, 0, 0)[:4])) },
+}
+
+// fuzzInt reads up to 8 bytes big-endian, so that short payloads give the
+// same small number to every width.
+func fuzzInt(p []byte) int64 {
+	var n uint64
+	for i := 0; i < len(p) && i < 8; i++ {
+		n = n<<8 | uint64(p[i])
+	}
+	return int64(n)
+}
+
+func bytesAs[T ~uint8](p []byte) []T {
+	out := make([]T, len(p))
+	for i, b := range p {
+		out[i] = T(b)
+	}
+	return out
+}
+
+func intsAs[T ~int | ~int32 | ~int64](p []byte) []T {
+	out := make([]T, 0, len(p))
+	for _, b := range p {
+		out = append(out, T(b))
+	}
+	return out
+}
+
+func anysOf(p []byte) []any {
+	out := make([]any, 0, len(p))
+	for _, b := range p {
+		out = append(out, int(b))
+	}
+	return out
+}
+
+func fuzzStrings(p []byte) []string {
+	var out []string
+	for len(p) > 0 {
+		n := min(int(p[0]%4), len(p)-1)
+		out = append(out, string(p[1:1+n]))
+		p = p[1+n:]
+	}
+	return out
+}
+
+// fuzzTime picks an instant, a zone and whether to keep fuzzBase's
+// monotonic reading from p.
+func fuzzTime(p []byte) time.Time {
+	n := fuzzInt(p)
+	t := fuzzBase.Add(time.Duration(n % (1 << 50)))
+	zones := []*time.Location{time.UTC, time.FixedZone("UTC", 0), time.FixedZone("", 0), time.FixedZone("X", 3600), time.FixedZone("X", -3600)}
+	if len(p) > 0 {
+		t = t.In(zones[int(p[len(p)-1])%len(zones)])
+	}
+	return t
+}
+
+// fuzzOIDs are parameter types the server may describe. 16385 stands for
+// one pgx does not know (an enum, a domain), which it encodes by Go type.
+var fuzzOIDs = []uint32{
+	pgtype.TextOID, pgtype.VarcharOID, pgtype.ByteaOID, pgtype.Int8OID, pgtype.Int4OID, pgtype.Int2OID,
+	pgtype.Float8OID, pgtype.Float4OID, pgtype.NumericOID, pgtype.BoolOID, pgtype.TimestamptzOID,
+	pgtype.TimestampOID, pgtype.DateOID, pgtype.JSONBOID, pgtype.JSONOID, pgtype.TextArrayOID,
+	pgtype.Int8ArrayOID, pgtype.ByteaArrayOID, pgtype.UUIDOID, pgtype.IntervalOID, pgtype.InetOID, 16385,
+}
+
+// pgxEncoding is what pgx makes of one argument: NULL, bytes, or an error.
+func pgxEncoding(m *pgtype.Map, oid uint32, format int16, v any) (enc string) {
+	defer func() {
+		if r := recover(); r != nil {
+			enc = "panic"
+		}
+	}()
+	// A non-nil buffer, as pgx's ExtendedQueryBuilder passes, so that an
+	// empty value is not mistaken for NULL.
+	buf, err := m.Encode(oid, format, v, make([]byte, 0, 16))
+	switch {
+	case err != nil:
+		return "error"
+	case buf == nil:
+		return "NULL"
+	}
+	return "value " + hex.EncodeToString(buf)
+}
+
+// pgxWire is what pgx sends for one argument, format choice and fallback
+// included: sd nil is QueryExecModeExec (text, parameter type left to the
+// server); otherwise the extended protocol with the described type.
+func pgxWire(m *pgtype.Map, sd *pgconn.StatementDescription, v any) (wire string) {
+	defer func() {
+		if r := recover(); r != nil {
+			wire = "panic"
+		}
+	}()
+	var eqb pgx.ExtendedQueryBuilder
+	if err := eqb.Build(m, sd, []any{v}); err != nil {
+		return "error"
+	}
+	if eqb.ParamValues[0] == nil {
+		return "NULL"
+	}
+	return fmt.Sprintf("format %d value %x", eqb.ParamFormats[0], eqb.ParamValues[0])
+}
+
+// pgxDiff reports how pgx treats a and b differently, if at all: for every
+// described parameter type in either format, in the extended protocol as
+// sent, and as text for QueryExecModeExec and the simple protocol (whose
+// convertSimpleArgument is Encode(0, text), then quoting that text alone).
+func pgxDiff(m *pgtype.Map, a, b any) string {
+	if ea, eb := pgxEncoding(m, 0, pgtype.TextFormatCode, a), pgxEncoding(m, 0, pgtype.TextFormatCode, b); ea != eb {
+		return fmt.Sprintf("simple protocol: %s vs %s", ea, eb)
+	}
+	if wa, wb := pgxWire(m, nil, a), pgxWire(m, nil, b); wa != wb {
+		return fmt.Sprintf("exec mode: %s vs %s", wa, wb)
+	}
+	for _, oid := range fuzzOIDs {
+		sd := &pgconn.StatementDescription{ParamOIDs: []uint32{oid}}
+		if wa, wb := pgxWire(m, sd, a), pgxWire(m, sd, b); wa != wb {
+			return fmt.Sprintf("extended protocol, oid %d: %s vs %s", oid, wa, wb)
+		}
+		if oid == 16385 {
+			continue // never encoded in a format other than the one chosen above
+		}
+		for _, format := range []int16{pgtype.TextFormatCode, pgtype.BinaryFormatCode} {
+			if ea, eb := pgxEncoding(m, oid, format, a), pgxEncoding(m, oid, format, b); ea != eb {
+				return fmt.Sprintf("oid %d format %d: %s vs %s", oid, format, ea, eb)
+			}
+		}
+	}
+	return ""
+}
+
+// FuzzKeyDistinguishes is a differential fuzz of the key against pgx: two
+// arguments that share a key must be encoded identically by pgx for every
+// parameter type in both formats. The arguments come from one payload (or
+// two) through two generator classes, so that same-valued arguments of
+// different types are tried.
+func FuzzKeyDistinguishes(f *testing.F) {
+	for i := range fuzzGens {
+		f.Add(uint8(i), uint8(i), true, []byte{}, []byte{})
+		f.Add(uint8(i), uint8(i+1), true, []byte{1}, []byte{})
+	}
+	f.Add(uint8(7), uint8(8), true, []byte{}, []byte{}) // []byte{} vs []byte(nil)
+	f.Add(uint8(36), uint8(37), true, []byte{0x3d, 0xcc, 0xcc, 0xcd}, []byte{})
+	f.Add(uint8(1), uint8(6), true, []byte("x"), []byte{})
+
+	m := pgtype.NewMap()
+	f.Fuzz(func(t *testing.T, ga, gb uint8, same bool, pa, pb []byte) {
+		if same {
+			pb = pa
+		}
+		a := fuzzGens[int(ga)%len(fuzzGens)](pa)
+		b := fuzzGens[int(gb)%len(fuzzGens)](pb)
+		ka, erra := queryKey("postgres", "db", "q", []any{a}, nil)
+		kb, errb := queryKey("postgres", "db", "q", []any{b}, nil)
+		if erra != nil || errb != nil || ka != kb {
+			return
+		}
+		if d := pgxDiff(m, a, b); d != "" {
+			t.Fatalf("%T %#v and %T %#v share key %s but pgx tells them apart: %s", a, a, b, b, ka, d)
+		}
+	})
+}
+
+// openDBProtocol opens a GORM handle that sends arguments through the
+// extended protocol (pgx's default) or, as PreferSimpleProtocol users do,
+// through the simple protocol, where pgx renders them as SQL literals.
+func openDBProtocol(t *testing.T, simple bool) *gorm.DB {
+	t.Helper()
+	dial := postgres.New(postgres.Config{DSN: testDSN(), PreferSimpleProtocol: simple})
+	db, err := gorm.Open(dial, &gorm.Config{Logger: logger.Discard})
+	if err != nil {
+		unavailable(t, "PostgreSQL", err)
+	}
+	sqlDB, err := db.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sqlDB.Close() })
+	return db
+}
+
+// TestQueryKeyDriverDistinctArgs runs, cached and live, queries whose
+// arguments pgx sends differently but an earlier key encoding confused: after
+// the first argument is cached, the next must not be answered from its entry.
+func TestQueryKeyDriverDistinctArgs(t *testing.T) {
+	tests := []struct {
+		name   string
+		simple bool
+		column string   // type of column v
+		rows   []string // SQL literals inserted into v
+		args   []any    // compared with v in this order
+	}{
+		{"nil then empty bytes", false, "bytea", []string{"''", "NULL"}, []any{[]byte(nil), []byte{}}},
+		{"empty then nil bytes", false, "bytea", []string{"''", "NULL"}, []any{[]byte{}, []byte(nil)}},
+		{"nil then empty bytes, simple protocol", true, "bytea", []string{"''", "NULL"}, []any{[]byte(nil), []byte{}}},
+		// The simple protocol renders json.RawMessage as its JSON text but
+		// []byte as a bytea literal ('\x7b...').
+		{"json.RawMessage then bytes, simple protocol", true, "text", []string{`'{"a":1}'`},
+			[]any{json.RawMessage(`{"a":1}`), []byte(`{"a":1}`)}},
+		// pgx prints float32 with 32-bit precision: '0.1', not '0.10000000149011612'.
+		{"float32 then float64, simple protocol", true, "float8", []string{"0.1"},
+			[]any{float32(0.1), float64(float32(0.1))}},
+		// time.Duration is an interval ('00:00:01'), not its nanoseconds.
+		{"duration then int64, simple protocol", true, "text", []string{"'00:00:01'"},
+			[]any{time.Second, int64(time.Second)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			db := openDBProtocol(t, tt.simple)
+			var rnd [6]byte
+			_, _ = rand.Read(rnd[:])
+			table := "gft_key_" + hex.EncodeToString(rnd[:])
+			if err := db.Exec("CREATE TABLE " + table + " (v " + tt.column + ")").Error; err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = db.Exec("DROP TABLE IF EXISTS " + table).Error })
+			for _, lit := range tt.rows {
+				if err := db.Exec("INSERT INTO " + table + " (v) VALUES (" + lit + ")").Error; err != nil {
+					t.Fatal(err)
+				}
+			}
+			in := installPlugin(t, db, testConfig(openRedis(t, ""), testPrefix(t)))
+
+			for _, arg := range tt.args {
+				var live, cached int64
+				if err := in.db.Table(table).Where("v = ?", arg).Count(&live).Error; err != nil {
+					t.Fatalf("live count for %#v: %v", arg, err)
+				}
+				if err := in.db.Scopes(Cache(time.Minute)).Table(table).Where("v = ?", arg).Count(&cached).Error; err != nil {
+					t.Fatalf("cached count for %#v: %v", arg, err)
+				}
+				if cached != live {
+					t.Errorf("v = %T %#v: cached count %d, live count %d", arg, arg, cached, live)
+				}
+			}
+		})
 	}
 }
