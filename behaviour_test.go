@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gormflight/gormflight/internal/sqlscan"
 	"github.com/redis/go-redis/v9"
 	"github.com/vmihailenco/msgpack/v5"
 	"gorm.io/driver/postgres"
@@ -604,6 +605,12 @@ func TestBehaviourCorruptEntry(t *testing.T) {
 				t.Fatal(err)
 			}
 			garbage := tc.corrupt(valid)
+			if len(garbage) > 0 && garbage[0] == stampSep {
+				// Hand-made with an empty stamp: give it the valid one (the
+				// generation of sqlscan.AllTables every entry depends on).
+				stamp, _, _ := bytes.Cut(valid, []byte{stampSep})
+				garbage = append(slices.Clone(stamp), garbage...)
+			}
 			if err := behDecodeStored(garbage); err == nil && !wellFormed {
 				t.Fatalf("test bug: %q decodes", garbage)
 			}
@@ -1248,6 +1255,9 @@ FROM (SELECT pg_advisory_xact_lock_shared(?)) AS leak_probe_gate`
 	kinds := map[string]bool{}
 	hashes := map[string]bool{}
 	for _, n := range names {
+		if n == prefix+":g:{"+sqlscan.AllTables+"}" {
+			continue // the generation every entry depends on (DDL that names no table)
+		}
 		m := valid.FindStringSubmatch(n)
 		if m == nil {
 			t.Errorf("name %q does not match %v", n, valid)

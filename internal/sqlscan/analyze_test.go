@@ -151,6 +151,8 @@ var catalogCases = []analyzeCase{
 	{`SELECT pg FROM t WHERE t.pg_x = 1 AND x.current_user = 2`, nil, ""},
 	{`SELECT * FROM "users" WHERE "users"."deleted_at" IS NULL`, nil, ""},
 	{`SELECT now(), "user" FROM pgx`, nil, ""},
+	{`SELECT pg_sleep(0.1), pg_sleep_for('1s'), pg_sleep_until(now())`, nil, ""},
+	{`SELECT pg_advisory_xact_lock_shared($1), pg_try_advisory_lock(1)`, nil, ""},
 }
 
 func TestAnalyzeCatalog(t *testing.T) {

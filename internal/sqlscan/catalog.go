@@ -14,7 +14,8 @@ import (
 //     pg_stat_activity, ...), and any name qualified with pg_catalog,
 //     information_schema or another pg_ schema (pg_toast, pg_temp);
 //   - any call of a function whose name starts with pg_ (pg_get_viewdef,
-//     pg_table_is_visible, pg_relation_size, pg_sleep, pg_advisory_lock, ...);
+//     pg_table_is_visible, pg_relation_size, ...), but pg_sleep* and the
+//     advisory lock functions, which read no catalog;
 //   - the catalog and session functions of catalogFuncs (to_regclass and the
 //     other to_reg*, has_*_privilege, obj_description, format_type,
 //     current_setting, ...), called or not;
@@ -67,6 +68,9 @@ func (w *walker) catalogRef(i int) bool {
 		next = w.toks[i+1].kind
 	}
 	switch {
+	case bytes.HasPrefix(v, []byte("pg_sleep")), bytes.HasPrefix(v, []byte("pg_advisory_")),
+		bytes.HasPrefix(v, []byte("pg_try_advisory_")):
+		return false // sleeps and advisory locks read no catalog
 	case bytes.HasPrefix(v, []byte("pg_")):
 		return next == tkLParen || next == tkDot // relations: see addRead
 	case string(v) == "information_schema":
