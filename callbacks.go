@@ -16,6 +16,18 @@ func (p *Plugin) registerCallbacks(db *gorm.DB) error {
 	if err := db.Callback().Row().Before("gorm:row").Register("gormflight:row", p.useCachedPool); err != nil {
 		return fmt.Errorf("gormflight: register row callback: %w", err)
 	}
+	for _, r := range []struct {
+		name string
+		err  error
+	}{
+		{"raw", db.Callback().Raw().After("gorm:raw").Register("gormflight:raw_session", p.noteSession)},
+		{"query", db.Callback().Query().After("gorm:query").Register("gormflight:query_session", p.noteSession)},
+		{"row", db.Callback().Row().After("gorm:row").Register("gormflight:row_session", p.noteSession)},
+	} {
+		if r.err != nil {
+			return fmt.Errorf("gormflight: register %s session callback: %w", r.name, r.err)
+		}
+	}
 	return nil
 }
 
@@ -34,7 +46,7 @@ func (p *Plugin) useCachedPool(db *gorm.DB) {
 	if !ok {
 		return
 	}
-	switch pool := db.Statement.ConnPool.(type) {
+	switch db.Statement.ConnPool.(type) {
 	case *cachedPool:
 		return // already swapped: a statement reused, or a preload inheriting it
 	case gorm.TxCommitter:
@@ -43,6 +55,36 @@ func (p *Plugin) useCachedPool(db *gorm.DB) {
 		p.stats.bypassed.Add(1)
 		return
 	default:
-		db.Statement.ConnPool = &cachedPool{ConnPool: pool, plugin: p, settings: s}
+		readFromSource(db)
+		scope, ok := p.scope(db.Statement.Context, db.Statement.ConnPool)
+		if !ok {
+			p.stats.bypassed.Add(1) // the session cannot be known
+			return
+		}
+		db.Statement.ConnPool = &cachedPool{ConnPool: db.Statement.ConnPool, plugin: p, settings: s, scope: scope}
 	}
+}
+
+// Names gorm.io/plugin/dbresolver gives its pool-switching callback and the
+// statement settings its Write and Read clauses store.
+const (
+	resolverCallback = "gorm:db_resolver"
+	resolverWrite    = "gorm:db_resolver:write"
+	resolverRead     = "gorm:db_resolver:read"
+)
+
+// readFromSource sends a statement that gorm.io/plugin/dbresolver routed to
+// a replica to a source instead, as its Write clause would (the same
+// settings, then its own callback again). A fill stores what it reads for
+// every instance, stamped with the generations read before it: a replica
+// that has not yet replayed a write whose bump it saw would store older
+// rows for as long as the entry lives. Without dbresolver it does nothing.
+func readFromSource(db *gorm.DB) {
+	resolve := db.Callback().Query().Get(resolverCallback)
+	if resolve == nil {
+		return
+	}
+	db.Statement.Settings.Delete(resolverRead)
+	db.Statement.Settings.Store(resolverWrite, struct{}{})
+	resolve(db)
 }

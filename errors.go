@@ -27,8 +27,15 @@ var (
 	ErrRedisUnavailable = errors.New("gormflight: Redis unavailable")
 
 	// ErrAlreadyInitialized is returned by Initialize when the plugin is
-	// installed on a second *gorm.DB: create one Plugin per database handle.
+	// installed again on the *gorm.DB it serves, or on a second one: create
+	// one Plugin per database handle. The connections gorm.io/plugin/dbresolver
+	// opens for the handle it serves are accepted, with nothing installed.
 	ErrAlreadyInitialized = errors.New("gormflight: plugin already initialized")
+
+	// ErrUnsupportedDialect is returned by Initialize for a database whose
+	// SQL the plugin cannot read: it would cache reads that no write
+	// invalidates. Only PostgreSQL (dialect "postgres") is supported.
+	ErrUnsupportedDialect = errors.New("gormflight: unsupported database dialect")
 )
 
 // panicError carries a panic out of a shared flight so that every caller of

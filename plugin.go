@@ -86,6 +86,24 @@ type Config struct {
 	// its callers' contexts (each caller still gives up on its own context).
 	// Default 1m.
 	LoadTimeout time.Duration
+
+	// AlsoWrites declares writes no catalog shows: a write to a key table
+	// also changes the tables listed for it (a trigger or rule that writes
+	// elsewhere), so they are invalidated with it, transitively and together
+	// with the tables foreign-key cascades reach. Names are matched as in SQL
+	// (unquoted names fold to lower case; a schema qualifier is ignored). A key
+	// with an empty list declares a trigger that writes no other table, which
+	// silences the warning Initialize logs for tables with undeclared
+	// triggers. Default nil: no declared writes.
+	AlsoWrites map[string][]string
+
+	// SessionSettings names custom settings (such as "app.tenant") that
+	// change what queries return, for instance through a function a
+	// row-level security policy calls: their values are part of every
+	// cache key. Settings a policy reads with current_setting('name') are
+	// found by themselves, and so is every built-in setting (search_path,
+	// role, ...). Default nil.
+	SessionSettings []string
 }
 
 func (c *Config) setDefaults() error {
@@ -152,9 +170,11 @@ type Plugin struct {
 	dialect  string
 	database string
 
-	mu          sync.Mutex
-	initialized bool
-	logger      atomic.Pointer[logger.Interface] // the GORM logger, from Initialize
+	mu      sync.Mutex
+	served  *gorm.DB                         // the handle Initialize installed the plugin on
+	logger  atomic.Pointer[logger.Interface] // the GORM logger, from Initialize
+	schema  schemaState                      // foreign keys and declared writes (cascade.go)
+	session sessionState                     // the sessions cache keys depend on (session.go)
 }
 
 // logf reports through the GORM logger of the database the plugin is
@@ -190,13 +210,28 @@ func New(cfg Config) (*Plugin, error) {
 // Name returns "gormflight".
 func (p *Plugin) Name() string { return "gormflight" }
 
-// Initialize registers the plugin's callbacks on db. GORM calls it from
-// db.Use.
+// Initialize registers the plugin's callbacks on db and makes the
+// transactions begun on its pool invalidate what they wrote when they
+// commit. GORM calls it from db.Use. It fails with ErrUnsupportedDialect on
+// a database other than PostgreSQL, and with ErrAlreadyInitialized on a
+// second handle, except on the connections gorm.io/plugin/dbresolver opens
+// for the handle it serves (see resolverConnection).
+//
+// db.ConnPool keeps its type with PrepareStmt: it is still a
+// *gorm.PreparedStmtDB, sharing the original's statement store. Without
+// PrepareStmt it becomes a wrapper of the pool: db.DB() still returns the
+// *sql.DB.
 func (p *Plugin) Initialize(db *gorm.DB) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.initialized {
+	if p.served != nil {
+		if p.resolverConnection(db) {
+			return nil
+		}
 		return ErrAlreadyInitialized
+	}
+	if name := db.Dialector.Name(); name != "postgres" {
+		return fmt.Errorf("%w: %q (only PostgreSQL is supported)", ErrUnsupportedDialect, name)
 	}
 	l := db.Logger
 	p.logger.Store(&l)
@@ -211,18 +246,40 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 			return fmt.Errorf("gormflight: cannot identify the database for cache keys (set Config.Database): %w", db.Error)
 		}
 	}
+	if err := p.loadSchema(db); err != nil {
+		return err
+	}
+	p.session.names = p.cfg.SessionSettings
+	fp, err := p.fingerprint(context.Background(), db.ConnPool)
+	if err != nil {
+		return fmt.Errorf("gormflight: read the session for cache keys: %w", err)
+	}
+	p.session.pool = p.database + "\x00" + fp
 	if err := p.registerCallbacks(db); err != nil {
 		return err
 	}
 	if err := p.registerWriteCallbacks(db); err != nil {
 		return err
 	}
-	// Transactions begun through GORM from now on are tracked, so their
-	// writes are invalidated when they commit.
-	db.ConnPool = &trackingPool{ConnPool: db.ConnPool, engine: p.engine}
+	db.ConnPool = p.trackPool(db.ConnPool)
 	db.Statement.ConnPool = db.ConnPool
-	p.initialized = true
+	p.served = db
 	return nil
+}
+
+// resolverConnection reports whether db is a connection that
+// gorm.io/plugin/dbresolver, installed on the handle the plugin serves, is
+// opening for its sources and replicas. It opens each with gorm.Open and a
+// copy of that handle's configuration, so GORM initializes the plugins the
+// copy lists, this one among them, on a *gorm.DB with callbacks of its own
+// (the handle and its sessions share theirs). Statements never run through
+// that *gorm.DB's callbacks, dbresolver only takes its pool, so nothing is
+// installed on it: the handle's callbacks serve the statements dbresolver
+// routes to it.
+func (p *Plugin) resolverConnection(db *gorm.DB) bool {
+	return db.Callback() != p.served.Callback() &&
+		db.Plugins[p.Name()] == gorm.Plugin(p) &&
+		p.served.Callback().Query().Get(resolverCallback) != nil
 }
 
 // Stats returns a snapshot of the plugin's counters.

@@ -19,6 +19,7 @@ type cachedPool struct {
 	gorm.ConnPool
 	plugin   *Plugin
 	settings *cacheSettings
+	scope    string // the database and session the statement runs in (session.go)
 }
 
 func (c *cachedPool) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
@@ -76,7 +77,7 @@ func (p *Plugin) request(c *cachedPool, query string, args []any) (request, bool
 	sql := analyze(query)
 	// Catalog reads are never cached: DDL changes them, and entries would
 	// otherwise need every DDL statement to name what it changed there.
-	if len(sql.Writes) > 0 || sql.Catalog || sql.DDL || !readOnly(query) {
+	if len(sql.Writes) > 0 || sql.Catalog || sql.DDL || !readOnly(query) || changesSession(query) != sessionKept {
 		p.stats.bypassed.Add(1)
 		return request{}, false
 	}
@@ -84,7 +85,7 @@ func (p *Plugin) request(c *cachedPool, query string, args []any) (request, bool
 	// effects cannot be named (DROP SCHEMA ... CASCADE, CREATE FUNCTION)
 	// bumps.
 	tables := mergeTables(sql.Reads, append(slices.Clip(c.settings.tables), sqlscan.AllTables))
-	hash, err := queryKey(p.dialect, p.database, query, args, tables)
+	hash, err := queryKey(p.dialect, c.scope, query, args, tables)
 	if err != nil {
 		p.stats.bypassed.Add(1)
 		return request{}, false

@@ -32,7 +32,10 @@ type Stats struct {
 	// Config.MaxEntrySize, or holding a value the entry codec cannot keep.
 	Uncached uint64
 	// Bypassed counts opted-in queries that ran uncached: inside a
-	// transaction, statements that write, or arguments that cannot be hashed.
+	// transaction, statements that write, run DDL, read the system catalogs
+	// or change session state, arguments that cannot be hashed, and reads on
+	// a pool whose sessions may have changed (see the README's Multi-tenant
+	// applications).
 	Bypassed uint64
 	// DecodeErrors counts stored entries that could not be decoded or were
 	// larger than Config.MaxEntrySize; each was treated as a miss.

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"gorm.io/gorm"
 )
@@ -102,15 +103,26 @@ func statementTables(stmt *gorm.Statement) []string {
 }
 
 // trackStartedTx makes the transaction GORM just began for a Create,
-// Update or Delete a trackingTx, when it did not come from the tracking
-// pool: a statement in db.Connection begins it on a *sql.Conn. Its writes
-// are then invalidated when GORM commits it, not before.
+// Update or Delete a trackingTx, when it did not come from a tracking pool:
+// a statement in db.Connection begins it on a *sql.Conn, one routed by
+// gorm.io/plugin/dbresolver on a pool of its own. Its writes are then
+// invalidated when GORM commits it, not before. GORM commits it through the
+// statement's pool, so replacing that pool is enough; a prepared-statement
+// transaction is replaced by a copy, never changed in place.
 func (p *Plugin) trackStartedTx(db *gorm.DB) {
 	if _, started := db.InstanceGet("gorm:started_transaction"); !started {
 		return
 	}
-	if stx, ok := db.Statement.ConnPool.(*sql.Tx); ok {
-		db.Statement.ConnPool = &trackingTx{Tx: stx, engine: p.engine}
+	switch tx := db.Statement.ConnPool.(type) {
+	case *sql.Tx:
+		db.Statement.ConnPool = &trackingTx{Tx: tx, engine: p.engine}
+	case *gorm.PreparedStmtTX:
+		if tx.Tx != nil && trackedTx(tx) == nil {
+			db.Statement.ConnPool = &gorm.PreparedStmtTX{
+				Tx:             &trackingTx{Tx: tx.Tx, engine: p.engine},
+				PreparedStmtDB: tx.PreparedStmtDB,
+			}
+		}
 	}
 }
 
@@ -129,7 +141,7 @@ func (p *Plugin) announceWrites(withTable bool) func(*gorm.DB) {
 		if inTx && trackedTx(db.Statement.ConnPool) != nil {
 			return // announced by the transaction's Commit
 		}
-		if a := p.engine.announce(db.Statement.Context, writtenTables(db, withTable), inTx); len(a.tables) > 0 {
+		if a := p.engine.announce(db.Statement.Context, p.cascadeBefore(db, writtenTables(db, withTable)), inTx); len(a.tables) > 0 {
 			db.InstanceSet(announcedKey, a)
 		}
 	}
@@ -153,6 +165,7 @@ func (p *Plugin) recordWrites(withTable bool) func(*gorm.DB) {
 				tables = slices.Insert(tables, i, t)
 			}
 		}
+		tables = p.cascadeAfter(db, tables) // foreign-key cascades and AlsoWrites (cascade.go)
 		if len(tables) == 0 {
 			return
 		}
@@ -172,8 +185,22 @@ func (p *Plugin) recordWrites(withTable bool) func(*gorm.DB) {
 	}
 }
 
-// trackingPool wraps the database's connection pool so that transactions
-// begun through GORM are trackingTx.
+// trackPool returns pool with the transactions begun on it tracked: those
+// of db.Begin and db.Transaction, and GORM's own around a write. Begin and
+// Commit run no GORM callback, so only the pool a transaction begins on can
+// follow it to its commit. GORM's prepared-statement manager stays one, so
+// that db.ConnPool.(*gorm.PreparedStmtDB) still finds it: the copy shares
+// the original's statement store and lock (Close and Reset act on the
+// statements the handle prepared) and tracks the pool under it.
+func (p *Plugin) trackPool(pool gorm.ConnPool) gorm.ConnPool {
+	if pdb, ok := pool.(*gorm.PreparedStmtDB); ok {
+		return &gorm.PreparedStmtDB{Stmts: pdb.Stmts, Mux: pdb.Mux, ConnPool: p.trackPool(pdb.ConnPool)}
+	}
+	return &trackingPool{ConnPool: pool, engine: p.engine}
+}
+
+// trackingPool wraps a connection pool so that transactions begun on it are
+// trackingTx.
 type trackingPool struct {
 	gorm.ConnPool
 	engine *engine
@@ -212,6 +239,35 @@ func (t *trackingPool) GetDBConn() (*sql.DB, error) {
 		return c.GetDBConn()
 	}
 	return nil, errors.New("gormflight: connection pool has no *sql.DB")
+}
+
+// The setters below let the connection settings gorm.io/plugin/dbresolver
+// applies to its sources (SetMaxOpenConns and the like, found by type
+// assertion) reach the *sql.DB when this pool is one: with no sources of its
+// own, dbresolver writes through the handle's pool.
+
+func (t *trackingPool) SetMaxOpenConns(n int) {
+	if db, err := t.GetDBConn(); err == nil {
+		db.SetMaxOpenConns(n)
+	}
+}
+
+func (t *trackingPool) SetMaxIdleConns(n int) {
+	if db, err := t.GetDBConn(); err == nil {
+		db.SetMaxIdleConns(n)
+	}
+}
+
+func (t *trackingPool) SetConnMaxLifetime(d time.Duration) {
+	if db, err := t.GetDBConn(); err == nil {
+		db.SetConnMaxLifetime(d)
+	}
+}
+
+func (t *trackingPool) SetConnMaxIdleTime(d time.Duration) {
+	if db, err := t.GetDBConn(); err == nil {
+		db.SetConnMaxIdleTime(d)
+	}
 }
 
 // trackingTx is a transaction that invalidates the tables written in it
@@ -272,16 +328,20 @@ func (t *trackingTx) GetDBConn() (*sql.DB, error) {
 	return nil, errors.New("gormflight: transaction has no *sql.DB")
 }
 
-// trackedTx returns the trackingTx behind a statement's pool, if any.
+// trackedTx returns the trackingTx behind a statement's pool, if any. A
+// PrepareStmt session on a PrepareStmt handle nests GORM's
+// prepared-statement transactions two deep.
 func trackedTx(pool gorm.ConnPool) *trackingTx {
-	switch p := pool.(type) {
-	case *trackingTx:
-		return p
-	case *gorm.PreparedStmtTX:
-		tx, _ := p.Tx.(*trackingTx)
-		return tx
+	for {
+		switch p := pool.(type) {
+		case *trackingTx:
+			return p
+		case *gorm.PreparedStmtTX:
+			pool = p.Tx
+		default:
+			return nil
+		}
 	}
-	return nil
 }
 
 // Invalidate marks tables as written, so that no instance serves entries
@@ -297,7 +357,7 @@ func (p *Plugin) Invalidate(ctx context.Context, tables ...string) error {
 		norm = append(norm, normTable(t))
 	}
 	slices.Sort(norm)
-	return p.engine.invalidate(ctx, slices.Compact(norm), announcement{})
+	return p.engine.invalidate(ctx, p.schema.graph.Load().expand(slices.Compact(norm), false), announcement{})
 }
 
 // isSelect reports whether query is a single statement that starts with the
