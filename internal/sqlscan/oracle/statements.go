@@ -97,6 +97,9 @@ func (o *walk) statement(name string, m any, ctx string, scope []string) {
 		// pg_catalog.extract and the like, but read no catalog.
 		if n := strs(s.Funcname); len(n) > 0 && s.Funcformat != pg_query.CoercionForm_COERCE_SQL_SYNTAX {
 			first := n[0]
+			if noCatalog(n[len(n)-1]) {
+				break // sleeps and advisory locks read no catalog
+			}
 			if strings.HasPrefix(first, "pg_") || len(n) == 1 && (catalogFuncs[first] ||
 				strings.HasPrefix(first, "to_reg") ||
 				strings.HasPrefix(first, "has_") && strings.HasSuffix(first, "_privilege")) {
@@ -147,4 +150,11 @@ func strs(nodes []*pg_query.Node) []string {
 		}
 	}
 	return out
+}
+
+// noCatalog reports whether a pg_* function reads no catalog: pg_sleep and
+// its variants, and the advisory lock functions.
+func noCatalog(fn string) bool {
+	return strings.HasPrefix(fn, "pg_sleep") || strings.HasPrefix(fn, "pg_advisory_") ||
+		strings.HasPrefix(fn, "pg_try_advisory_")
 }
