@@ -293,3 +293,45 @@ func TestDDLInvalidates(t *testing.T) {
 		}
 	})
 }
+
+// A statement's announcement belongs to that statement: db.Connection
+// runs every statement on one GORM Statement, and the reads after a write
+// there must not bump the written table again, which made every other
+// instance miss.
+func TestAnnouncementNotReappliedByLaterStatements(t *testing.T) {
+	ins := newInstances(t, 2, nil)
+	a, b := ins[0], ins[1]
+	pg := openDB(t)
+	tsExec(t, pg, `CREATE TABLE IF NOT EXISTS gft_def_tok (id bigint PRIMARY KEY, v bigint NOT NULL)`)
+	tsExec(t, pg, `INSERT INTO gft_def_tok VALUES (1, 0) ON CONFLICT (id) DO NOTHING`)
+	tag := uniqueTag(t)
+	read := func() {
+		t.Helper()
+		var n int
+		if err := b.db.Scopes(Cache(time.Minute)).Raw("SELECT gft_record(?, 0) AS n FROM gft_def_tok WHERE id = 1", tag).Scan(&n).Error; err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := a.db.Connection(func(c *gorm.DB) error {
+		// A write outside a transaction announces itself on the statement.
+		if err := c.Exec("UPDATE gft_def_tok SET v = v + 1 WHERE id = 1").Error; err != nil {
+			return err
+		}
+		read() // fills after the write
+		before := calls(t, pg, tag)
+		for i := 0; i < 3; i++ {
+			var one int
+			if err := c.Raw("SELECT 1").Scan(&one).Error; err != nil {
+				return err
+			}
+		}
+		read()
+		if n := calls(t, pg, tag) - before; n != 0 {
+			t.Errorf("reads on the connection after its write invalidated the table again: B's next read ran the query %d times, want a hit", n)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

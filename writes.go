@@ -155,8 +155,12 @@ func (p *Plugin) recordWrites(withTable bool) func(*gorm.DB) {
 		if db.DryRun {
 			return
 		}
+		// Taken, not read: a *gorm.DB that is not a new session (the one
+		// db.Connection hands out, a chain reused) runs every statement on
+		// one Statement, and a later statement must not find this one's
+		// announcement and bump its tables again.
 		var announced announcement
-		if v, ok := db.InstanceGet(announcedKey); ok {
+		if v, ok := db.Statement.Settings.LoadAndDelete(fmt.Sprintf("%p", db.Statement) + announcedKey); ok {
 			announced, _ = v.(announcement)
 		}
 		tables := writtenTables(db, withTable)
