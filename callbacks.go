@@ -1,6 +1,7 @@
 package gormflight
 
 import (
+	"database/sql"
 	"fmt"
 
 	"gorm.io/gorm"
@@ -61,7 +62,9 @@ func (p *Plugin) useCachedPool(db *gorm.DB) {
 			p.stats.bypassed.Add(1) // the session cannot be known
 			return
 		}
-		db.Statement.ConnPool = &cachedPool{ConnPool: db.Statement.ConnPool, plugin: p, settings: s, scope: scope}
+		_, dedicated := db.Statement.ConnPool.(*sql.Conn)
+		db.Statement.ConnPool = &cachedPool{ConnPool: db.Statement.ConnPool, plugin: p, settings: s,
+			scope: scope, onPool: !dedicated}
 	}
 }
 

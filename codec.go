@@ -24,6 +24,9 @@ type entry struct {
 	columns []column
 	names   []string
 	rows    [][]driver.Value
+	// local: computed in a session other than the one its key names (see
+	// session.go), so returned to its callers and never stored.
+	local bool
 }
 
 // column is what *sql.ColumnType reports for one live column. Each "ok" flag

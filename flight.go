@@ -132,7 +132,7 @@ func newEngine(cfg Config, stats *counters, logf logFunc) *engine {
 		logf:    logf,
 		logged:  make(map[string]*rateLimited),
 	}
-	for _, kind := range []string{"redis", "takeover", "wait", "invalidate"} {
+	for _, kind := range []string{"redis", "takeover", "wait", "invalidate", "session"} {
 		e.logged[kind] = new(rateLimited)
 	}
 	e.breaker = newBreaker(cfg, stats, logf)
@@ -481,6 +481,10 @@ func (e *engine) withoutRedis(ctx context.Context, req request, err error) (*fli
 // not stored: too large, not encodable, or refused by Redis. Waiters are
 // then told to query themselves, as they would one by one anyway.
 func (e *engine) store(ctx context.Context, req request, stamp string, ent *entry) bool {
+	if ent.local {
+		e.stats.uncached.Add(1)
+		return false
+	}
 	data, err := encodeStored(stamp, ent, e.cfg.MaxEntrySize)
 	if err != nil {
 		e.stats.uncached.Add(1)

@@ -20,6 +20,7 @@ type cachedPool struct {
 	plugin   *Plugin
 	settings *cacheSettings
 	scope    string // the database and session the statement runs in (session.go)
+	onPool   bool   // the statement runs on any connection of the pool
 }
 
 func (c *cachedPool) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
@@ -77,7 +78,7 @@ func (p *Plugin) request(c *cachedPool, query string, args []any) (request, bool
 	sql := analyze(query)
 	// Catalog reads are never cached: DDL changes them, and entries would
 	// otherwise need every DDL statement to name what it changed there.
-	if len(sql.Writes) > 0 || sql.Catalog || sql.DDL || !readOnly(query) || changesSession(query) != sessionKept {
+	if len(sql.Writes) > 0 || sql.Catalog || sql.DDL || !readOnly(query) || changesSession(query) != (sessionEffect{}) {
 		p.stats.bypassed.Add(1)
 		return request{}, false
 	}
@@ -90,12 +91,15 @@ func (p *Plugin) request(c *cachedPool, query string, args []any) (request, bool
 		p.stats.bypassed.Add(1)
 		return request{}, false
 	}
-	inner := c.ConnPool
+	inner, onPool := c.ConnPool, c.onPool
 	return request{
 		keys:   newKeys(p.cfg.Prefix, hash),
 		tables: tables,
 		ttl:    c.settings.ttl,
 		load: func(ctx context.Context) (*entry, error) {
+			if onPool {
+				return p.loadOnPool(ctx, inner, query, args)
+			}
 			rows, err := inner.QueryContext(ctx, query, args...)
 			if err != nil {
 				return nil, err

@@ -13,27 +13,33 @@ import (
 
 // The same SQL returns different rows on connections whose sessions
 // differ: another search_path (schema per tenant), another role, a setting
-// a row-level security policy reads. Two statements share an entry only if
+// a row-level security policy or a view reads, a temporary table that
+// hides a table of the same name. Two statements share an entry only if
 // their sessions match, so every key includes the session's fingerprint
-// (sessionSQL): the current and session user, every setting that shapes
+// (sessionSQL): the current and session user; every setting that shapes
 // what a statement returns (PostgreSQL's "Client Connection Defaults" and
-// "Version and Platform Compatibility": search_path, TimeZone, DateStyle,
-// row_security, standard_conforming_strings, ..., but no timeouts) whose
-// value does not come from the server's defaults or configuration, and the
-// custom settings (app.tenant, ...) that row-level security policies read
-// or Config.SessionSettings names — PostgreSQL lists no custom setting in
-// pg_settings, so those are asked for by name.
+// "Version and Platform Compatibility", less those that only govern
+// timeouts, logging, vacuum or new objects) whose value does not come from
+// the server's defaults or configuration; the custom settings (app.tenant,
+// ...) that policies, views and functions read with
+// current_setting('name') (built-in settings they read count as above) or
+// that Config.SessionSettings names
+// (PostgreSQL lists no custom setting in pg_settings, so those are asked for
+// by name); and, for a session with temporary relations, the session
+// itself, so that its entries are its own.
 //
 // A statement on the pool runs on any of its connections, which all start
 // as the DSN sets them: the pool's fingerprint is read once, at
-// Initialize. A statement on a dedicated connection (db.Connection) may
-// follow a SET on it: its connection's fingerprint is read before each
-// cached read. A statement that changes session state (SET, RESET,
-// set_config, DISCARD) taints a connection that may go back to the pool
-// changed, and from then on reads on the pool run uncached: the plugin can
-// no longer tell which session a pooled connection has. A connection in
-// db.Connection that ends its changes with RESET ALL or DISCARD ALL is
-// clean again.
+// Initialize, and a fill on the pool reads the fingerprint of the
+// connection it runs on and stores nothing when it differs. A statement on
+// a dedicated connection (db.Connection) may follow a SET on it: its
+// connection's fingerprint is read before each cached read. A statement
+// that changes session state taints a connection that may go back to the
+// pool changed, and while any is tainted, reads on the pool run uncached:
+// the plugin cannot tell which session a pooled connection has. Each change
+// is undone by its own reset: RESET ALL for settings, RESET ROLE or RESET
+// SESSION AUTHORIZATION for the role (RESET ALL keeps it), DISCARD TEMP for
+// temporary relations, DISCARD ALL for everything.
 
 // sessionSQL returns the session's fingerprint. $1 is Config.SessionSettings.
 const sessionSQL = `SELECT current_user || E'\n' || session_user || E'\n' ||
@@ -41,13 +47,29 @@ const sessionSQL = `SELECT current_user || E'\n' || session_user || E'\n' ||
 		FROM pg_catalog.pg_settings
 		WHERE source NOT IN ('default', 'override', 'configuration file')
 			AND (category LIKE 'Client Connection Defaults%' OR category LIKE 'Version and Platform Compatibility%')
-			AND name NOT LIKE '%timeout'), '') || E'\n' ||
+			AND name NOT LIKE '%timeout' AND name NOT LIKE 'vacuum%' AND name NOT LIKE 'default_transaction%'
+			AND name NOT IN ('client_min_messages', 'default_tablespace', 'temp_tablespaces',
+				'check_function_bodies', 'default_table_access_method', 'default_toast_compression',
+				'createrole_self_grant', 'gin_pending_list_limit', 'session_preload_libraries',
+				'local_preload_libraries', 'shared_preload_libraries', 'jit_provider')), '') || E'\n' ||
 	coalesce((SELECT string_agg(n || '=' || coalesce(current_setting(n, true), ''), E'\n' ORDER BY n)
-		FROM (SELECT (regexp_matches(coalesce(pg_catalog.pg_get_expr(polqual, polrelid), '') || ' ' ||
-				coalesce(pg_catalog.pg_get_expr(polwithcheck, polrelid), ''),
-				'current_setting\(''([^'']+)''', 'g'))[1] AS n
-			FROM pg_catalog.pg_policy
-			UNION SELECT unnest($1::text[])) AS s), '')`
+		FROM (SELECT (regexp_matches(src, 'current_setting\(\s*''([^'']+)''', 'g'))[1] AS n
+			FROM (SELECT coalesce(pg_catalog.pg_get_expr(polqual, polrelid), '') || ' ' ||
+					coalesce(pg_catalog.pg_get_expr(polwithcheck, polrelid), '') AS src
+				FROM pg_catalog.pg_policy
+				UNION ALL SELECT pg_catalog.pg_get_viewdef(c.oid)
+				FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace ns ON ns.oid = c.relnamespace
+				WHERE c.relkind IN ('v', 'm') AND ns.nspname NOT IN ('pg_catalog', 'information_schema')
+				UNION ALL SELECT p.prosrc
+				FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace ns ON ns.oid = p.pronamespace
+				WHERE ns.nspname NOT IN ('pg_catalog', 'information_schema')) AS srcs
+			WHERE src ~ 'current_setting\(\s*''[^'']*\.'
+			UNION SELECT unnest($1::text[])) AS s
+		WHERE n LIKE '%.%' OR n = ANY($1::text[])), '') || E'\n' ||
+	coalesce((SELECT 'temp ' || a.pid || ' ' || a.backend_start
+		FROM pg_catalog.pg_stat_activity a
+		WHERE a.pid = pg_catalog.pg_backend_pid()
+			AND EXISTS (SELECT 1 FROM pg_catalog.pg_class WHERE relnamespace = pg_catalog.pg_my_temp_schema())), '')`
 
 // maxTaintedConns bounds how many tainted dedicated connections are
 // remembered. Past it the pool counts as tainted for good: an application
@@ -61,8 +83,8 @@ type sessionState struct {
 	poolTaint atomic.Bool // a pooled connection may have changed its session
 
 	mu      sync.Mutex
-	tainted map[*sql.Conn]struct{} // dedicated connections with changed sessions
-	count   atomic.Int32           // len(tainted), read on every cached query
+	tainted map[*sql.Conn]aspects // dedicated connections with changed sessions
+	count   atomic.Int32          // len(tainted), read on every cached query
 }
 
 // inDoubt reports whether a pooled connection may have a session other
@@ -71,24 +93,24 @@ func (s *sessionState) inDoubt() bool {
 	return s.poolTaint.Load() || s.count.Load() > 0
 }
 
-func (s *sessionState) taint(conn *sql.Conn) {
+// note records what a statement on a dedicated connection did to its
+// session.
+func (s *sessionState) note(conn *sql.Conn, eff sessionEffect) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.tainted == nil {
-		s.tainted = make(map[*sql.Conn]struct{})
+	left := s.tainted[conn]&^eff.clears | eff.adds
+	if left == 0 {
+		delete(s.tainted, conn)
+	} else {
+		if s.tainted == nil {
+			s.tainted = make(map[*sql.Conn]aspects)
+		}
+		s.tainted[conn] = left
+		if len(s.tainted) > maxTaintedConns {
+			s.poolTaint.Store(true)
+			clear(s.tainted)
+		}
 	}
-	s.tainted[conn] = struct{}{}
-	if len(s.tainted) > maxTaintedConns {
-		s.poolTaint.Store(true)
-		clear(s.tainted)
-	}
-	s.count.Store(int32(len(s.tainted)))
-}
-
-func (s *sessionState) clean(conn *sql.Conn) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.tainted, conn)
 	s.count.Store(int32(len(s.tainted)))
 }
 
@@ -122,8 +144,8 @@ func (p *Plugin) noteSession(db *gorm.DB) {
 	if db.DryRun || db.Statement.SQL.Len() == 0 {
 		return
 	}
-	change := changesSession(db.Statement.SQL.String())
-	if change == sessionKept {
+	eff := changesSession(db.Statement.SQL.String())
+	if eff == (sessionEffect{}) {
 		return
 	}
 	pool := db.Statement.ConnPool
@@ -131,35 +153,46 @@ func (p *Plugin) noteSession(db *gorm.DB) {
 		pool = c.ConnPool
 	}
 	if conn, ok := pool.(*sql.Conn); ok {
-		if change == sessionReset {
-			p.session.clean(conn)
-		} else {
-			p.session.taint(conn)
-		}
+		p.session.note(conn, eff)
 		return
 	}
-	if change == sessionReset {
-		return // on a connection of the pool's choosing: nothing to clear
+	if eff.adds == 0 {
+		return // a reset on a connection of the pool's choosing: nothing to clear
 	}
 	if !p.session.poolTaint.Swap(true) {
 		p.logf(db.Statement.Context, levelError, "gormflight: %q changed the session of a pooled connection; reads on the pool run uncached from now on. Change session state inside db.Connection and end with RESET ALL, use SET LOCAL inside a transaction, or set it in the DSN", db.Statement.SQL.String())
 	}
 }
 
-// What a statement does to its session's state.
-type sessionChange int
+// aspects are the parts of a session's state a statement can change,
+// each undone by its own reset.
+type aspects uint8
 
 const (
-	sessionKept    sessionChange = iota // nothing a later statement sees
-	sessionChanged                      // SET, RESET of one setting, set_config, SET ROLE, ...
-	sessionReset                        // RESET ALL or DISCARD ALL, and nothing else changed
+	aspSettings aspects = 1 << iota // SET, set_config of a setting: RESET ALL
+	aspRole                         // SET ROLE, SET SESSION AUTHORIZATION: RESET ROLE, RESET SESSION AUTHORIZATION
+	aspTemp                         // temporary relations: DISCARD TEMP
+	aspUnknown                      // code that may change anything: only DISCARD ALL
+	aspAll      = aspSettings | aspRole | aspTemp | aspUnknown
 )
 
+// sessionEffect is what a statement does to its session: it changes adds
+// after undoing clears. The zero value changes nothing.
+type sessionEffect struct{ adds, clears aspects }
+
+// then returns the effect of e followed by next.
+func (e sessionEffect) then(next sessionEffect) sessionEffect {
+	return sessionEffect{adds: e.adds&^next.clears | next.adds, clears: e.clears | next.clears}
+}
+
 // changesSession reports what query does to its session's state. SET LOCAL
-// (and SET TRANSACTION, SET CONSTRAINTS) end with the transaction and keep
-// it; a set_config call changes it whatever its arguments (is_local may be
-// a parameter). It may over-report: that only costs cached reads.
-func changesSession(query string) sessionChange {
+// (and SET TRANSACTION, SET CONSTRAINTS) end with the transaction and
+// change nothing. set_config changes the setting its literal first
+// argument names; with another first argument, as DO, CALL and EXECUTE,
+// it may change anything. It may over-report: that only costs cached
+// reads; what it misses (a function that calls set_config) a fill on the
+// pool still catches, by the fingerprint of its connection.
+func changesSession(query string) sessionEffect {
 	toks := sqlscan.Lex(query)
 	word := func(i int) string {
 		if i < len(toks) && toks[i].Kind == sqlscan.TokWord {
@@ -167,37 +200,151 @@ func changesSession(query string) sessionChange {
 		}
 		return ""
 	}
-	out, first := sessionKept, true
+	var out sessionEffect
+	first := true
 	for i := range toks {
 		if toks[i].Kind == sqlscan.TokSemi {
 			first = true
 			continue
 		}
 		w := word(i)
+		if toks[i].Kind == sqlscan.TokQuoted {
+			w = strings.Trim(query[toks[i].Pos:toks[i].End], `"`)
+		}
+		var e sessionEffect
 		switch {
 		case w == "set_config" && i+1 < len(toks) && toks[i+1].Kind == sqlscan.TokLParen:
-			return sessionChanged
-		case first && w == "set":
-			switch word(i + 1) {
-			case "local", "transaction", "constraints":
-			default:
-				return sessionChanged
-			}
-		case first && w == "reset":
-			if word(i+1) != "all" {
-				return sessionChanged
-			}
-			out = sessionReset
-		case first && w == "discard":
-			switch word(i + 1) {
-			case "all":
-				out = sessionReset
-			case "plans", "sequences", "temp", "temporary": // no setting
-			default:
-				return sessionChanged
-			}
+			e.adds = setConfigAspect(query, toks, i+2)
+		case w == "into" && (word(i+1) == "temp" || word(i+1) == "temporary"):
+			e.adds = aspTemp
+		case !first:
+		case w == "set":
+			e.adds = setAspect(word(i+1), word(i+2))
+		case w == "reset":
+			e.clears = resetAspect(word(i+1), word(i+2))
+		case w == "discard":
+			e.clears = discardAspect(word(i + 1))
+		case w == "create" && createsTemp(word, i+1):
+			e.adds = aspTemp
+		case w == "do", w == "call", w == "execute":
+			e.adds = aspUnknown
 		}
+		out = out.then(e)
 		first = false
 	}
 	return out
+}
+
+// setAspect is what SET followed by the words a and b changes.
+func setAspect(a, b string) aspects {
+	switch {
+	case a == "local" || a == "transaction" || a == "constraints":
+		return 0
+	case a == "role" || a == "session" && (b == "authorization" || b == "role"):
+		return aspRole
+	}
+	return aspSettings
+}
+
+// setConfigAspect is what set_config changes, by its first argument at
+// token i: a string literal names the setting.
+func setConfigAspect(query string, toks []sqlscan.Token, i int) aspects {
+	if i >= len(toks) || toks[i].Kind != sqlscan.TokOther || query[toks[i].Pos] != '\'' {
+		return aspUnknown
+	}
+	switch strings.ToLower(strings.Trim(query[toks[i].Pos:toks[i].End], "'")) {
+	case "role", "session_authorization":
+		return aspRole
+	}
+	return aspSettings
+}
+
+// resetAspect is what RESET followed by the words a and b undoes.
+func resetAspect(a, b string) aspects {
+	switch {
+	case a == "all":
+		return aspSettings
+	case a == "role", a == "session" && b == "authorization":
+		return aspRole
+	}
+	return 0 // one setting: others may still differ
+}
+
+// discardAspect is what DISCARD followed by the word a undoes.
+func discardAspect(a string) aspects {
+	switch a {
+	case "all":
+		return aspAll
+	case "temp", "temporary":
+		return aspTemp
+	}
+	return 0
+}
+
+// createsTemp reports whether the CREATE whose next word is at i creates a
+// temporary relation: CREATE [OR REPLACE] [GLOBAL | LOCAL] TEMP[ORARY] ...
+func createsTemp(word func(int) string, i int) bool {
+	for w := word(i); w == "or" || w == "replace" || w == "global" || w == "local"; w = word(i) {
+		i++
+	}
+	return word(i) == "temp" || word(i) == "temporary"
+}
+
+// loadOnPool runs a fill's query on a connection of the pool, after reading
+// that connection's fingerprint: if its session is not the pool's (a change
+// the plugin did not see, such as a function that calls set_config), the
+// rows are the caller's answer but not the key's, and are not stored.
+func (p *Plugin) loadOnPool(ctx context.Context, pool gorm.ConnPool, query string, args []any) (*entry, error) {
+	sqlDB := sqlDBOf(pool)
+	if sqlDB == nil {
+		rows, err := pool.QueryContext(ctx, query, args...)
+		if err != nil {
+			return nil, err
+		}
+		ent, err := captureRows(rows)
+		if ent != nil {
+			ent.local = true // the session cannot be checked
+		}
+		return ent, err
+	}
+	conn, err := sqlDB.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	// A panic in user code inside the query (an argument's Value method)
+	// leaves database/sql holding the connection's lock, and Close would
+	// then wait for ever: the panic goes on to the callers without it, and
+	// the connection is lost, as database/sql loses one of its pool's.
+	queried := false
+	defer func() {
+		if queried {
+			_ = conn.Close()
+		}
+	}()
+	var fp string
+	fpErr := conn.QueryRowContext(ctx, sessionSQL, p.session.names).Scan(&fp)
+	rows, err := conn.QueryContext(ctx, query, args...)
+	queried = true
+	if err != nil {
+		return nil, err
+	}
+	ent, err := captureRows(rows)
+	if err == nil && (fpErr != nil || p.database+"\x00"+fp != p.session.pool) {
+		ent.local = true
+		p.engine.warnf("session", "gormflight: a pooled connection's session differs from the pool's (a session change the plugin did not see?); its result is not cached")
+	}
+	return ent, err
+}
+
+// sqlDBOf returns the *sql.DB behind a pool, or nil.
+func sqlDBOf(pool gorm.ConnPool) *sql.DB {
+	switch c := pool.(type) {
+	case *sql.DB:
+		return c
+	case gorm.GetDBConnector:
+		if db, err := c.GetDBConn(); err == nil {
+			return db
+		}
+	}
+	return nil
 }

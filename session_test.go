@@ -8,34 +8,52 @@ import (
 )
 
 func TestChangesSession(t *testing.T) {
+	type eff = sessionEffect
 	for _, c := range []struct {
 		sql  string
-		want sessionChange
+		want sessionEffect
 	}{
-		{"SELECT 1", sessionKept},
-		{"SELECT * FROM settings WHERE set = 1", sessionKept},
-		{"SET LOCAL search_path TO a", sessionKept},
-		{"set local app.tenant = 'a'", sessionKept},
-		{"SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", sessionKept},
-		{"SET CONSTRAINTS ALL DEFERRED", sessionKept},
-		{"UPDATE t SET a = 1", sessionKept},
-		{"DISCARD PLANS", sessionKept},
-		{"SELECT 'set_config(' AS s", sessionKept},
-		{"SET search_path TO a", sessionChanged},
-		{"  set SESSION search_path = a", sessionChanged},
-		{"SET ROLE tenant_a", sessionChanged},
-		{"SET SESSION AUTHORIZATION tenant_a", sessionChanged},
-		{"SELECT set_config('app.tenant', $1, false)", sessionChanged},
-		{"SELECT set_config('app.tenant', 'a', true)", sessionChanged}, // is_local is not read
-		{"SELECT 1; SET search_path TO a", sessionChanged},
-		{"RESET search_path", sessionChanged},
-		{"DISCARD TEMP; SET x = 1", sessionChanged},
-		{"RESET ALL", sessionReset},
-		{"DISCARD ALL", sessionReset},
-		{"SET search_path TO a; RESET ALL", sessionChanged},
+		{"SELECT 1", eff{}},
+		{"SELECT * FROM settings WHERE set = 1", eff{}},
+		{"SET LOCAL search_path TO a", eff{}},
+		{"set local app.tenant = 'a'", eff{}},
+		{"SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", eff{}},
+		{"SET CONSTRAINTS ALL DEFERRED", eff{}},
+		{"UPDATE t SET a = 1", eff{}},
+		{"DISCARD PLANS", eff{}},
+		{"SELECT 'set_config(' AS s", eff{}},
+		{"SELECT temp, temporary FROM weather", eff{}},
+		{"CREATE TABLE t (id int)", eff{}},
+		{"RESET search_path", eff{}},
+		{"SET search_path TO a", eff{adds: aspSettings}},
+		{"  set SESSION search_path = a", eff{adds: aspSettings}},
+		{"SELECT set_config('app.tenant', $1, false)", eff{adds: aspSettings}},
+		{"SELECT set_config('app.tenant', 'a', true)", eff{adds: aspSettings}}, // is_local is not read
+		{"SELECT 1; SET search_path TO a", eff{adds: aspSettings}},
+		{"SET ROLE tenant_a", eff{adds: aspRole}},
+		{"SET SESSION ROLE tenant_a", eff{adds: aspRole}},
+		{"SET SESSION AUTHORIZATION tenant_a", eff{adds: aspRole}},
+		{"SELECT set_config('role', 'r', false)", eff{adds: aspRole}},
+		{`SELECT "set_config"('ROLE', 'r', false)`, eff{adds: aspRole}},
+		{"SELECT set_config($1, $2, false)", eff{adds: aspUnknown}},
+		{"CREATE TEMP TABLE t (id int)", eff{adds: aspTemp}},
+		{"create or replace temporary view v AS SELECT 1", eff{adds: aspTemp}},
+		{"CREATE LOCAL TEMP TABLE t (id int)", eff{adds: aspTemp}},
+		{"SELECT * INTO TEMP t FROM u", eff{adds: aspTemp}},
+		{"DO $$ BEGIN PERFORM 1; END $$", eff{adds: aspUnknown}},
+		{"CALL p()", eff{adds: aspUnknown}},
+		{"EXECUTE plan(1)", eff{adds: aspUnknown}},
+		{"RESET ALL", eff{clears: aspSettings}},
+		{"RESET ROLE", eff{clears: aspRole}},
+		{"RESET SESSION AUTHORIZATION", eff{clears: aspRole}},
+		{"DISCARD TEMP", eff{clears: aspTemp}},
+		{"DISCARD ALL", eff{clears: aspAll}},
+		{"SET search_path TO a; RESET ALL", eff{clears: aspSettings}},
+		{"SET ROLE r; RESET ALL", eff{adds: aspRole, clears: aspSettings}}, // RESET ALL keeps the role
+		{"SET ROLE r; DISCARD ALL", eff{clears: aspAll}},
 	} {
 		if got := changesSession(c.sql); got != c.want {
-			t.Errorf("changesSession(%q) = %d, want %d", c.sql, got, c.want)
+			t.Errorf("changesSession(%q) = %+v, want %+v", c.sql, got, c.want)
 		}
 	}
 }
@@ -79,4 +97,165 @@ func TestSessionChangesStopPoolCaching(t *testing.T) {
 		t.Fatal(err)
 	}
 	cachedRead("after a SET on the pool", false)
+}
+
+// sessRows reads "SELECT id, name FROM table ORDER BY id" through db's
+// cache and renders the rows.
+func sessRows(t *testing.T, db *gorm.DB, query string) string {
+	t.Helper()
+	var rows []tsRow
+	// A session of its own: in db.Connection, GORM runs every statement of
+	// the handle it passes on one Statement, whose settings would carry the
+	// scope to the uncached reads compared with this one.
+	if err := db.Session(&gorm.Session{}).Scopes(Cache(time.Minute)).Raw(query).Scan(&rows).Error; err != nil {
+		t.Fatal(err)
+	}
+	return tsRender(rows)
+}
+
+// sessTable creates a table with rows 1 and 2 and returns its name.
+func sessTable(t *testing.T, admin *gorm.DB) string {
+	t.Helper()
+	name := "gft_sess_" + tsSuffix()
+	tsExec(t, admin, "CREATE TABLE "+name+" (id bigint PRIMARY KEY, name text NOT NULL, owner text NOT NULL DEFAULT '')")
+	tsExec(t, admin, "INSERT INTO "+name+" (id, name) VALUES (1, 'real-1'), (2, 'real-2')")
+	tsDropLater(t, admin, "DROP TABLE IF EXISTS "+name)
+	return name
+}
+
+// A temporary table hides the table of its name for its session only: its
+// rows are never served to another session.
+func TestSessionTempTableIsItsOwn(t *testing.T) {
+	admin := openDB(t)
+	table := sessTable(t, admin)
+	q := "SELECT id, name FROM " + table + " ORDER BY id"
+	ins := newInstances(t, 2, nil)
+	a, b := ins[0], ins[1]
+	want := tsQuery(t, admin, q)
+	err := a.db.Connection(func(c *gorm.DB) error {
+		tsExec(t, c, "CREATE TEMP TABLE "+table+" (id bigint, name text)")
+		tsExec(t, c, "INSERT INTO "+table+" VALUES (9, 'temp-9')")
+		if got := sessRows(t, c, q); got == want {
+			t.Errorf("the session with the temporary table read %s, the real table's rows", got)
+		}
+		if got := sessRows(t, b.db, q); got != want {
+			t.Errorf("another instance read %s, want the real table's %s", got, want)
+		}
+		return c.Exec("DISCARD TEMP").Error
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := sessRows(t, b.db, q); got != want {
+		t.Errorf("after: another instance read %s, want %s", got, want)
+	}
+	if a.p.session.inDoubt() {
+		t.Errorf("DISCARD TEMP did not end the connection's change")
+	}
+}
+
+// RESET ALL keeps the role: a connection that went back to the pool as
+// another role must not fill the pool's entries with what that role sees.
+func TestSessionRoleSurvivesResetAll(t *testing.T) {
+	admin := openDB(t)
+	table := sessTable(t, admin)
+	role := "gft_sess_r" + tsSuffix()
+	tsExec(t, admin, "UPDATE "+table+" SET owner = '"+role+"' WHERE id = 1")
+	tsExec(t, admin, "CREATE ROLE "+role)
+	tsDropLater(t, admin, "DROP OWNED BY "+role, "DROP ROLE IF EXISTS "+role)
+	tsExec(t, admin, "ALTER TABLE "+table+" ENABLE ROW LEVEL SECURITY")
+	tsExec(t, admin, "CREATE POLICY own ON "+table+" USING (owner = current_user)")
+	tsExec(t, admin, "GRANT SELECT ON "+table+" TO "+role)
+	q := "SELECT id, name FROM " + table + " ORDER BY id"
+	want := tsQuery(t, admin, q) // a superuser sees both rows
+
+	ldb := openDB(t)
+	sqlDB, err := ldb.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sqlDB.SetMaxOpenConns(1)
+	prefix := testPrefix(t)
+	l := installPlugin(t, ldb, testConfig(openRedis(t, ""), prefix))
+	b := newInstance(t, testConfig(openRedis(t, ""), prefix))
+	err = l.db.Connection(func(c *gorm.DB) error {
+		tsExec(t, c, "SET ROLE "+role)
+		return c.Exec("RESET ALL").Error
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := sessRows(t, l.db, q); got == want {
+		t.Fatalf("L's only connection should still be %s and see one row, read %s", role, got)
+	}
+	if got := sessRows(t, b.db, q); got != want {
+		t.Errorf("B read %s, want every row %s: an entry filled as %s was served", got, want, role)
+	}
+}
+
+// Settings a view reads are part of the key.
+func TestSessionViewReadsSetting(t *testing.T) {
+	admin := openDB(t)
+	table := sessTable(t, admin)
+	view := table + "_v"
+	tsExec(t, admin, "CREATE VIEW "+view+" AS SELECT id, name FROM "+table+" WHERE name = 'real-' || current_setting('app.gft_rev', true)")
+	tsDropLater(t, admin, "DROP VIEW IF EXISTS "+view)
+	q := "SELECT id, name FROM " + view + " ORDER BY id"
+	in := newInstances(t, 1, nil)[0]
+	for _, v := range []string{"1", "2", "1"} {
+		err := in.db.Connection(func(c *gorm.DB) error {
+			tsExec(t, c, "SELECT set_config('app.gft_rev', ?, false)", v)
+			if got, want := sessRows(t, c, q), tsQuery(t, c, q); got != want {
+				t.Errorf("app.gft_rev=%s: cached %s, live %s", v, got, want)
+			}
+			return c.Exec("RESET ALL").Error
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// A session change the plugin cannot see (a function that calls
+// set_config) leaves a pooled connection with another session: a fill on
+// it is not stored, so no other instance is served its rows.
+func TestSessionUnseenChangeIsNotStored(t *testing.T) {
+	admin := openDB(t)
+	table := sessTable(t, admin)
+	schema := "gft_sess_s" + tsSuffix()
+	tsExec(t, admin, "CREATE SCHEMA "+schema)
+	tsDropLater(t, admin, "DROP SCHEMA IF EXISTS "+schema+" CASCADE")
+	tsExec(t, admin, "CREATE TABLE "+schema+"."+table+" (id bigint, name text)")
+	tsExec(t, admin, "INSERT INTO "+schema+"."+table+" VALUES (7, 'other-7')")
+	fn := "gft_sess_f" + tsSuffix()
+	tsExec(t, admin, "CREATE FUNCTION "+fn+"(s text) RETURNS int LANGUAGE sql AS $$ SELECT 1 FROM (SELECT set_config('search_path', s, false)) x $$")
+	tsDropLater(t, admin, "DROP FUNCTION IF EXISTS "+fn+"(text)")
+	q := "SELECT id, name FROM " + table + " ORDER BY id"
+	want := tsQuery(t, admin, q)
+
+	ldb := openDB(t)
+	sqlDB, err := ldb.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sqlDB.SetMaxOpenConns(1)
+	prefix := testPrefix(t)
+	l := installPlugin(t, ldb, testConfig(openRedis(t, ""), prefix))
+	b := newInstance(t, testConfig(openRedis(t, ""), prefix))
+	var one int
+	if err := l.db.Raw("SELECT "+fn+"(?)", schema).Scan(&one).Error; err != nil {
+		t.Fatal(err)
+	}
+	if l.p.session.inDoubt() {
+		t.Fatal("the plugin saw the change: the test proves nothing")
+	}
+	if got := sessRows(t, l.db, q); got == want {
+		t.Fatalf("L's connection should read the other schema, read %s", got)
+	}
+	if got := sessRows(t, b.db, q); got != want {
+		t.Errorf("B read %s, want %s: L's fill on its changed session was stored", got, want)
+	}
+	if u := l.p.Stats().Uncached; u == 0 {
+		t.Errorf("L's fill was not counted as uncached")
+	}
 }
