@@ -141,26 +141,32 @@ func (e *engine) lookup(ctx context.Context, req request) (found, error) {
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return found{}, err
 	}
-	if err != nil || f.held || len(f.writing) > 0 {
-		return f, nil
+	if err == nil && !f.held && len(f.writing) == 0 {
+		f.entry = e.current(req, data, gens)
 	}
+	return f, nil
+}
+
+// current returns the entry in data, the stored value of req's key, if its
+// stamp lists exactly the generations gens read; nil for a stale entry and
+// for one that cannot be decoded.
+func (e *engine) current(req request, data []byte, gens []*redis.StringCmd) *entry {
 	// An entry over the cap was not stored by an instance configured like
 	// this one (a planted value, or another MaxEntrySize): not decoded.
 	i := strings.IndexByte(string(data), stampSep) // no copy: the conversion does not escape
 	if i < 0 || len(data) > e.cfg.MaxEntrySize {
 		e.stats.decodeErrors.Add(1)
-		return f, nil
+		return nil
 	}
 	if !stampMatches(data[:i], gens) {
-		return f, nil
+		return nil
 	}
 	ent, err := e.memo.decode(req.keys.entry, data[i+1:])
 	if err != nil {
 		e.stats.decodeErrors.Add(1)
-		return f, nil
+		return nil
 	}
-	f.entry = ent
-	return f, nil
+	return ent
 }
 
 // stampMatches reports whether stamp lists exactly the generations read,

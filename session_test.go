@@ -123,6 +123,22 @@ func sessTable(t *testing.T, admin *gorm.DB) string {
 	return name
 }
 
+// sessOneConnAndOther returns two instances sharing a prefix: l, whose pool
+// has one connection (so its reads run on the session its statements
+// changed), and b.
+func sessOneConnAndOther(t *testing.T) (l, b *instance) {
+	t.Helper()
+	ldb := openDB(t)
+	sqlDB, err := ldb.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sqlDB.SetMaxOpenConns(1)
+	prefix := testPrefix(t)
+	l = installPlugin(t, ldb, testConfig(openRedis(t, ""), prefix))
+	return l, newInstance(t, testConfig(openRedis(t, ""), prefix))
+}
+
 // A temporary table hides the table of its name for its session only: its
 // rows are never served to another session.
 func TestSessionTempTableIsItsOwn(t *testing.T) {
@@ -169,16 +185,8 @@ func TestSessionRoleSurvivesResetAll(t *testing.T) {
 	q := "SELECT id, name FROM " + table + " ORDER BY id"
 	want := tsQuery(t, admin, q) // a superuser sees both rows
 
-	ldb := openDB(t)
-	sqlDB, err := ldb.DB()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sqlDB.SetMaxOpenConns(1)
-	prefix := testPrefix(t)
-	l := installPlugin(t, ldb, testConfig(openRedis(t, ""), prefix))
-	b := newInstance(t, testConfig(openRedis(t, ""), prefix))
-	err = l.db.Connection(func(c *gorm.DB) error {
+	l, b := sessOneConnAndOther(t)
+	err := l.db.Connection(func(c *gorm.DB) error {
 		tsExec(t, c, "SET ROLE "+role)
 		return c.Exec("RESET ALL").Error
 	})
@@ -233,15 +241,7 @@ func TestSessionUnseenChangeIsNotStored(t *testing.T) {
 	q := "SELECT id, name FROM " + table + " ORDER BY id"
 	want := tsQuery(t, admin, q)
 
-	ldb := openDB(t)
-	sqlDB, err := ldb.DB()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sqlDB.SetMaxOpenConns(1)
-	prefix := testPrefix(t)
-	l := installPlugin(t, ldb, testConfig(openRedis(t, ""), prefix))
-	b := newInstance(t, testConfig(openRedis(t, ""), prefix))
+	l, b := sessOneConnAndOther(t)
 	var one int
 	if err := l.db.Raw("SELECT "+fn+"(?)", schema).Scan(&one).Error; err != nil {
 		t.Fatal(err)
