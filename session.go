@@ -23,7 +23,8 @@ import (
 // the server's defaults or configuration; the custom settings (app.tenant,
 // ...) that policies, views and functions read with
 // current_setting('name') (built-in settings they read count as above) or
-// that Config.SessionSettings names
+// that Config.SessionSettings names, where the session sets them (so a
+// policy added later changes no session that does not set its setting)
 // (PostgreSQL lists no custom setting in pg_settings, so those are asked for
 // by name); and, for a session with temporary relations, the session
 // itself, so that its entries are its own.
@@ -52,7 +53,7 @@ const sessionSQL = `SELECT current_user || E'\n' || session_user || E'\n' ||
 				'check_function_bodies', 'default_table_access_method', 'default_toast_compression',
 				'createrole_self_grant', 'gin_pending_list_limit', 'session_preload_libraries',
 				'local_preload_libraries', 'shared_preload_libraries', 'jit_provider')), '') || E'\n' ||
-	coalesce((SELECT string_agg(n || '=' || coalesce(current_setting(n, true), ''), E'\n' ORDER BY n)
+	coalesce((SELECT string_agg(n || '=' || current_setting(n, true), E'\n' ORDER BY n)
 		FROM (SELECT (regexp_matches(src, 'current_setting\(\s*''([^'']+)''', 'g'))[1] AS n
 			FROM (SELECT coalesce(pg_catalog.pg_get_expr(polqual, polrelid), '') || ' ' ||
 					coalesce(pg_catalog.pg_get_expr(polwithcheck, polrelid), '') AS src
@@ -65,7 +66,7 @@ const sessionSQL = `SELECT current_user || E'\n' || session_user || E'\n' ||
 				WHERE ns.nspname NOT IN ('pg_catalog', 'information_schema')) AS srcs
 			WHERE src ~ 'current_setting\(\s*''[^'']*\.'
 			UNION SELECT unnest($1::text[])) AS s
-		WHERE n LIKE '%.%' OR n = ANY($1::text[])), '') || E'\n' ||
+		WHERE (n LIKE '%.%' OR n = ANY($1::text[])) AND coalesce(current_setting(n, true), '') <> ''), '') || E'\n' ||
 	coalesce((SELECT 'temp ' || a.pid || ' ' || a.backend_start
 		FROM pg_catalog.pg_stat_activity a
 		WHERE a.pid = pg_catalog.pg_backend_pid()

@@ -259,3 +259,28 @@ func TestSessionUnseenChangeIsNotStored(t *testing.T) {
 		t.Errorf("L's fill was not counted as uncached")
 	}
 }
+
+// A view created after Initialize that reads a custom setting changes no
+// session that does not set it: fills on the pool are still stored.
+func TestSessionNewSettingReaderKeepsPoolCached(t *testing.T) {
+	admin := openDB(t)
+	table := sessTable(t, admin)
+	in := newInstances(t, 1, nil)[0]
+	q := "SELECT id, name FROM " + table + " ORDER BY id"
+	sessRows(t, in.db, q)
+	view := table + "_nv"
+	tsExec(t, admin, "CREATE VIEW "+view+" AS SELECT * FROM "+table+" WHERE name <> current_setting('app.gft_new"+tsSuffix()+"', true)")
+	tsDropLater(t, admin, "DROP VIEW IF EXISTS "+view)
+	if err := in.db.Exec("UPDATE " + table + " SET name = 'new-1' WHERE id = 1").Error; err != nil {
+		t.Fatal(err)
+	}
+	want := tsQuery(t, admin, q)
+	for i := 0; i < 2; i++ {
+		if got := sessRows(t, in.db, q); got != want {
+			t.Fatalf("read %d: %s, want %s", i+1, got, want)
+		}
+	}
+	if s := in.p.Stats(); s.Uncached != 0 || s.Hits == 0 {
+		t.Fatalf("stats %+v: the refill after the new view was not stored", s)
+	}
+}
