@@ -146,6 +146,10 @@ var catalogCases = []analyzeCase{
 	{`SELECT * FROM t WHERE owner = CURRENT_USER`, nil, "c"},
 	{`SHOW search_path`, nil, "c"},
 	{`SELECT "pg_get_viewdef"('v')`, nil, "c"},
+	{`SELECT * FROM pg_get_keywords() k`, nil, "c"},
+	{"SELECT 1\x00FROM pg_class", nil, ""}, // PostgreSQL stops at the NUL
+	{`SELECT * FROM t, pg_ls_dir('.')`, nil, "c"},
+	{`SELECT * FROM to_regclass('x')`, nil, "c"},
 
 	// Not catalog reads.
 	{`SELECT pg FROM t WHERE t.pg_x = 1 AND x.current_user = 2`, nil, ""},

@@ -28,7 +28,10 @@
 // parser.
 package sqlscan
 
-import "slices"
+import (
+	"slices"
+	"strings"
+)
 
 // AllTables is the name written by a statement whose affected tables cannot
 // be named (Result.Schema). A caller that makes every cached entry depend on
@@ -62,6 +65,11 @@ type Result struct {
 //
 // The returned strings may share memory with query.
 func Analyze(query string) Result {
+	// PostgreSQL reads a query string as a C string: nothing after a NUL
+	// byte is part of the statement.
+	if i := strings.IndexByte(query, 0); i >= 0 {
+		query = query[:i]
+	}
 	w := walkerPool.Get().(*walker)
 	w.s = query
 	if est := min(len(query)/2, maxPresizeTokens); cap(w.toks) < est {

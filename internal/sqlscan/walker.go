@@ -119,17 +119,17 @@ func (w *walker) run() {
 		case tkComma:
 			i = w.comma(i)
 		case tkWord:
-			if !w.catalog {
-				w.catalog = w.catalogRef(i)
-			}
 			i = w.word(i)
-		case tkQuoted:
-			if !w.catalog {
-				w.catalog = w.catalogRef(i)
-			}
-			i++
 		default:
 			i++
+		}
+	}
+	// Catalog references are looked for at every token, apart from the
+	// walk: it steps over the items of a FROM list, set-returning function
+	// calls (pg_get_keywords()) included.
+	for i := 0; i < n && !w.catalog; i++ {
+		if k := w.toks[i].kind; k == tkWord || k == tkQuoted {
+			w.catalog = w.catalogRef(i)
 		}
 	}
 }
