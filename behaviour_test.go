@@ -1095,6 +1095,55 @@ func TestBehaviourClose(t *testing.T) {
 		}
 	})
 
+	// A caller that arrives while Close waits for a slow load goes to the
+	// database at once; it used to wait behind Close for the load.
+	t.Run("callers during Close do not wait for it", func(t *testing.T) {
+		in := newInstances(t, 1, nil)[0]
+		gate := behHoldGate(t, in.db)
+		loaded := make(chan error, 1)
+		go func() {
+			_, err := behGatedQuery(context.Background(), in, uniqueTag(t), "k", gate)
+			loaded <- err
+		}()
+		behWaitFor(t, "the load to start", func() bool { return gate.waiting(t) == 1 })
+		closed := make(chan error, 1)
+		go func() { closed <- in.p.Close() }()
+		behWaitFor(t, "Close to wait for the load", func() bool {
+			if in.p.engine.gate.TryRLock() {
+				in.p.engine.gate.RUnlock()
+				return false
+			}
+			return true
+		})
+		tag := uniqueTag(t)
+		done := make(chan error, 1)
+		go func() {
+			r, err := slowQuery(context.Background(), in, tag, "k", 0)
+			if want := (slowRow{N: 1, Tag: tag, Key: "k"}); err == nil && r != want {
+				err = fmt.Errorf("got %+v, want %+v", r, want)
+			}
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("a caller that arrived during Close waited for it (20s, the load is still held)")
+		}
+		if n := gate.waiting(t); n != 1 {
+			t.Fatalf("%d loads wait at the gate, want the one Close waits for", n)
+		}
+		gate.release()
+		if err := <-loaded; err != nil {
+			t.Fatal(err)
+		}
+		if err := <-closed; err != nil {
+			t.Fatal(err)
+		}
+	})
+
 	t.Run("a waiting flight queries the database on Close", func(t *testing.T) {
 		ins := newInstances(t, 2, nil)
 		tag := uniqueTag(t)

@@ -89,8 +89,14 @@ func (e *engine) at(point string, k keys) {
 
 // enter admits a caller; it reports false once the engine is closing, and
 // then the caller must not use the engine. A caller that entered calls exit.
+// It never waits: only close takes the gate exclusively, after it set
+// closing, so a gate that cannot be had at once means the caller must go
+// to the database (waiting behind close would mean waiting for the slowest
+// load in progress, whatever the caller's deadline).
 func (e *engine) enter() bool {
-	e.gate.RLock()
+	if !e.gate.TryRLock() {
+		return false
+	}
 	if e.closing.Load() {
 		e.gate.RUnlock()
 		return false
