@@ -194,6 +194,9 @@ func (e sessionEffect) then(next sessionEffect) sessionEffect {
 // reads; what it misses (a function that calls set_config) a fill on the
 // pool still catches, by the fingerprint of its connection.
 func changesSession(query string) sessionEffect {
+	if plainStatement(query) {
+		return sessionEffect{}
+	}
 	toks := sqlscan.Lex(query)
 	word := func(i int) string {
 		if i < len(toks) && toks[i].Kind == sqlscan.TokWord {
@@ -348,4 +351,35 @@ func sqlDBOf(pool gorm.ConnPool) *sql.DB {
 		}
 	}
 	return nil
+}
+
+// plainStatement reports, without lexing, that query is one statement that
+// starts with a keyword that cannot change session state and names neither
+// set_config nor TEMP: most statements, cached reads among them, which run
+// this check twice (request and noteSession). Anything else is lexed.
+func plainStatement(query string) bool {
+	if strings.IndexByte(query, ';') >= 0 || containsFold(query, "set_config") || containsFold(query, "temp") {
+		return false
+	}
+	query = strings.TrimLeft(query, " \t\r\n")
+	end := 0
+	for end < len(query) && isIdentByte(query[end]) {
+		end++
+	}
+	switch strings.ToUpper(query[:end]) {
+	case "SELECT", "WITH", "VALUES", "TABLE", "SHOW", "INSERT", "UPDATE", "DELETE", "MERGE":
+		return true
+	}
+	return false
+}
+
+// containsFold reports whether s contains the lower-case ASCII word w, in
+// any case, without allocating.
+func containsFold(s, w string) bool {
+	for i := 0; i+len(w) <= len(s); i++ {
+		if s[i]|0x20 == w[0] && strings.EqualFold(s[i:i+len(w)], w) {
+			return true
+		}
+	}
+	return false
 }
