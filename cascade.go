@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gormflight/gormflight/internal/sqlscan"
 	"gorm.io/gorm"
 )
 
@@ -354,59 +355,22 @@ func isDDL(query string) bool { return analyze(query).DDL }
 // truncatesCascade reports whether query holds a TRUNCATE statement with
 // CASCADE, which empties every table referencing the ones it names.
 func truncatesCascade(query string) bool {
-	return eachStatement(query, func(first, stmt string) bool {
-		return strings.EqualFold(first, "truncate") && containsWordFold(stmt, "cascade")
-	})
-}
-
-// eachStatement calls f with the first word and the text of each statement
-// in query until f returns true, and reports whether it did. It splits at
-// every semicolon, even one inside a string or a comment: a false piece
-// can only make a reload or an invalidation that was not needed.
-func eachStatement(query string, f func(first, stmt string) bool) bool {
-	for stmt := range strings.SplitSeq(query, ";") {
-		if f(firstWord(stmt), stmt) {
-			return true
-		}
+	if !containsFold(query, "truncate") {
+		return false
 	}
-	return false
-}
-
-// firstWord returns the first word of s after white space, parentheses and
-// comments.
-func firstWord(s string) string {
-	for {
-		s = strings.TrimLeft(s, " \t\r\n\f(")
-		var end int
+	first, truncate := true, false
+	for _, t := range sqlscan.Lex(query) {
+		word := t.Kind == sqlscan.TokWord
 		switch {
-		case strings.HasPrefix(s, "--"):
-			end = strings.IndexByte(s, '\n')
-		case strings.HasPrefix(s, "/*"):
-			if end = strings.Index(s, "*/"); end >= 0 {
-				end++
-			}
-		default:
-			end = 0
-			for end < len(s) && isIdentByte(s[end]) {
-				end++
-			}
-			return s[:end]
-		}
-		if end < 0 {
-			return ""
-		}
-		s = s[end+1:]
-	}
-}
-
-// containsWordFold reports whether s contains the lower-case ASCII word w,
-// in any case, not as part of a longer identifier.
-func containsWordFold(s, w string) bool {
-	for i := 0; i+len(w) <= len(s); i++ {
-		if s[i]|0x20 == w[0] && strings.EqualFold(s[i:i+len(w)], w) &&
-			(i == 0 || !isIdentByte(s[i-1])) && (i+len(w) == len(s) || !isIdentByte(s[i+len(w)])) {
+		case t.Kind == sqlscan.TokSemi:
+			first, truncate = true, false
+			continue
+		case word && first:
+			truncate = strings.EqualFold(query[t.Pos:t.End], "truncate")
+		case word && truncate && strings.EqualFold(query[t.Pos:t.End], "cascade"):
 			return true
 		}
+		first = false
 	}
 	return false
 }
