@@ -159,13 +159,24 @@ func (w *walker) createTableParents(j int) {
 	}
 }
 
+// relationKind returns the position after a relation kind at j (TABLE,
+// VIEW, SEQUENCE, INDEX, MATERIALIZED VIEW, FOREIGN TABLE), or j if there
+// is none.
+func (w *walker) relationKind(j int) int {
+	switch {
+	case w.is(j, "table"), w.is(j, "view"), w.is(j, "sequence"), w.is(j, "index"):
+		return j + 1
+	case w.is(j, "materialized") && w.is(j+1, "view"), w.is(j, "foreign") && w.is(j+1, "table"):
+		return j + 2
+	}
+	return j
+}
+
 // alter handles ALTER at j.
 func (w *walker) alter(j int) int {
 	switch {
-	case w.is(j, "table"), w.is(j, "view"), w.is(j, "sequence"), w.is(j, "index"):
-		j++
-	case w.is(j, "materialized") && w.is(j+1, "view"), w.is(j, "foreign") && w.is(j+1, "table"):
-		j += 2
+	case w.relationKind(j) > j:
+		j = w.relationKind(j)
 	case w.is(j, "policy"), w.is(j, "rule"), w.is(j, "trigger"):
 		w.onTable(j)
 		return w.stmtEnd(j)
@@ -211,10 +222,8 @@ func (w *walker) drop(j int) int {
 		w.schema = true // dependent objects, which the text does not name, go too
 	}
 	switch {
-	case w.is(j, "table"), w.is(j, "view"), w.is(j, "sequence"), w.is(j, "index"):
-		j++
-	case w.is(j, "materialized") && w.is(j+1, "view"), w.is(j, "foreign") && w.is(j+1, "table"):
-		j += 2
+	case w.relationKind(j) > j:
+		j = w.relationKind(j)
 	case w.is(j, "policy"), w.is(j, "rule"), w.is(j, "trigger"):
 		w.onTable(j)
 		return end
@@ -236,10 +245,8 @@ func (w *walker) drop(j int) int {
 // are written; other objects set Schema if strict.
 func (w *walker) onObject(j int, strict bool) {
 	switch {
-	case w.is(j, "table"), w.is(j, "view"), w.is(j, "sequence"), w.is(j, "index"):
-		w.writeName(j + 1)
-	case w.is(j, "materialized") && w.is(j+1, "view"), w.is(j, "foreign") && w.is(j+1, "table"):
-		w.writeName(j + 2)
+	case w.relationKind(j) > j:
+		w.writeName(w.relationKind(j))
 	case w.is(j, "column"):
 		// [schema.]table.column: the table is the next-to-last component.
 		if prev, _, ok := w.qualLastTwo(j + 1); ok && prev >= 0 {
