@@ -56,9 +56,10 @@ func (c *chaosBuffer) String() string {
 // startRedis starts a redis-server of the test's own on a free loopback
 // port, without persistence, and waits until it answers PING. stop kills it
 // (SIGKILL) and waits for it; restart starts it again on the same port, so
-// clients reconnect to the same address. The server is stopped when the test
-// ends.
-func startRedis(t *testing.T) (addr string, stop func(), restart func()) {
+// clients reconnect to the same address. args are added to the server's
+// command line (--maxmemory, --enable-debug-command). The server is stopped
+// when the test ends.
+func startRedis(t *testing.T, args ...string) (addr string, stop func(), restart func()) {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		unavailable(t, "redis-server binary", err)
@@ -92,8 +93,8 @@ func startRedis(t *testing.T) (addr string, stop func(), restart func()) {
 			mu.Unlock()
 			t.Fatalf("redis-server on %s is already running", addr)
 		}
-		c := exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1",
-			"--save", "", "--appendonly", "no", "--dir", dir)
+		c := exec.Command("redis-server", append([]string{"--port", port, "--bind", "127.0.0.1",
+			"--save", "", "--appendonly", "no", "--dir", dir}, args...)...)
 		c.Stdout, c.Stderr = out, out
 		if err := c.Start(); err != nil {
 			mu.Unlock()

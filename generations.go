@@ -244,8 +244,12 @@ func (e *engine) storeStamped(ctx context.Context, k keys, stamp string, data []
 // tables it is about to commit (lua/write_begin.lua), under a token of its
 // own.
 type announcement struct {
-	token  string
-	tables []string // sorted; empty if the announcement failed
+	token string
+	// tables are the tables the write may have marked, sorted: all it
+	// tried to mark, even when Redis did not answer, since a request that
+	// timed out may still have run. The bump ends the token on each of
+	// them; ending a token that was never added does nothing.
+	tables []string
 	// held: the write's commit cannot be followed, so it was announced on
 	// the held keys, and its bump does not end it; it ends with its
 	// lifetime.
@@ -273,8 +277,11 @@ func (a announcement) ends() map[string][]string {
 
 // announce marks sorted tables as being written, just before the write
 // commits; held marks a write whose commit cannot be followed (see
-// announcement). If Redis fails it marks none, and then the write goes on
-// and its bump decides.
+// announcement). If Redis fails the write goes on and its bump decides;
+// the announcement still names every table, so that the bump ends whatever
+// Redis applied before the failure was seen (a stall past RedisTimeout
+// leaves the marks in place with no reply), instead of leaving them to
+// keep the tables uncached on every instance for Config.LoadTimeout.
 func (e *engine) announce(ctx context.Context, tables []string, held bool) announcement {
 	if len(tables) == 0 {
 		return announcement{}
@@ -290,10 +297,8 @@ func (e *engine) announce(ctx context.Context, tables []string, held bool) annou
 		}
 		writeBeginScript.Eval(ctx, pipe, []string{key}, a.token, e.cfg.LoadTimeout.Milliseconds())
 	}
-	if err := e.guard(func() error { _, err := pipe.Exec(ctx); return err }); err != nil {
-		return a
-	}
 	a.tables = tables
+	_ = e.guard(func() error { _, err := pipe.Exec(ctx); return err })
 	return a
 }
 
