@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -25,7 +26,9 @@ func newBreaker(cfg Config, stats *counters, logf logFunc) *gobreaker.CircuitBre
 		ReadyToTrip: func(c gobreaker.Counts) bool {
 			return c.ConsecutiveFailures >= uint32(cfg.BreakerFailures)
 		},
-		IsSuccessful: func(err error) bool { return err == nil || benign(err) },
+		// A Redis out of memory still answers: it must stay reachable, so
+		// that a refused bump can delete generations (see engine.drop).
+		IsSuccessful: func(err error) bool { return err == nil || benign(err) || outOfMemory(err) },
 		OnStateChange: func(_ string, from, to gobreaker.State) {
 			level := levelWarn
 			if to == gobreaker.StateOpen {
@@ -41,6 +44,13 @@ func newBreaker(cfg Config, stats *counters, logf logFunc) *gobreaker.CircuitBre
 // instance holds.
 func benign(err error) bool {
 	return errors.Is(err, redis.Nil) || errors.Is(err, errLockTaken)
+}
+
+// outOfMemory reports whether err is Redis refusing a command because it
+// is over maxmemory (with maxmemory-policy noeviction, Redis's default).
+func outOfMemory(err error) bool {
+	var re redis.Error
+	return errors.As(err, &re) && strings.HasPrefix(re.Error(), "OOM ")
 }
 
 // guard runs one Redis operation through the breaker and counts its

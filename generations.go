@@ -326,7 +326,9 @@ func (e *engine) bump(ctx context.Context, tables []string, ends map[string][]st
 // tables are marked dirty: this instance stops serving cached reads of them,
 // and a background retrier bumps them, and ends a, until Redis answers.
 // Until then a's announcement keeps every instance from serving the tables'
-// entries (for at most Config.LoadTimeout, its lifetime).
+// entries (for at most Config.LoadTimeout, its lifetime). A Redis that
+// answers but refuses the bump (out of memory under maxmemory-policy
+// noeviction) has the tables' generations deleted instead (see drop).
 func (e *engine) invalidate(ctx context.Context, tables []string, a announcement) error {
 	if len(tables) == 0 {
 		return nil
@@ -334,7 +336,7 @@ func (e *engine) invalidate(ctx context.Context, tables []string, a announcement
 	ctx = context.WithoutCancel(ctx)
 	ends := a.ends()
 	err := e.bump(ctx, tables, ends)
-	if err != nil {
+	if err != nil && !answered(err) {
 		err = e.bump(ctx, tables, ends)
 	}
 	if err == nil {
@@ -342,6 +344,11 @@ func (e *engine) invalidate(ctx context.Context, tables []string, a announcement
 		return nil
 	}
 	e.stats.invalidationErrors.Add(1)
+	if answered(err) {
+		if derr := e.drop(ctx, tables); derr != nil {
+			err = fmt.Errorf("%w; deleting their generations failed too: %w", err, derr)
+		}
+	}
 	e.dirty.mark(tables, a)
 	e.limitedf("invalidate", levelError, "gormflight: could not invalidate %v, serving them uncached until Redis answers: %v", tables, err)
 	select {
@@ -349,6 +356,29 @@ func (e *engine) invalidate(ctx context.Context, tables []string, a announcement
 	default:
 	}
 	return fmt.Errorf("gormflight: invalidate %v: %w", tables, err)
+}
+
+// drop deletes the generations of tables, for a Redis that refused their
+// bump: every entry stamped with a generation is then stale, since a
+// missing generation matches no stamp, and the value gen_read.lua creates
+// next starts above every value the key had. Redis accepts DEL when it is
+// out of memory, and also refuses new generations then, so until it
+// accepts writes again reads of the tables go to the database, uncached.
+func (e *engine) drop(ctx context.Context, tables []string) error {
+	ctx, cancel := context.WithTimeout(ctx, e.cfg.RedisTimeout)
+	defer cancel()
+	pipe := e.rdb.Pipeline()
+	for _, t := range tables {
+		pipe.Del(ctx, e.genKey(t))
+	}
+	return e.guard(func() error { _, err := pipe.Exec(ctx); return err })
+}
+
+// answered reports whether err is Redis refusing a command (out of memory,
+// a read-only replica, a script error) rather than a failure to reach it.
+func answered(err error) bool {
+	var re redis.Error
+	return errors.As(err, &re) && !errors.Is(err, redis.Nil)
 }
 
 // retryDirty runs until done, bumping dirty tables whenever asked to and
@@ -374,6 +404,9 @@ func (e *engine) retryDirty() {
 			ends[t] = m.tokens
 		}
 		if err := e.bump(context.Background(), tables, ends); err != nil {
+			if answered(err) {
+				_ = e.drop(context.Background(), tables) // in case the writer's failed
+			}
 			t.Reset(e.cfg.LockExpiry / 4)
 			continue
 		}

@@ -14,15 +14,12 @@
 local t = redis.call('TIME')
 local now = t[1] .. string.format('%06d', tonumber(t[2]))
 local nowms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local v = redis.call('GET', KEYS[1])
-local new = now
-if v and tonumber(v) and tonumber(v) >= tonumber(now) then
-  new = redis.call('INCR', KEYS[1])
-else
-  redis.call('SET', KEYS[1], now)
-end
 -- Tokens past their deadline go; the sets then expire with the latest
--- deadline they still hold.
+-- deadline they still hold. This comes first: Redis over maxmemory (policy
+-- noeviction) refuses a script's commands that add data only until the
+-- script has run its first write command, after which the script runs to
+-- its end, so a full Redis still applies the whole bump, as it applies
+-- write_begin.lua. A bump it refused anyway is handled by the caller.
 for k = 2, 3 do
   redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', nowms)
   if k == 2 and #ARGV > 1 then
@@ -32,6 +29,13 @@ for k = 2, 3 do
   if last[2] then
     redis.call('PEXPIREAT', KEYS[k], last[2])
   end
+end
+local v = redis.call('GET', KEYS[1])
+local new = now
+if v and tonumber(v) and tonumber(v) >= tonumber(now) then
+  new = redis.call('INCR', KEYS[1])
+else
+  redis.call('SET', KEYS[1], now)
 end
 redis.call('PUBLISH', ARGV[1], new)
 return new
