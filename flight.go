@@ -119,6 +119,7 @@ func (e *engine) close() (bool, error) {
 	e.gate.Lock()
 	e.gate.Unlock()
 	<-e.retried
+	e.memo.close()
 	return true, e.hub.close()
 }
 

@@ -97,15 +97,12 @@ func (e *engine) lookup(ctx context.Context, req request) (found, error) {
 	defer cancel()
 	var data []byte
 	var gens []*redis.StringCmd
+	var ttl *redis.DurationCmd
 	var f found
 	err := e.guard(func() error {
-		if len(req.tables) == 0 {
-			var err error
-			data, err = e.rdb.Get(ctx, req.keys.entry).Bytes()
-			return err
-		}
 		pipe := e.rdb.Pipeline()
 		get := pipe.Get(ctx, req.keys.entry)
+		ttl = pipe.PTTL(ctx, req.keys.entry) // for the memo: when the entry goes
 		gens = make([]*redis.StringCmd, len(req.tables))
 		writers := make([]*redis.IntCmd, 2*len(req.tables))
 		for i, t := range req.tables {
@@ -142,15 +139,19 @@ func (e *engine) lookup(ctx context.Context, req request) (found, error) {
 		return found{}, err
 	}
 	if err == nil && !f.held && len(f.writing) == 0 {
-		f.entry = e.current(req, data, gens)
+		var expires time.Time
+		if d := ttl.Val(); d > 0 {
+			expires = time.Now().Add(d)
+		}
+		f.entry = e.current(req, data, gens, expires)
 	}
 	return f, nil
 }
 
 // current returns the entry in data, the stored value of req's key, if its
 // stamp lists exactly the generations gens read; nil for a stale entry and
-// for one that cannot be decoded.
-func (e *engine) current(req request, data []byte, gens []*redis.StringCmd) *entry {
+// for one that cannot be decoded. expires is when Redis drops the entry.
+func (e *engine) current(req request, data []byte, gens []*redis.StringCmd, expires time.Time) *entry {
 	// An entry over the cap was not stored by an instance configured like
 	// this one (a planted value, or another MaxEntrySize): not decoded.
 	i := strings.IndexByte(string(data), stampSep) // no copy: the conversion does not escape
@@ -161,7 +162,7 @@ func (e *engine) current(req request, data []byte, gens []*redis.StringCmd) *ent
 	if !stampMatches(data[:i], gens) {
 		return nil
 	}
-	ent, err := e.memo.decode(req.keys.entry, data[i+1:])
+	ent, err := e.memo.decode(req.keys.entry, data[i+1:], expires)
 	if err != nil {
 		e.stats.decodeErrors.Add(1)
 		return nil

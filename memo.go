@@ -2,8 +2,12 @@ package gormflight
 
 import (
 	"bytes"
+	"container/heap"
 	"container/list"
+	"database/sql/driver"
 	"sync"
+	"time"
+	"unsafe"
 )
 
 // memo keeps the most recently decoded entries of this instance, by key,
@@ -16,31 +20,45 @@ import (
 // Entries are shared read-only by every caller they are replayed to (the
 // replay driver copies []byte values), as a flight's result already is.
 //
-// The memo is bounded by the encoded size of what it keeps (Config.MemoSize);
-// it evicts the least recently used entry.
+// The memo is bounded by the memory it holds (Config.MemoSize): for each
+// item the bytes it was decoded from, the decoded rows with their boxed
+// values and column metadata, the key and the memo's own bookkeeping, as
+// memoWeight estimates them from Go's allocation sizes (never below them,
+// which TestMemoMemoryBound checks with runtime.MemStats). It evicts the
+// least recently used item, and an item leaves when its entry expires in
+// Redis, even if nothing reads the memo again: a timer sweeps the items
+// whose expiry has passed.
 type memo struct {
 	limit int // bytes; <= 0 disables the memo
 
-	mu    sync.Mutex
-	size  int
-	order *list.List // of *memoItem, most recently used first
-	byKey map[string]*list.Element
+	mu      sync.Mutex
+	size    int
+	order   *list.List // of *memoItem, most recently used first
+	byKey   map[string]*list.Element
+	expiry  memoExpiry  // the same items, soonest expiry first
+	sweeper *time.Timer // fires at the soonest expiry; nil until needed
+	closed  bool
+	now     func() time.Time // time.Now; tests move it
 }
 
 type memoItem struct {
-	key   string
-	data  []byte // the encoded entry, as fetched
-	entry *entry
+	key     string
+	data    []byte // the encoded entry, as fetched
+	entry   *entry
+	weight  int       // memoWeight of the item
+	expires time.Time // when Redis drops the entry
+	index   int       // in memo.expiry
 }
 
 func newMemo(limit int) *memo {
-	return &memo{limit: limit, order: list.New(), byKey: make(map[string]*list.Element)}
+	return &memo{limit: limit, order: list.New(), byKey: make(map[string]*list.Element), now: time.Now}
 }
 
 // decode returns the entry encoded in data, the stored value of key, from
-// the memo when data is what it decoded last time. data must not be
-// modified afterwards: the memo may keep it.
-func (m *memo) decode(key string, data []byte) (*entry, error) {
+// the memo when data is what it decoded last time. expires is when Redis
+// drops the stored value; the zero time keeps the entry out of the memo.
+// data must not be modified afterwards: the memo may keep it.
+func (m *memo) decode(key string, data []byte, expires time.Time) (*entry, error) {
 	if m.limit <= 0 {
 		return decodeEntry(data)
 	}
@@ -49,6 +67,11 @@ func (m *memo) decode(key string, data []byte) (*entry, error) {
 		it := el.Value.(*memoItem)
 		if bytes.Equal(it.data, data) {
 			m.order.MoveToFront(el)
+			if expires.After(it.expires) { // stored again, same bytes
+				it.expires = expires
+				heap.Fix(&m.expiry, it.index)
+				m.arm()
+			}
 			m.mu.Unlock()
 			return it.entry, nil
 		}
@@ -60,42 +83,89 @@ func (m *memo) decode(key string, data []byte) (*entry, error) {
 		m.forget(key)
 		return nil, err
 	}
-	m.remember(key, data, ent)
+	m.remember(key, data, ent, expires)
 	return ent, nil
 }
 
-func (m *memo) remember(key string, data []byte, ent *entry) {
-	if len(data) > m.limit/4 {
-		return // one entry must not evict a quarter of the others
-	}
+func (m *memo) remember(key string, data []byte, ent *entry, expires time.Time) {
+	weight := memoWeight(key, data, ent)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if el, ok := m.byKey[key]; ok {
-		it := el.Value.(*memoItem)
-		m.size += len(data) - len(it.data)
-		it.data, it.entry = data, ent
-		m.order.MoveToFront(el)
-	} else {
-		m.byKey[key] = m.order.PushFront(&memoItem{key: key, data: data, entry: ent})
-		m.size += len(data)
+		m.remove(el) // older bytes: no longer what Redis holds
 	}
+	if m.closed || weight > m.limit/4 || !m.now().Before(expires) {
+		return // one entry must not evict a quarter of the others
+	}
+	it := &memoItem{key: key, data: data, entry: ent, weight: weight, expires: expires}
+	m.byKey[key] = m.order.PushFront(it)
+	heap.Push(&m.expiry, it)
+	m.size += weight
 	for m.size > m.limit {
-		el := m.order.Back()
-		it := el.Value.(*memoItem)
-		m.order.Remove(el)
-		delete(m.byKey, it.key)
-		m.size -= len(it.data)
+		m.remove(m.order.Back())
 	}
+	m.arm()
 }
 
 func (m *memo) forget(key string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if el, ok := m.byKey[key]; ok {
-		m.order.Remove(el)
-		delete(m.byKey, key)
-		m.size -= len(el.Value.(*memoItem).data)
+		m.remove(el)
 	}
+}
+
+// remove drops the item of el; m.mu is held.
+func (m *memo) remove(el *list.Element) {
+	it := el.Value.(*memoItem)
+	m.order.Remove(el)
+	delete(m.byKey, it.key)
+	heap.Remove(&m.expiry, it.index)
+	m.size -= it.weight
+	if len(m.byKey) == 0 {
+		m.byKey = make(map[string]*list.Element) // a map never shrinks
+	}
+}
+
+// arm sets the sweeper to fire at the soonest expiry; m.mu is held.
+func (m *memo) arm() {
+	if len(m.expiry) == 0 || m.closed {
+		return
+	}
+	d := m.expiry[0].expires.Sub(m.now()) + memoSweepSlack
+	if m.sweeper == nil {
+		m.sweeper = time.AfterFunc(d, m.sweep)
+		return
+	}
+	m.sweeper.Reset(d)
+}
+
+// memoSweepSlack lets one sweep drop the items expiring close together.
+const memoSweepSlack = 250 * time.Millisecond
+
+// sweep drops the items whose entries have expired in Redis.
+func (m *memo) sweep() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	for len(m.expiry) > 0 && !m.expiry[0].expires.After(now) {
+		m.remove(m.byKey[m.expiry[0].key])
+	}
+	m.arm()
+}
+
+// close empties the memo and stops its sweeper.
+func (m *memo) close() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.closed = true
+	if m.sweeper != nil {
+		m.sweeper.Stop()
+	}
+	m.order.Init()
+	m.byKey = make(map[string]*list.Element)
+	m.expiry = nil
+	m.size = 0
 }
 
 // len reports how many entries the memo holds; tests use it.
@@ -103,4 +173,84 @@ func (m *memo) len() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return len(m.byKey)
+}
+
+// memoExpiry is a heap of the memo's items by expiry (container/heap).
+type memoExpiry []*memoItem
+
+func (h memoExpiry) Len() int           { return len(h) }
+func (h memoExpiry) Less(i, j int) bool { return h[i].expires.Before(h[j].expires) }
+func (h memoExpiry) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index, h[j].index = i, j
+}
+func (h *memoExpiry) Push(x any) {
+	it := x.(*memoItem)
+	it.index = len(*h)
+	*h = append(*h, it)
+}
+func (h *memoExpiry) Pop() any {
+	old := *h
+	it := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	return it
+}
+
+// memoItemOverhead is the memo's bookkeeping per item: the item, its list
+// element, its map slot (at the map's load factor) and its heap slot.
+const memoItemOverhead = int(unsafe.Sizeof(memoItem{})) + int(unsafe.Sizeof(list.Element{})) + 64 + 16
+
+// memoWeight estimates the memory an item holds, rounding each allocation
+// up as Go's allocator does (size classes waste at most an eighth).
+func memoWeight(key string, data []byte, e *entry) int {
+	n := memoItemOverhead + allocSize(len(key)) + allocSize(cap(data))
+	n += allocSize(int(unsafe.Sizeof(entry{})))
+	n += allocSize(len(e.columns) * int(unsafe.Sizeof(column{})))
+	for _, c := range e.columns {
+		n += allocSize(len(c.name)) + allocSize(len(c.dbType))
+	}
+	n += allocSize(len(e.names) * int(unsafe.Sizeof("")))
+	n += allocSize(len(e.rows) * int(unsafe.Sizeof([]driver.Value(nil))))
+	n += allocSize(len(e.rows) * len(e.columns) * int(unsafe.Sizeof(driver.Value(nil))))
+	for _, row := range e.rows {
+		for _, v := range row {
+			n += valueWeight(v)
+		}
+	}
+	return n
+}
+
+// valueWeight is what boxing v in an interface allocated, by the types
+// decodeValue returns.
+func valueWeight(v driver.Value) int {
+	switch v := v.(type) {
+	case nil, bool:
+		return 0
+	case int64, float64:
+		return 8
+	case string:
+		return allocSize(int(unsafe.Sizeof(""))) + allocSize(len(v))
+	case []byte:
+		return allocSize(int(unsafe.Sizeof([]byte(nil)))) + allocSize(cap(v))
+	case time.Time:
+		if v.Location() == time.UTC {
+			return allocSize(int(unsafe.Sizeof(time.Time{})))
+		}
+		return allocSize(int(unsafe.Sizeof(time.Time{}))) + 128 // and maybe a fixed zone's location
+	default:
+		return 64
+	}
+}
+
+// allocSize is n rounded up to an allocation size: a multiple of 16, plus
+// an eighth beyond 128 bytes for the spacing of Go's size classes.
+func allocSize(n int) int {
+	if n == 0 {
+		return 0
+	}
+	if n > 128 {
+		n += n / 8
+	}
+	return (n + 15) &^ 15
 }

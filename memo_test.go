@@ -5,8 +5,23 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"runtime"
 	"testing"
+	"time"
 )
+
+// later is an expiry the memo tests do not reach.
+var later = time.Now().Add(time.Hour)
+
+// memoWeightOf is the weight the memo gives data under key.
+func memoWeightOf(t *testing.T, key string, data []byte) int {
+	t.Helper()
+	e, err := decodeEntry(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return memoWeight(key, data, e)
+}
 
 func memoData(t *testing.T, rows ...string) ([]byte, *entry) {
 	t.Helper()
@@ -28,14 +43,14 @@ func TestMemo(t *testing.T) {
 	t.Run("same bytes decode once", func(t *testing.T) {
 		m := newMemo(1 << 20)
 		data, want := memoData(t, "a", "b")
-		first, err := m.decode("k", data)
+		first, err := m.decode("k", data, later)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if !reflect.DeepEqual(first.rows, want.rows) {
 			t.Fatalf("rows %v, want %v", first.rows, want.rows)
 		}
-		again, err := m.decode("k", append([]byte(nil), data...))
+		again, err := m.decode("k", append([]byte(nil), data...), later)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -47,10 +62,10 @@ func TestMemo(t *testing.T) {
 		m := newMemo(1 << 20)
 		old, _ := memoData(t, "old")
 		cur, want := memoData(t, "new")
-		if _, err := m.decode("k", old); err != nil {
+		if _, err := m.decode("k", old, later); err != nil {
 			t.Fatal(err)
 		}
-		got, err := m.decode("k", cur)
+		got, err := m.decode("k", cur, later)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -61,10 +76,10 @@ func TestMemo(t *testing.T) {
 	t.Run("corrupt bytes are an error and forgotten", func(t *testing.T) {
 		m := newMemo(1 << 20)
 		data, _ := memoData(t, "a")
-		if _, err := m.decode("k", data); err != nil {
+		if _, err := m.decode("k", data, later); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := m.decode("k", data[:len(data)-1]); !errors.Is(err, errCorrupt) {
+		if _, err := m.decode("k", data[:len(data)-1], later); !errors.Is(err, errCorrupt) {
 			t.Fatalf("truncated entry: %v, want errCorrupt", err)
 		}
 		if n := m.len(); n != 0 {
@@ -73,18 +88,18 @@ func TestMemo(t *testing.T) {
 	})
 	t.Run("bounded by size, least recently used evicted", func(t *testing.T) {
 		data, _ := memoData(t, "a row of some length")
-		limit := 10 * len(data)
+		limit := 10 * memoWeightOf(t, "k0", data)
 		m := newMemo(limit)
-		if _, err := m.decode("hot", data); err != nil {
+		if _, err := m.decode("hot", data, later); err != nil {
 			t.Fatal(err)
 		}
-		hot, _ := m.decode("hot", data)
+		hot, _ := m.decode("hot", data, later)
 		for i := range 100 {
-			if _, err := m.decode(fmt.Sprintf("k%d", i), data); err != nil {
+			if _, err := m.decode(fmt.Sprintf("k%d", i), data, later); err != nil {
 				t.Fatal(err)
 			}
 			if i%5 == 0 { // keep "hot" recently used
-				if got, _ := m.decode("hot", data); got != hot {
+				if got, _ := m.decode("hot", data, later); got != hot {
 					t.Fatalf("the recently used entry was evicted at insert %d", i)
 				}
 			}
@@ -93,13 +108,13 @@ func TestMemo(t *testing.T) {
 			}
 		}
 		if n := m.len(); n != 10 {
-			t.Errorf("memo holds %d entries, want 10 (limit %d bytes of %d each)", n, limit, len(data))
+			t.Errorf("memo holds %d entries, want 10 (limit %d bytes of %d each)", n, limit, memoWeightOf(t, "k0", data))
 		}
 	})
 	t.Run("large entries are not kept", func(t *testing.T) {
 		data, _ := memoData(t, "x")
-		m := newMemo(4*len(data) - 1)
-		if _, err := m.decode("k", data); err != nil {
+		m := newMemo(4*memoWeightOf(t, "k", data) - 1)
+		if _, err := m.decode("k", data, later); err != nil {
 			t.Fatal(err)
 		}
 		if n := m.len(); n != 0 {
@@ -109,12 +124,128 @@ func TestMemo(t *testing.T) {
 	t.Run("disabled", func(t *testing.T) {
 		m := newMemo(-1)
 		data, _ := memoData(t, "a")
-		a, _ := m.decode("k", data)
-		b, _ := m.decode("k", data)
+		a, _ := m.decode("k", data, later)
+		b, _ := m.decode("k", data, later)
 		if a == b || m.len() != 0 {
 			t.Errorf("a disabled memo kept an entry")
 		}
 	})
+}
+
+// memoRow encodes a one-row entry of typical columns, distinct per i.
+func memoRow(t testing.TB, i, rows int) []byte {
+	t.Helper()
+	e := &entry{
+		columns: []column{
+			{name: "id", dbType: "INT8", scanType: reflect.TypeFor[int64]()},
+			{name: "name", dbType: "TEXT", scanType: reflect.TypeFor[string]()},
+			{name: "created_at", dbType: "TIMESTAMPTZ", scanType: reflect.TypeFor[time.Time]()},
+			{name: "payload", dbType: "BYTEA", scanType: reflect.TypeFor[[]byte]()},
+		},
+		names: []string{"id", "name", "created_at", "payload"},
+	}
+	for r := range rows {
+		e.rows = append(e.rows, []driver.Value{
+			int64(i*1000 + r), fmt.Sprintf("customer number %d/%d", i, r),
+			time.Unix(int64(1_700_000_000+i), 0).UTC(), nil,
+		})
+	}
+	data, err := encodeEntry(nil, e, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// heapInUse is the live heap after collecting garbage.
+func heapInUse() int64 {
+	var ms runtime.MemStats
+	for range 2 { // sync.Pool keeps what it held through one collection
+		runtime.GC()
+	}
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapAlloc)
+}
+
+// The memo's bound holds for the memory it really holds, measured by the Go
+// runtime, not only for the encoded bytes; and when its entries expire in
+// Redis, it lets go of them without being read again.
+func TestMemoMemoryBound(t *testing.T) {
+	const limit = 4 << 20
+	// slack covers what the measurement cannot attribute to the memo: the
+	// test's own few allocations and the runtime's, and the sizes the
+	// estimate rounds differently from the allocator.
+	const slack = 1 << 20
+	for _, c := range []struct {
+		name       string
+		keys, rows int
+	}{
+		{"100k keys of 1 row", 100_000, 1},
+		{"3000 keys of 200 rows", 3_000, 200},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			m := newMemo(limit)
+			expires := time.Now().Add(time.Hour)
+			base := heapInUse()
+			for i := range c.keys {
+				key := fmt.Sprintf("gormflight:{%032x}:e", i)
+				if _, err := m.decode(key, memoRow(t, i, c.rows), expires); err != nil {
+					t.Fatal(err)
+				}
+			}
+			grown := heapInUse() - base
+			t.Logf("%s: memo holds %d entries, %d bytes by its estimate; heap grew %d bytes (limit %d)", c.name, m.len(), m.size, grown, limit)
+			if grown > limit+slack {
+				t.Errorf("heap grew %d bytes with a memo bounded to %d (+%d slack)", grown, limit, slack)
+			}
+			if m.len() == 0 {
+				t.Fatal("the memo kept nothing: the test did not test anything")
+			}
+
+			// An hour later (TestMemoExpiry waits for a real timer).
+			m.mu.Lock()
+			m.now = func() time.Time { return expires }
+			m.mu.Unlock()
+			m.sweep()
+			if n := m.len(); n != 0 {
+				t.Fatalf("%d entries are left after all expired", n)
+			}
+			if left := heapInUse() - base; left > slack {
+				t.Errorf("after every entry expired, the heap is %d bytes above where it started", left)
+			}
+			runtime.KeepAlive(m)
+		})
+	}
+}
+
+// An item leaves the memo when its entry expires in Redis, read or not, and
+// a later read of the same bytes (stored again) keeps it longer.
+func TestMemoExpiry(t *testing.T) {
+	m := newMemo(1 << 20)
+	data, _ := memoData(t, "a")
+	if _, err := m.decode("short", data, time.Now().Add(50*time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.decode("long", data, later); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.decode("none", data, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := m.len(); n != 2 {
+		t.Fatalf("memo holds %d entries, want 2 (an entry without expiry is not kept)", n)
+	}
+	chaosWaitFor(t, "the short entry to expire", time.Minute, func() bool { return m.len() == 1 })
+	m.mu.Lock()
+	_, long := m.byKey["long"]
+	m.mu.Unlock()
+	if !long {
+		t.Fatal("the entry that expires in an hour left instead of the one that expired")
+	}
+	m.close()
+	if n := m.len(); n != 0 {
+		t.Errorf("closed memo holds %d entries", n)
+	}
 }
 
 // FuzzDecodeEntry feeds arbitrary bytes to the entry decoder: it must never

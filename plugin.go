@@ -75,11 +75,14 @@ type Config struct {
 	// probe through to Redis. Default 1s.
 	BreakerCooldown time.Duration
 
-	// MemoSize bounds, in encoded bytes, the recently decoded entries this
-	// instance keeps: a hit whose bytes from Redis equal the remembered ones
-	// skips decoding them. The least recently used are evicted, and an entry
-	// larger than a quarter of MemoSize is not kept. Default 8 MiB; a
-	// negative value disables the memo.
+	// MemoSize bounds the memory, in bytes, of the recently decoded entries
+	// this instance keeps: a hit whose bytes from Redis equal the remembered
+	// ones skips decoding them. It counts what an entry really holds (its
+	// bytes, its decoded rows and their boxed values, its columns, the key
+	// and the memo's bookkeeping). The least recently used are evicted, an
+	// entry leaves when it expires in Redis, and an entry larger than a
+	// quarter of MemoSize is not kept. Default 8 MiB; a negative value
+	// disables the memo.
 	MemoSize int
 
 	// LoadTimeout bounds a shared database query, which runs detached from
