@@ -1164,9 +1164,10 @@ func TestConsistencyHitRoundTrips(t *testing.T) {
 		}
 		if len(got) != 1 {
 			t.Errorf("%s: a hit made %d Redis round trips %v, want 1", c.name, len(got), got)
-		} else if want := "pipeline[get" + strings.Repeat(" exists exists get", c.tables+1) + "]"; got[0] != want {
-			// The entry, then each table's writers and held keys and its
-			// generation, and those of sqlscan.AllTables.
+		} else if want := "pipeline[get pttl" + strings.Repeat(" exists exists get", c.tables+1) + "]"; got[0] != want {
+			// The entry and its time to live (for the memo), then each
+			// table's writers and held keys and its generation, and those
+			// of sqlscan.AllTables.
 			t.Errorf("%s: the hit's round trip was %q, want %q", c.name, got[0], want)
 		}
 		t.Logf("%s: miss %d round trips %v; hit %v", c.name, len(primed), primed, got)
