@@ -60,6 +60,9 @@ func (e *engine) guard(op func() error) error {
 	_, err := e.breaker.Execute(func() (struct{}, error) { return struct{}{}, op() })
 	if err != nil && !benign(err) && !refused(err) {
 		e.stats.redisErrors.Add(1)
+		if !answered(err) { // an error reply leaves the connection usable
+			e.warm.failed() // a timeout or I/O error cost it: replace it
+		}
 		e.warnf("redis", "gormflight: Redis operation failed, answering from the database: %v", err)
 	}
 	return err

@@ -66,6 +66,7 @@ type engine struct {
 	dirty   dirtySet
 	retry   chan struct{} // asks retryDirty to run now
 	retried chan struct{} // closed when retryDirty returns
+	warm    *warmer       // opens connections outside operations' deadlines (warm.go)
 	logf    logFunc
 	logged  map[string]*rateLimited // per kind of warning; fixed at newEngine
 	breaker *gobreaker.CircuitBreaker[struct{}]
@@ -119,18 +120,19 @@ func (e *engine) close() (bool, error) {
 	e.gate.Lock()
 	e.gate.Unlock()
 	<-e.retried
+	<-e.warm.ended
 	e.memo.close()
 	return true, e.hub.close()
 }
 
-// newEngine starts two goroutines, the pub/sub dispatcher and the retrier of
-// failed invalidations; close stops both.
+// newEngine starts three goroutines, the pub/sub dispatcher, the retrier of
+// failed invalidations and the connection warmer; close stops them.
 func newEngine(cfg Config, stats *counters, logf logFunc) *engine {
 	e := &engine{
 		rdb:     cfg.Redis,
 		cfg:     cfg,
 		stats:   stats,
-		locks:   redsync.New(goredis.NewPool(cfg.Redis)),
+		locks:   redsync.New(lockPool{goredis.NewPool(cfg.Redis)}),
 		hub:     newHub(cfg.Redis, cfg.RedisTimeout, stats),
 		memo:    newMemo(cfg.MemoSize),
 		done:    make(chan struct{}),
@@ -143,7 +145,9 @@ func newEngine(cfg Config, stats *counters, logf logFunc) *engine {
 		e.logged[kind] = new(rateLimited)
 	}
 	e.breaker = newBreaker(cfg, stats, logf)
+	e.warm = newWarmer(cfg, e.done)
 	go e.retryDirty()
+	go e.warm.run()
 	return e
 }
 

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-redsync/redsync/v4"
+	redsyncredis "github.com/go-redsync/redsync/v4/redis"
 )
 
 // The lock is an efficiency lock (redsync over one pool): it makes one
@@ -29,8 +31,14 @@ func (e *engine) tryLock(ctx context.Context, k keys) (*redsync.Mutex, error) {
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.RedisTimeout)
 	defer cancel()
 	err := e.guard(func() error {
-		err := m.TryLockContext(ctx)
+		err := m.TryLockContext(context.WithValue(ctx, attemptKey{}, new(lockAttempt)))
+		// Taken is Redis's answer to the SETNX, even if the context ran
+		// out just after it.
+		var taken *redsync.ErrTaken
 		var rerr *redsync.RedisError
+		if errors.As(err, &taken) {
+			return errLockTaken
+		}
 		if err == nil || errors.As(err, &rerr) || ctx.Err() != nil {
 			return err
 		}
@@ -113,4 +121,50 @@ func redisFailed(err error) bool {
 	}
 	var rerr *redsync.RedisError
 	return errors.As(err, &rerr) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
+}
+
+// lockPool is redsync's pool over the Redis client, with one change. After
+// an attempt Redis answered "taken" (SETNX did not set), redsync releases
+// the lock it did not get: a second round trip, under the attempt's
+// deadline, that can only do nothing, since the key holds another value.
+// With a round trip over half of RedisTimeout it times out, costing the
+// attempt and its connection, so no instance could wait for another's
+// result. lockPool answers that release itself.
+type lockPool struct{ redsyncredis.Pool }
+
+// lockAttempt marks the context of one tryLock: the connections redsync
+// takes for it are lockConns sharing it.
+type lockAttempt struct{ taken atomic.Bool }
+
+type attemptKey struct{}
+
+func (p lockPool) Get(ctx context.Context) (redsyncredis.Conn, error) {
+	c, err := p.Pool.Get(ctx)
+	a, _ := ctx.Value(attemptKey{}).(*lockAttempt)
+	if err != nil || a == nil {
+		return c, err
+	}
+	return lockConn{Conn: c, attempt: a}, nil
+}
+
+type lockConn struct {
+	redsyncredis.Conn
+	attempt *lockAttempt
+}
+
+func (c lockConn) SetNX(name, value string, expiry time.Duration) (bool, error) {
+	ok, err := c.Conn.SetNX(name, value, expiry)
+	if err == nil && !ok {
+		c.attempt.taken.Store(true)
+	}
+	return ok, err
+}
+
+// Eval answers the release of a lost attempt as Redis would: nothing
+// deleted (0). Every other script goes to Redis.
+func (c lockConn) Eval(script *redsyncredis.Script, keysAndArgs ...any) (any, error) {
+	if c.attempt.taken.Load() {
+		return int64(0), nil
+	}
+	return c.Conn.Eval(script, keysAndArgs...)
 }

@@ -58,7 +58,11 @@ type Config struct {
 	// RedisTimeout bounds each Redis operation, through its context: create
 	// the client with ContextTimeoutEnabled so that go-redis applies context
 	// deadlines to socket reads (otherwise its ReadTimeout, 3s by default,
-	// bounds them). Default 250ms.
+	// bounds them). A new connection costs go-redis several round trips,
+	// more than an operation at a round trip near RedisTimeout can spare:
+	// after a failed operation the plugin opens connections in the
+	// background, each under 8 x RedisTimeout, so caching resumes whenever
+	// the round trip is under RedisTimeout. Default 250ms.
 	RedisTimeout time.Duration
 
 	// FailClosed makes queries fail with ErrRedisUnavailable when Redis
@@ -199,8 +203,9 @@ var _ gorm.Plugin = (*Plugin)(nil)
 
 // New returns a Plugin for cfg, with defaults filled in. It fails with
 // ErrNoRedis without a Redis client and with ErrInvalidConfig for
-// out-of-range fields. It starts one goroutine (the pub/sub dispatcher),
-// which Close stops.
+// out-of-range fields. It starts three goroutines (the pub/sub dispatcher,
+// the retrier of failed invalidations and the connection warmer), which
+// Close stops; the memo's sweeper runs on a timer Close stops too.
 func New(cfg Config) (*Plugin, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
