@@ -67,7 +67,9 @@ func (m *memo) decode(key string, data []byte, expires time.Time) (*entry, error
 		it := el.Value.(*memoItem)
 		if bytes.Equal(it.data, data) {
 			m.order.MoveToFront(el)
-			if expires.After(it.expires) { // stored again, same bytes
+			// Stored again with the same bytes (each lookup's reading of
+			// the expiry differs by its round trip: ignore that).
+			if expires.Sub(it.expires) > memoSweepSlack {
 				it.expires = expires
 				heap.Fix(&m.expiry, it.index)
 				m.arm()

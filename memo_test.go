@@ -232,15 +232,21 @@ func TestMemoExpiry(t *testing.T) {
 	if _, err := m.decode("none", data, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
-	if n := m.len(); n != 2 {
-		t.Fatalf("memo holds %d entries, want 2 (an entry without expiry is not kept)", n)
+	for _, expires := range []time.Time{time.Now().Add(50 * time.Millisecond), later} {
+		if _, err := m.decode("renewed", data, expires); err != nil {
+			t.Fatal(err)
+		}
 	}
-	chaosWaitFor(t, "the short entry to expire", time.Minute, func() bool { return m.len() == 1 })
+	if n := m.len(); n != 3 {
+		t.Fatalf("memo holds %d entries, want 3 (an entry without expiry is not kept)", n)
+	}
+	chaosWaitFor(t, "the short entry to expire", time.Minute, func() bool { return m.len() == 2 })
 	m.mu.Lock()
 	_, long := m.byKey["long"]
+	_, renewed := m.byKey["renewed"]
 	m.mu.Unlock()
-	if !long {
-		t.Fatal("the entry that expires in an hour left instead of the one that expired")
+	if !long || !renewed {
+		t.Fatalf("after the short entry expired: long kept %v, renewed kept %v; want both", long, renewed)
 	}
 	m.close()
 	if n := m.len(); n != 0 {
