@@ -46,6 +46,14 @@ func benign(err error) bool {
 	return errors.Is(err, redis.Nil) || errors.Is(err, errLockTaken)
 }
 
+// answered reports whether err is Redis refusing a command (out of memory,
+// an ACL, a read-only replica, a script error) rather than a failure to
+// reach it: the connection stays usable.
+func answered(err error) bool {
+	var re redis.Error
+	return errors.As(err, &re) && !errors.Is(err, redis.Nil)
+}
+
 // outOfMemory reports whether err is Redis refusing a command because it
 // is over maxmemory (with maxmemory-policy noeviction, Redis's default).
 func outOfMemory(err error) bool {

@@ -932,11 +932,16 @@ func TestChaosPubSubConnectionKilled(t *testing.T) {
 
 // chaosProxy is a TCP proxy in front of a Redis. Black-holed, it keeps every
 // connection open but forwards nothing in either direction, like a network
-// that silently drops packets.
+// that silently drops packets. Given a round trip (setRTT), it delays
+// everything it forwards by half of it in each direction, keeping the order
+// of the bytes. Connecting to it is immediate: only the traffic over a
+// connection pays the latency, as over a slow link whose TCP handshake
+// go-redis already dials outside an operation's deadline.
 type chaosProxy struct {
 	ln        net.Listener
 	target    string
 	blackhole atomic.Bool
+	oneWay    atomic.Int64 // nanoseconds added to each chunk, each direction
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
@@ -993,20 +998,38 @@ func (p *chaosProxy) track(conns ...net.Conn) bool {
 	return true
 }
 
-// pipe copies src to dst, dropping what it reads while black-holed. When
-// either side ends, it closes both.
+// setRTT sets the round trip the proxy adds, from the next chunk read on.
+func (p *chaosProxy) setRTT(rtt time.Duration) { p.oneWay.Store(int64(rtt / 2)) }
+
+// delayed is a chunk read from one side, due on the other at due.
+type delayed struct {
+	data []byte
+	due  time.Time
+}
+
+// pipe copies src to dst, dropping what it reads while black-holed, each
+// chunk leaving one one-way delay after it arrived. When either side ends,
+// it closes both.
 func (p *chaosProxy) pipe(dst, src net.Conn) {
-	defer func() {
-		_ = dst.Close()
-		_ = src.Close()
-	}()
+	queue := make(chan delayed, 4096)
+	var writer sync.WaitGroup
+	writer.Go(func() {
+		defer func() { _ = dst.Close(); _ = src.Close() }()
+		for c := range queue {
+			time.Sleep(time.Until(c.due))
+			if _, err := dst.Write(c.data); err != nil {
+				return
+			}
+		}
+	})
+	defer writer.Wait()
+	defer close(queue)
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
 		if n > 0 && !p.blackhole.Load() {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
+			due := time.Now().Add(time.Duration(p.oneWay.Load()))
+			queue <- delayed{data: append([]byte(nil), buf[:n]...), due: due}
 		}
 		if err != nil {
 			return

@@ -102,7 +102,9 @@ func (e *engine) lookup(ctx context.Context, req request) (found, error) {
 	err := e.guard(func() error {
 		pipe := e.rdb.Pipeline()
 		get := pipe.Get(ctx, req.keys.entry)
-		ttl = pipe.PTTL(ctx, req.keys.entry) // for the memo: when the entry goes
+		if e.memo.limit > 0 {
+			ttl = pipe.PTTL(ctx, req.keys.entry) // for the memo: when the entry goes
+		}
 		gens = make([]*redis.StringCmd, len(req.tables))
 		writers := make([]*redis.IntCmd, 2*len(req.tables))
 		for i, t := range req.tables {
@@ -140,8 +142,8 @@ func (e *engine) lookup(ctx context.Context, req request) (found, error) {
 	}
 	if err == nil && !f.held && len(f.writing) == 0 {
 		var expires time.Time
-		if d := ttl.Val(); d > 0 {
-			expires = time.Now().Add(d)
+		if ttl != nil && ttl.Val() > 0 {
+			expires = time.Now().Add(ttl.Val())
 		}
 		f.entry = e.current(req, data, gens, expires)
 	}
@@ -328,8 +330,9 @@ func (e *engine) bump(ctx context.Context, tables []string, ends map[string][]st
 // and a background retrier bumps them, and ends a, until Redis answers.
 // Until then a's announcement keeps every instance from serving the tables'
 // entries (for at most Config.LoadTimeout, its lifetime). A Redis that
-// answers but refuses the bump (out of memory under maxmemory-policy
-// noeviction) has the tables' generations deleted instead (see drop).
+// answers but refuses the bump (an ACL, a read-only replica, a full Redis
+// that refuses the script) has the tables' generations deleted instead
+// (see drop).
 func (e *engine) invalidate(ctx context.Context, tables []string, a announcement) error {
 	if len(tables) == 0 {
 		return nil
@@ -373,13 +376,6 @@ func (e *engine) drop(ctx context.Context, tables []string) error {
 		pipe.Del(ctx, e.genKey(t))
 	}
 	return e.guard(func() error { _, err := pipe.Exec(ctx); return err })
-}
-
-// answered reports whether err is Redis refusing a command (out of memory,
-// a read-only replica, a script error) rather than a failure to reach it.
-func answered(err error) bool {
-	var re redis.Error
-	return errors.As(err, &re) && !errors.Is(err, redis.Nil)
 }
 
 // retryDirty runs until done, bumping dirty tables whenever asked to and

@@ -3,129 +3,13 @@ package gormflight
 import (
 	"context"
 	"fmt"
-	"net"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"gorm.io/gorm"
 )
-
-// latencyProxy is a TCP proxy in front of a Redis that delays everything it
-// forwards by half the round trip it is set to, in each direction, keeping
-// the order of the bytes. Connecting to it is immediate: only the traffic
-// over a connection pays the latency, as over a slow link whose TCP
-// handshake go-redis already dials outside an operation's deadline.
-type latencyProxy struct {
-	ln     net.Listener
-	target string
-	oneWay atomic.Int64 // nanoseconds added to each chunk, each direction
-
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
-}
-
-func startLatencyProxy(t *testing.T, target string) *latencyProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &latencyProxy{ln: ln, target: target, conns: make(map[net.Conn]struct{})}
-	p.wg.Go(p.accept)
-	t.Cleanup(p.close)
-	return p
-}
-
-func (p *latencyProxy) addr() string { return p.ln.Addr().String() }
-
-// setRTT sets the round trip the proxy adds, from the next chunk read on.
-func (p *latencyProxy) setRTT(rtt time.Duration) { p.oneWay.Store(int64(rtt / 2)) }
-
-func (p *latencyProxy) accept() {
-	for {
-		client, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		server, err := net.DialTimeout("tcp", p.target, 2*time.Second)
-		if err != nil {
-			_ = client.Close()
-			continue
-		}
-		if !p.track(client, server) {
-			return
-		}
-		p.wg.Go(func() { p.pipe(server, client) })
-		p.wg.Go(func() { p.pipe(client, server) })
-	}
-}
-
-// track registers a connection pair; it reports false once the proxy is
-// closing, and then closes them itself.
-func (p *latencyProxy) track(conns ...net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.conns == nil {
-		for _, c := range conns {
-			_ = c.Close()
-		}
-		return false
-	}
-	for _, c := range conns {
-		p.conns[c] = struct{}{}
-	}
-	return true
-}
-
-// delayed is a chunk read from one side, due on the other at due.
-type delayed struct {
-	data []byte
-	due  time.Time
-}
-
-// pipe copies src to dst, each chunk leaving one one-way delay after it
-// arrived. When either side ends, it closes both.
-func (p *latencyProxy) pipe(dst, src net.Conn) {
-	queue := make(chan delayed, 4096)
-	var writer sync.WaitGroup
-	writer.Go(func() {
-		defer func() { _ = dst.Close(); _ = src.Close() }()
-		for c := range queue {
-			time.Sleep(time.Until(c.due))
-			if _, err := dst.Write(c.data); err != nil {
-				return
-			}
-		}
-	})
-	defer writer.Wait()
-	defer close(queue)
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			due := time.Now().Add(time.Duration(p.oneWay.Load()))
-			queue <- delayed{data: append([]byte(nil), buf[:n]...), due: due}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-func (p *latencyProxy) close() {
-	_ = p.ln.Close()
-	p.mu.Lock()
-	for c := range p.conns {
-		_ = c.Close()
-	}
-	p.conns = nil
-	p.mu.Unlock()
-	p.wg.Wait()
-}
 
 // Settings of TestSlowRedisRecovers.
 const (
@@ -218,7 +102,7 @@ func slowConfig(c *Config) {
 // deadline no operation completes once the old ones have been discarded.
 func TestSlowRedisRecovers(t *testing.T) {
 	addr, _, _ := startRedis(t)
-	proxy := startLatencyProxy(t, addr)
+	proxy := chaosStartProxy(t, addr)
 	pg := openDB(t)
 	chaosSchema(t, pg)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -242,7 +126,7 @@ func TestSlowRedisRecovers(t *testing.T) {
 type slowRun struct {
 	slowReads
 	pg    *gorm.DB
-	proxy *latencyProxy
+	proxy *chaosProxy
 	ins   []*instance
 	fresh *instance // started while the round trip was high
 	last  Stats     // the instances' counters at the end of the last phase
