@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gormflight/gormflight/internal/engine"
+	"github.com/gormflight/gormflight/internal/rowcodec"
 	"github.com/gormflight/gormflight/internal/sqlscan"
 	"github.com/redis/go-redis/v9"
 	"github.com/vmihailenco/msgpack/v5"
@@ -82,11 +84,11 @@ func behOfKind(names []string, kind string) []string {
 
 // behDecodeStored decodes a stored value "<stamp>|<entry>".
 func behDecodeStored(v []byte) error {
-	i := bytes.IndexByte(v, stampSep)
+	i := bytes.IndexByte(v, engine.StampSep)
 	if i < 0 {
 		return errors.New("no stamp")
 	}
-	_, err := decodeEntry(v[i+1:])
+	_, err := rowcodec.Decode(v[i+1:])
 	return err
 }
 
@@ -450,7 +452,7 @@ func TestBehaviourSizeCap(t *testing.T) {
 func behPack(build func(enc *msgpack.Encoder)) []byte {
 	var buf bytes.Buffer
 	build(msgpack.NewEncoder(&buf))
-	return append([]byte{stampSep}, buf.Bytes()...)
+	return append([]byte{engine.StampSep}, buf.Bytes()...)
 }
 
 // behColumn encodes one well-formed column header (an int4 column "n").
@@ -475,7 +477,7 @@ func TestBehaviourCorruptEntry(t *testing.T) {
 	rnd := rand.New(rand.NewPCG(1, 2))
 	random := make([]byte, 256)
 	for i := range random {
-		for random[i] = stampSep; random[i] == stampSep; {
+		for random[i] = engine.StampSep; random[i] == engine.StampSep; {
 			random[i] = byte(rnd.UintN(256))
 		}
 	}
@@ -487,10 +489,10 @@ func TestBehaviourCorruptEntry(t *testing.T) {
 		// A stamp that cannot match is a stale entry: a miss, but not a
 		// decode error.
 		{"garbage stamp", func(v []byte) []byte { return append([]byte("garbage"), v...) }},
-		{"stamp and random bytes", func([]byte) []byte { return append([]byte{stampSep}, random...) }},
+		{"stamp and random bytes", func([]byte) []byte { return append([]byte{engine.StampSep}, random...) }},
 		{"no stamp", func([]byte) []byte { return []byte("not a gormflight entry") }},
 		{"empty", func([]byte) []byte { return []byte{} }},
-		{"stamp only", func([]byte) []byte { return []byte{stampSep} }},
+		{"stamp only", func([]byte) []byte { return []byte{engine.StampSep} }},
 		{"stamp then 0xff 0xff", func([]byte) []byte { return []byte("|\xff\xff") }},
 		{"truncated to half", func(v []byte) []byte { return v[:len(v)/2] }},
 		{"truncated by one byte", func(v []byte) []byte { return v[:len(v)-1] }},
@@ -504,7 +506,7 @@ func TestBehaviourCorruptEntry(t *testing.T) {
 		}},
 		{"2^31 rows claimed", func([]byte) []byte {
 			return behPack(func(enc *msgpack.Encoder) {
-				_ = enc.EncodeUint(codecVersion)
+				_ = enc.EncodeUint(rowcodec.Version)
 				_ = enc.EncodeArrayLen(1)
 				behColumn(enc)
 				_ = enc.EncodeArrayLen(1 << 31)
@@ -513,21 +515,21 @@ func TestBehaviourCorruptEntry(t *testing.T) {
 		}},
 		{"2^31 rows of no columns claimed", func([]byte) []byte {
 			return behPack(func(enc *msgpack.Encoder) {
-				_ = enc.EncodeUint(codecVersion)
+				_ = enc.EncodeUint(rowcodec.Version)
 				_ = enc.EncodeArrayLen(0)
 				_ = enc.EncodeArrayLen(1 << 31)
 			})
 		}},
 		{"2^31 columns claimed", func([]byte) []byte {
 			return behPack(func(enc *msgpack.Encoder) {
-				_ = enc.EncodeUint(codecVersion)
+				_ = enc.EncodeUint(rowcodec.Version)
 				_ = enc.EncodeArrayLen(1 << 31)
 				behColumn(enc)
 			})
 		}},
 		{"unknown scan type", func([]byte) []byte {
 			return behPack(func(enc *msgpack.Encoder) {
-				_ = enc.EncodeUint(codecVersion)
+				_ = enc.EncodeUint(rowcodec.Version)
 				_ = enc.EncodeArrayLen(1)
 				_ = enc.EncodeString("n")
 				_ = enc.EncodeString("INT4")
@@ -543,19 +545,20 @@ func TestBehaviourCorruptEntry(t *testing.T) {
 		// than MaxEntrySize (as an instance with a larger cap, or a hand,
 		// might store): served, it would answer wrong rows.
 		{oversized, func(v []byte) []byte {
-			i := bytes.IndexByte(v, stampSep)
-			e, err := decodeEntry(v[i+1:])
+			i := bytes.IndexByte(v, engine.StampSep)
+			e, err := rowcodec.Decode(v[i+1:])
 			if err != nil {
 				panic(err)
 			}
-			for _, row := range e.rows {
-				for j, name := range e.names {
+			rows := e.Values()
+			for _, row := range rows {
+				for j, name := range e.Names() {
 					if name == "tag" {
 						row[j] = strings.Repeat("wrong", 1<<18) // 1.25 MiB
 					}
 				}
 			}
-			out, err := encodeStored(string(v[:i]), e, 0)
+			out, err := engine.EncodeStored(string(v[:i]), rowcodec.NewEntry(e.Names(), rows), 0)
 			if err != nil {
 				panic(err)
 			}
@@ -563,11 +566,11 @@ func TestBehaviourCorruptEntry(t *testing.T) {
 		}},
 		{"time with unknown location kind", func([]byte) []byte {
 			v := behPack(func(enc *msgpack.Encoder) {
-				_ = enc.EncodeUint(codecVersion)
+				_ = enc.EncodeUint(rowcodec.Version)
 				_ = enc.EncodeArrayLen(1)
 				behColumn(enc)
 				_ = enc.EncodeArrayLen(1)
-				_ = enc.EncodeExtHeader(timeExt, 13)
+				_ = enc.EncodeExtHeader(rowcodec.TimeExt, 13)
 			})
 			// 8 bytes of seconds, 4 of nanoseconds, location kind 9.
 			return append(v, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 9)
@@ -605,10 +608,10 @@ func TestBehaviourCorruptEntry(t *testing.T) {
 				t.Fatal(err)
 			}
 			garbage := tc.corrupt(valid)
-			if len(garbage) > 0 && garbage[0] == stampSep {
+			if len(garbage) > 0 && garbage[0] == engine.StampSep {
 				// Hand-made with an empty stamp: give it the valid one (the
 				// generation of sqlscan.AllTables every entry depends on).
-				stamp, _, _ := bytes.Cut(valid, []byte{stampSep})
+				stamp, _, _ := bytes.Cut(valid, []byte{engine.StampSep})
 				garbage = append(slices.Clone(stamp), garbage...)
 			}
 			if err := behDecodeStored(garbage); err == nil && !wellFormed {
@@ -668,7 +671,7 @@ type behFlightPanicArg struct {
 }
 
 func (a behFlightPanicArg) Value() (driver.Value, error) {
-	if a.armed.Load() && bytes.Contains(debug.Stack(), []byte("gormflight.(*engine).fly")) {
+	if a.armed.Load() && bytes.Contains(debug.Stack(), []byte("internal/engine.(*Engine).fly")) {
 		panic(errBehValuerPanic)
 	}
 	return a.s, nil
@@ -1005,7 +1008,7 @@ func TestBehaviourNoLeaks(t *testing.T) {
 	behWaitFor(t, "the other instances to subscribe", func() bool {
 		n := 0
 		for _, a := range apps {
-			n += a.in.p.engine.hub.subscribed()
+			n += a.in.p.engine.Subscribed()
 		}
 		return n == (ninstances-1)*nkeys
 	})
@@ -1025,7 +1028,7 @@ func TestBehaviourNoLeaks(t *testing.T) {
 		t.Errorf("PostgreSQL ran the queries %d times, want %d", got, nkeys)
 	}
 	for i, a := range apps {
-		if n := a.in.p.engine.hub.subscribed(); n != 0 {
+		if n := a.in.p.engine.Subscribed(); n != 0 {
 			t.Errorf("instance %d: hub still subscribed to %d channels", i, n)
 		}
 	}
@@ -1109,11 +1112,7 @@ func TestBehaviourClose(t *testing.T) {
 		closed := make(chan error, 1)
 		go func() { closed <- in.p.Close() }()
 		behWaitFor(t, "Close to wait for the load", func() bool {
-			if in.p.engine.gate.TryRLock() {
-				in.p.engine.gate.RUnlock()
-				return false
-			}
-			return true
+			return in.p.engine.Closing()
 		})
 		tag := uniqueTag(t)
 		done := make(chan error, 1)
@@ -1160,7 +1159,7 @@ func TestBehaviourClose(t *testing.T) {
 		go run(ins[0])
 		behWaitFor(t, "instance 0 to load", func() bool { return gate.waiting(t) == 1 })
 		go run(ins[1])
-		behWaitFor(t, "instance 1 to wait", func() bool { return ins[1].p.engine.hub.subscribed() == 1 })
+		behWaitFor(t, "instance 1 to wait", func() bool { return ins[1].p.engine.Subscribed() == 1 })
 
 		closeErr := make(chan error, 1)
 		go func() { closeErr <- ins[1].p.Close() }()
@@ -1203,8 +1202,6 @@ func TestBehaviourConfigValidation(t *testing.T) {
 		{"negative LoadTimeout", Config{Redis: rdb, LoadTimeout: -time.Minute}, ErrInvalidConfig},
 		{"Prefix with {", Config{Redis: rdb, Prefix: "app{1"}, ErrInvalidConfig},
 		{"Prefix with }", Config{Redis: rdb, Prefix: "app}1"}, ErrInvalidConfig},
-		{"negative MaxEntrySize", Config{Redis: rdb, MaxEntrySize: -1}, ErrInvalidConfig},
-		{"negative BreakerFailures", Config{Redis: rdb, BreakerFailures: -1}, ErrInvalidConfig},
 		{"negative BreakerCooldown", Config{Redis: rdb, BreakerCooldown: -time.Second}, ErrInvalidConfig},
 	}
 	for _, tc := range cases {
@@ -1218,6 +1215,20 @@ func TestBehaviourConfigValidation(t *testing.T) {
 				_ = p.Close()
 			}
 		})
+	}
+
+	// Negative counts, sizes and fractions turn their limit off (Config's
+	// rule); the engine's tests show what each does.
+	for _, cfg := range []Config{
+		{Redis: rdb, MaxEntrySize: -1}, {Redis: rdb, BreakerFailures: -1},
+		{Redis: rdb, MemoSize: -1}, {Redis: rdb, TTLJitter: -1},
+	} {
+		p, err := New(cfg)
+		if err != nil {
+			t.Errorf("New(%+v): %v, want it accepted", cfg, err)
+			continue
+		}
+		_ = p.Close()
 	}
 
 	t.Run("defaults", func(t *testing.T) {

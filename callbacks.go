@@ -53,13 +53,13 @@ func (p *Plugin) useCachedPool(db *gorm.DB) {
 	case gorm.TxCommitter:
 		// Inside a transaction reads bypass the cache, so a transaction
 		// always reads its own writes.
-		p.stats.bypassed.Add(1)
+		p.stats.Bypassed.Add(1)
 		return
 	default:
 		readFromSource(db)
 		scope, ok := p.scope(db.Statement.Context, db.Statement.ConnPool)
 		if !ok {
-			p.stats.bypassed.Add(1) // the session cannot be known
+			p.stats.Bypassed.Add(1) // the session cannot be known
 			return
 		}
 		_, dedicated := db.Statement.ConnPool.(*sql.Conn)

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gormflight/gormflight/internal/engine"
 	"github.com/gormflight/gormflight/internal/sqlscan"
 	"gorm.io/gorm"
 )
@@ -309,7 +310,7 @@ func (p *Plugin) reloadSchema(ctx context.Context, pool gorm.ConnPool, merge boo
 	old := s.graph.Load()
 	g, err := readSchema(ctx, pool, s.declared)
 	if err != nil {
-		p.logf(ctx, levelError, "gormflight: could not reload foreign keys and triggers, keeping those read at %s (writes through foreign keys added since are not followed): %v", old.loaded.Format(time.RFC3339), err)
+		p.logf(ctx, engine.LevelError, "gormflight: could not reload foreign keys and triggers, keeping those read at %s (writes through foreign keys added since are not followed): %v", old.loaded.Format(time.RFC3339), err)
 		retry := *old
 		retry.loaded = time.Now().Add(schemaRetry - s.maxAge)
 		s.graph.Store(&retry)
@@ -345,7 +346,7 @@ func (p *Plugin) warnTriggers(ctx context.Context, g, old *schemaGraph) {
 		more = fmt.Sprintf(" and %d more", len(names)-maxWarnTables)
 		names = names[:maxWarnTables]
 	}
-	p.logf(ctx, levelWarn, "gormflight: tables %s%s have triggers the plugin cannot follow: if a trigger writes other tables, declare them in Config.AlsoWrites (an empty list declares one that writes none), or cached reads of those tables can stay stale until Invalidate or their TTL", strings.Join(names, ", "), more)
+	p.logf(ctx, engine.LevelWarn, "gormflight: tables %s%s have triggers the plugin cannot follow: if a trigger writes other tables, declare them in Config.AlsoWrites (an empty list declares one that writes none), or cached reads of those tables can stay stale until Invalidate or their TTL", strings.Join(names, ", "), more)
 }
 
 // isDDL reports whether query holds DDL: a statement that may change
@@ -359,7 +360,7 @@ func truncatesCascade(query string) bool {
 		return false
 	}
 	first, truncate := true, false
-	for _, t := range sqlscan.Lex(query) {
+	for _, t := range sqlscan.Lex(sqlDialect, query) {
 		word := t.Kind == sqlscan.TokWord
 		switch {
 		case t.Kind == sqlscan.TokSemi:

@@ -675,7 +675,7 @@ func TestChaosRedisKilledMidLoad(t *testing.T) {
 	}
 	chaosWaitFor(t, "every breaker closed again", 15*time.Second, func() bool {
 		for _, in := range ins {
-			if in.p.engine.breaker.State() != gobreaker.StateClosed {
+			if in.p.engine.BreakerState() != gobreaker.StateClosed {
 				return false
 			}
 		}
@@ -886,7 +886,7 @@ func TestChaosPubSubConnectionKilled(t *testing.T) {
 		channel = chans[0]
 		subscribed := 0
 		for _, in := range ins {
-			if in.p.engine.hub.subscribed() > 0 {
+			if in.p.engine.Subscribed() > 0 {
 				subscribed++
 			}
 		}
@@ -1358,7 +1358,7 @@ func TestChaosLockLostMidFill(t *testing.T) {
 		t.Fatalf("read after the fill: %v", err)
 	}
 	end := in.p.Stats()
-	t.Logf("after the fill: breaker %v, stats %+v", in.p.engine.breaker.State(), afterFill)
+	t.Logf("after the fill: breaker %v, stats %+v", in.p.engine.BreakerState(), afterFill)
 	t.Logf("after the next read: database executions %d, stats %+v", probe.runs(t), end)
 
 	if afterFill.BreakerOpens != 0 {

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/gormflight/gormflight/internal/engine"
 	"github.com/redis/go-redis/v9"
 	"gorm.io/gorm"
 )
@@ -28,7 +29,7 @@ func (p *connBumpProbe) ProcessHook(next redis.ProcessHook) redis.ProcessHook { 
 func (p *connBumpProbe) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		for _, c := range cmds {
-			if args := c.Args(); len(args) > 1 && args[1] == genBumpSrc {
+			if engine.ScriptOf(c) == engine.ScriptGenBump {
 				var val int64
 				err := p.pg.Raw("SELECT val FROM gft_cons_item WHERE id = ?", p.id).Scan(&val).Error
 				p.mu.Lock()
@@ -117,7 +118,7 @@ func TestConnectionTransactions(t *testing.T) {
 		if _, err := probe.take(); err != nil {
 			t.Fatal(err)
 		}
-		n, err := wrdb.Exists(context.Background(), w.p.engine.heldKey("gft_cons_item")).Result()
+		n, err := wrdb.Exists(context.Background(), w.p.engine.HeldKey("gft_cons_item")).Result()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -128,7 +129,7 @@ func TestConnectionTransactions(t *testing.T) {
 		consExpect(t, "W after the commit", w, read, "val=3")
 		// End the held announcement, as its lifetime would, so other tests
 		// of the table cache again.
-		if err := wrdb.Del(context.Background(), w.p.engine.heldKey("gft_cons_item")).Err(); err != nil {
+		if err := wrdb.Del(context.Background(), w.p.engine.HeldKey("gft_cons_item")).Err(); err != nil {
 			t.Fatal(err)
 		}
 	})

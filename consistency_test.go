@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
+	"github.com/gormflight/gormflight/internal/engine"
 	"github.com/gormflight/gormflight/internal/sqlscan"
 	"github.com/redis/go-redis/v9"
 	"gorm.io/gorm"
@@ -789,7 +790,7 @@ func consPreparedInstance(t *testing.T, cfg Config) *instance {
 type consHold struct {
 	point   string
 	armed   atomic.Bool
-	reached chan keys
+	reached chan string // the held fill's entry key
 	release chan struct{}
 	once    sync.Once
 }
@@ -797,14 +798,14 @@ type consHold struct {
 // consHoldAt makes the next fill of in that reaches point wait there. It
 // must be called before in runs any query.
 func consHoldAt(t *testing.T, in *instance, point string) *consHold {
-	h := &consHold{point: point, reached: make(chan keys, 1), release: make(chan struct{})}
+	h := &consHold{point: point, reached: make(chan string, 1), release: make(chan struct{})}
 	h.armed.Store(true)
-	in.p.engine.seam = func(p string, k keys) {
+	in.p.engine.SetSeam(func(p, k string) {
 		if p == h.point && h.armed.CompareAndSwap(true, false) {
 			h.reached <- k
 			<-h.release
 		}
-	}
+	})
 	// Registered after the instance, so it runs before Close waits for
 	// the held flight.
 	t.Cleanup(h.letGo)
@@ -813,8 +814,8 @@ func consHoldAt(t *testing.T, in *instance, point string) *consHold {
 
 func (h *consHold) letGo() { h.once.Do(func() { close(h.release) }) }
 
-// wait returns the keys of the held fill once it is at the point.
-func (h *consHold) wait(t *testing.T, errc <-chan consResult) keys {
+// wait returns the entry key of the held fill once it is at the point.
+func (h *consHold) wait(t *testing.T, errc <-chan consResult) string {
 	t.Helper()
 	select {
 	case k := <-h.reached:
@@ -824,7 +825,7 @@ func (h *consHold) wait(t *testing.T, errc <-chan consResult) keys {
 	case <-time.After(30 * time.Second):
 		t.Fatalf("no fill reached %q", h.point)
 	}
-	return keys{}
+	return ""
 }
 
 type consResult struct {
@@ -844,7 +845,7 @@ func consGo(in *instance, read func(*gorm.DB) (string, error)) <-chan consResult
 // consGen returns a table's generation under in's prefix ("" if missing).
 func consGen(t testing.TB, in *instance, table string) string {
 	t.Helper()
-	v, err := in.p.cfg.Redis.Get(context.Background(), in.p.engine.genKey(table)).Result()
+	v, err := in.p.cfg.Redis.Get(context.Background(), in.p.engine.GenKey(table)).Result()
 	if errors.Is(err, redis.Nil) {
 		return ""
 	}
@@ -868,16 +869,16 @@ func consGenInt(t testing.TB, in *instance, table string) int64 {
 // without the generation of sqlscan.AllTables that every stamp starts with
 // ("*" sorts before every table name): for the one-table reads of these
 // tests, the generation of their table.
-func consStamp(t testing.TB, in *instance, k keys) (stamp string, raw string) {
+func consStamp(t testing.TB, in *instance, entryKey string) (stamp string, raw string) {
 	t.Helper()
-	v, err := in.p.cfg.Redis.Get(context.Background(), k.entry).Result()
+	v, err := in.p.cfg.Redis.Get(context.Background(), entryKey).Result()
 	if errors.Is(err, redis.Nil) {
 		return "", ""
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	i := strings.IndexByte(v, stampSep)
+	i := strings.IndexByte(v, engine.StampSep)
 	if i < 0 {
 		t.Fatalf("stored value without stamp: %q", v)
 	}
@@ -922,7 +923,7 @@ func TestConsistencySlowFillVersusWrite(t *testing.T) {
 			id := consNewItem(t, a.db, consNextID(t, a.db), 1)
 			tag := uniqueTag(t)
 			read := consCounted(tag, id)
-			h := consHoldAt(t, a, seamLoaded)
+			h := consHoldAt(t, a, engine.SeamLoaded)
 
 			resA := consGo(a, read)
 			k := h.wait(t, resA)
@@ -962,7 +963,7 @@ func TestConsistencySlowFillVersusWrite(t *testing.T) {
 			id := consNewItem(t, a.db, consNextID(t, a.db), 1)
 			tag := uniqueTag(t)
 			read := consCounted(tag, id)
-			h := consHoldAt(t, a, seamStamped)
+			h := consHoldAt(t, a, engine.SeamStamped)
 
 			resA := consGo(a, read)
 			k := h.wait(t, resA)
@@ -1011,7 +1012,7 @@ func TestConsistencyGenerationDeleted(t *testing.T) {
 	}
 	genOld := consGenInt(t, a, "gft_cons_item")
 
-	if err := a.p.cfg.Redis.Del(ctx, a.p.engine.genKey("gft_cons_item")).Err(); err != nil {
+	if err := a.p.cfg.Redis.Del(ctx, a.p.engine.GenKey("gft_cons_item")).Err(); err != nil {
 		t.Fatal(err)
 	}
 	consExpect(t, "read after DEL", b, read, "val=4")
@@ -1045,7 +1046,7 @@ func TestConsistencyFillNeverOverwritesNewer(t *testing.T) {
 		id := consNewItem(t, a.db, consNextID(t, a.db), 1)
 		tag := uniqueTag(t)
 		read := consCounted(tag, id)
-		h := consHoldAt(t, a, seamLoaded)
+		h := consHoldAt(t, a, engine.SeamLoaded)
 
 		resA := consGo(a, read)
 		k := h.wait(t, resA)
@@ -1074,46 +1075,6 @@ func TestConsistencyFillNeverOverwritesNewer(t *testing.T) {
 			t.Errorf("PostgreSQL ran the query %d times, want 2 (A's and B's fills; C hits B's entry)", got)
 		}
 		t.Logf("B: lock takeovers %d, waits %d", b.p.Stats().LockTakeovers, b.p.Stats().Waits)
-	})
-
-	t.Run("Script", func(t *testing.T) {
-		rdb := openRedis(t, "")
-		ctx := context.Background()
-		key := testPrefix(t) + ":{x}:e"
-		t.Cleanup(func() { rdb.Del(context.Background(), key) })
-		store := func(stamp string) int64 {
-			t.Helper()
-			n, err := fillScript.Eval(ctx, rdb, []string{key}, stamp, stamp+"|payload", 60000).Int64()
-			if err != nil {
-				t.Fatal(err)
-			}
-			return n
-		}
-		for _, c := range []struct {
-			stamp  string
-			stored int64
-			keeps  string
-		}{
-			{"100,500", 1, "100,500"}, // empty key
-			{"100,499", 0, "100,500"}, // older in the second component
-			{"99,900", 0, "100,500"},  // older in the first, newer in the second
-			{"100,500", 1, "100,500"}, // equal: replaced
-			{"101,1", 1, "101,1"},     // newer in the first component decides
-			{"101,2", 1, "101,2"},
-			{"1000,2", 1, "1000,2"}, // numeric, not string, comparison
-			{"999,3", 0, "1000,2"},
-		} {
-			if got := store(c.stamp); got != c.stored {
-				t.Errorf("store %q returned %d, want %d", c.stamp, got, c.stored)
-			}
-			v, err := rdb.Get(ctx, key).Result()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if want := c.keeps + "|payload"; v != want {
-				t.Errorf("after storing %q the key holds %q, want %q", c.stamp, v, want)
-			}
-		}
 	})
 }
 
@@ -1357,7 +1318,7 @@ func TestConsistencyBumpFailure(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	if !in.p.engine.dirty.any([]string{"gft_cons_item"}) {
+	if !in.p.engine.Dirty([]string{"gft_cons_item"}) {
 		t.Logf("gft_cons_item is clean again")
 	} else {
 		t.Errorf("gft_cons_item is still dirty after the retry bumped it")
@@ -1398,8 +1359,7 @@ func (g *consBumpGate) ProcessHook(next redis.ProcessHook) redis.ProcessHook { r
 func (g *consBumpGate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		for _, c := range cmds {
-			args := c.Args()
-			if len(args) > 1 && args[1] == genBumpSrc && g.armed.CompareAndSwap(true, false) {
+			if engine.ScriptOf(c) == engine.ScriptGenBump && g.armed.CompareAndSwap(true, false) {
 				close(g.reached)
 				<-g.release
 				break

@@ -173,7 +173,7 @@ func TestLostAnnouncementEndsOnItsOwn(t *testing.T) {
 		t.Run(fmt.Sprintf("held=%v", held), func(t *testing.T) {
 			ins := newInstances(t, 3, func(c *Config) { c.LoadTimeout = lifetime })
 			lost, w, r := ins[0], ins[1], ins[2]
-			if a := lost.p.engine.announce(context.Background(), []string{"gft_def_tok"}, held); len(a.tables) != 1 {
+			if a := lost.p.engine.Announce(context.Background(), []string{"gft_def_tok"}, held); len(a.Tables()) != 1 {
 				t.Fatal("the lost write's announcement failed")
 			}
 			read := func() {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gormflight/gormflight/internal/engine"
 	"github.com/redis/go-redis/v9"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
@@ -41,7 +42,7 @@ func (h *dirtyRefuser) ProcessHook(next redis.ProcessHook) redis.ProcessHook { r
 func (h *dirtyRefuser) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		for _, c := range cmds {
-			if h.refuses(c.Args()) {
+			if h.refuses(c) {
 				h.refused.Add(1)
 				return errDirtyRefused
 			}
@@ -50,16 +51,12 @@ func (h *dirtyRefuser) ProcessPipelineHook(next redis.ProcessPipelineHook) redis
 	}
 }
 
-// refuses reports whether a command runs an armed script, by its source
-// (EVAL) or its hash (EVALSHA).
-func (h *dirtyRefuser) refuses(args []any) bool {
-	if len(args) < 2 {
-		return false
-	}
-	switch args[1] {
-	case genBumpSrc, genBumpScript.Hash():
+// refuses reports whether a command runs an armed script.
+func (h *dirtyRefuser) refuses(c redis.Cmder) bool {
+	switch engine.ScriptOf(c) {
+	case engine.ScriptGenBump:
 		return h.bumps.Load()
-	case writeBeginSrc, writeBeginScript.Hash():
+	case engine.ScriptWriteBegin:
 		return h.announces.Load()
 	}
 	return false
@@ -159,7 +156,7 @@ func dirtyFailedWrite(t *testing.T, what string, w *instance, id, val int64, tab
 	if got := w.p.Stats().InvalidationErrors - before; got != 1 {
 		t.Errorf("%s: InvalidationErrors grew by %d, want 1", what, got)
 	}
-	if !w.p.engine.dirty.any([]string{table}) {
+	if !w.p.engine.Dirty([]string{table}) {
 		t.Fatalf("%s: %s is not dirty on W after its bump failed", what, table)
 	}
 }
@@ -186,10 +183,10 @@ func dirtyReadsFromDB(t *testing.T, what string, in *instance, read func(*gorm.D
 func dirtyAwaitRetry(t *testing.T, what string, w *instance, table string, inv uint64) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
-	for w.p.Stats().Invalidations == inv || w.p.engine.dirty.any([]string{table}) {
+	for w.p.Stats().Invalidations == inv || w.p.engine.Dirty([]string{table}) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: the background retry never bumped %s (dirty: %v, stats %+v)",
-				what, table, w.p.engine.dirty.any([]string{table}), w.p.Stats())
+				what, table, w.p.engine.Dirty([]string{table}), w.p.Stats())
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -248,7 +245,7 @@ func TestDirtyTableAfterFailedBump(t *testing.T) {
 	id := consNewItem(t, w.db, consNextID(t, w.db), 1)
 	tag := uniqueTag(t)
 	read := consCounted(tag, id)
-	writers := w.p.engine.writersKey(table)
+	writers := w.p.engine.WritersKey(table)
 
 	dirtyRefill(t, "prime", w, r, read, tag, "val=1")
 	if got := calls(t, w.db, tag); got != 1 {

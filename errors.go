@@ -3,6 +3,8 @@ package gormflight
 import (
 	"errors"
 	"fmt"
+
+	"github.com/gormflight/gormflight/internal/engine"
 )
 
 // Sentinel errors. Match them with errors.Is.
@@ -20,11 +22,11 @@ var (
 
 	// ErrWaitTimeout is returned to callers that waited Config.MaxWait for
 	// another instance's result, when Config.FailOnWaitTimeout is set.
-	ErrWaitTimeout = errors.New("gormflight: timed out waiting for another instance's result")
+	ErrWaitTimeout = engine.ErrWaitTimeout
 
 	// ErrRedisUnavailable is returned instead of querying the database when
 	// Redis fails and Config.FailClosed is set. It wraps the Redis error.
-	ErrRedisUnavailable = errors.New("gormflight: Redis unavailable")
+	ErrRedisUnavailable = engine.ErrRedisUnavailable
 
 	// ErrAlreadyInitialized is returned by Initialize when the plugin is
 	// installed again on the *gorm.DB it serves, or on a second one: create
@@ -38,19 +40,5 @@ var (
 	ErrUnsupportedDialect = errors.New("gormflight: unsupported database dialect")
 )
 
-// panicError carries a panic out of a shared flight so that every caller of
-// the flight re-panics with the original value and the stack where it happened.
-type panicError struct {
-	value any
-	stack []byte
-}
-
-func (p *panicError) Error() string {
-	return fmt.Sprintf("gormflight: panic in shared query: %v\n\n%s", p.value, p.stack)
-}
-
-// Unwrap lets errors.Is and errors.As see an error that was the panic value.
-func (p *panicError) Unwrap() error {
-	err, _ := p.value.(error)
-	return err
-}
+// errNotNew is what a zero Plugin answers: it has no Redis client.
+var errNotNew = fmt.Errorf("%w: create the Plugin with New", ErrNoRedis)

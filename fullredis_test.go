@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gormflight/gormflight/internal/engine"
 	"github.com/redis/go-redis/v9"
 	"gorm.io/gorm"
 )
@@ -35,7 +36,7 @@ func fillRedis(t *testing.T, rdb *redis.Client, prefix string) (free func()) {
 	if err := rdb.ConfigSet(ctx, "maxmemory", strconv.FormatInt(used-(4<<20), 10)).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := rdb.Set(ctx, prefix+":probe", "1", 0).Err(); !outOfMemory(err) {
+	if err := rdb.Set(ctx, prefix+":probe", "1", 0).Err(); !engine.OutOfMemory(err) {
 		t.Fatalf("SET on the full Redis: %v, want an OOM error", err)
 	}
 	return func() {
@@ -195,12 +196,12 @@ func TestFullRedisServesNoStaleRows(t *testing.T) {
 	rs := sumStats(r.readers...)
 	t.Logf("full Redis: 60 writes, %d reads on 2 other instances, %d stale; readers: %d hits, %d loads, %d waits, %d fallbacks; writer's failed invalidations %d",
 		reads, stale, rs.Hits, rs.Loads, rs.Waits, rs.Fallbacks, r.writer.p.Stats().InvalidationErrors)
-	if err := admin.Set(context.Background(), testPrefix(t), "1", 0).Err(); !outOfMemory(err) {
+	if err := admin.Set(context.Background(), testPrefix(t), "1", 0).Err(); !engine.OutOfMemory(err) {
 		t.Fatalf("SET after the writes: %v; want OOM: Redis was not full throughout, the test did not test anything", err)
 	}
 	ctx := context.Background()
 	e := r.writer.p.engine
-	if n, err := admin.Exists(ctx, e.writersKey(r.table), e.heldKey(r.table)).Result(); err != nil || n != 0 {
+	if n, err := admin.Exists(ctx, e.WritersKey(r.table), e.HeldKey(r.table)).Result(); err != nil || n != 0 {
 		t.Errorf("after the last write returned, its table still has announcements (%d keys, %v): every reader waits for a bump that never comes", n, err)
 	}
 

@@ -269,7 +269,7 @@ func TestInstallWithDBResolver(t *testing.T) {
 // commit does (for LoadTimeout).
 func installFollowed(t *testing.T, in *instance) {
 	t.Helper()
-	n, err := in.p.cfg.Redis.Exists(context.Background(), in.p.engine.writersKey("gft_cons_item")).Result()
+	n, err := in.p.cfg.Redis.Exists(context.Background(), in.p.engine.WritersKey("gft_cons_item")).Result()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/gormflight/gormflight/internal/engine"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 )
@@ -58,13 +59,16 @@ func Cache(ttl time.Duration, opts ...Option) func(*gorm.DB) *gorm.DB {
 func CacheClause(ttl time.Duration, opts ...Option) CacheOption {
 	s := &cacheSettings{ttl: ttl}
 	for _, o := range opts {
-		o(s)
+		if o != nil {
+			o(s)
+		}
 	}
 	return CacheOption{settings: s}
 }
 
 // CacheOption is the clause CacheClause returns. It implements
-// clause.Expression and gorm.StatementModifier.
+// clause.Expression and gorm.StatementModifier. The zero CacheOption has no
+// TTL: it adds ErrInvalidTTL to the statement, as CacheClause(0) does.
 type CacheOption struct {
 	settings *cacheSettings
 }
@@ -78,12 +82,15 @@ var (
 // milliseconds and refuses 0; the upper bound leaves room for TTLJitter
 // without overflowing a time.Duration.
 const (
-	MinTTL = time.Millisecond
-	MaxTTL = 100 * 365 * 24 * time.Hour
+	MinTTL = engine.MinTTL
+	MaxTTL = engine.MaxTTL
 )
 
 // ModifyStatement opts the statement in, or adds ErrInvalidTTL to it.
 func (c CacheOption) ModifyStatement(stmt *gorm.Statement) {
+	if c.settings == nil {
+		c.settings = new(cacheSettings)
+	}
 	if ttl := c.settings.ttl; ttl < MinTTL || ttl > MaxTTL {
 		_ = stmt.AddError(fmt.Errorf("%w: got %v, want %v to %v", ErrInvalidTTL, ttl, MinTTL, MaxTTL))
 		stmt.Settings.Delete(settingKey)

@@ -2,13 +2,16 @@ package gormflight
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/gormflight/gormflight/internal/engine"
+	"github.com/gormflight/gormflight/internal/rowcodec"
+	"github.com/gormflight/gormflight/internal/sqlscan"
 	"github.com/redis/go-redis/v9"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
@@ -16,6 +19,12 @@ import (
 
 // Config configures a Plugin. The zero value of every field except Redis
 // means its documented default.
+//
+// One rule covers negative values. A negative count, size or fraction
+// (MaxEntrySize, MemoSize, BreakerFailures, TTLJitter) turns off the limit
+// or the feature it sets. A negative duration is refused with
+// ErrInvalidConfig: each one bounds a wait or a lifetime that must stay
+// bounded.
 type Config struct {
 	// Redis stores entries, locks and generations and carries the ready
 	// messages. Required. A *redis.Client, *redis.ClusterClient or failover
@@ -47,7 +56,8 @@ type Config struct {
 	FailOnWaitTimeout bool
 
 	// MaxEntrySize caps the size of a stored entry in bytes. Larger results
-	// are returned to their callers but not stored. Default 1 MiB.
+	// are returned to their callers but not stored. Default 1 MiB; a
+	// negative value removes the cap.
 	MaxEntrySize int
 
 	// TTLJitter adds a random extra of up to this fraction of the TTL to each
@@ -72,7 +82,8 @@ type Config struct {
 
 	// BreakerFailures is how many consecutive Redis failures open the
 	// circuit breaker, after which Redis is not tried until BreakerCooldown
-	// has passed. Default 5.
+	// has passed. Default 5; a negative value disables the breaker, so every
+	// operation tries Redis and waits up to RedisTimeout for it.
 	BreakerFailures int
 
 	// BreakerCooldown is how long the open breaker waits before letting one
@@ -144,17 +155,11 @@ func (c *Config) setDefaults() error {
 	if c.LockExpiry < 30*time.Millisecond {
 		return fmt.Errorf("%w: LockExpiry %v is too short to extend", ErrInvalidConfig, c.LockExpiry)
 	}
-	if c.MaxEntrySize < 0 {
-		return fmt.Errorf("%w: MaxEntrySize must not be negative, got %d", ErrInvalidConfig, c.MaxEntrySize)
-	}
 	if c.MaxEntrySize == 0 {
 		c.MaxEntrySize = 1 << 20
 	}
 	if c.MemoSize == 0 {
 		c.MemoSize = 8 << 20
-	}
-	if c.BreakerFailures < 0 {
-		return fmt.Errorf("%w: BreakerFailures must not be negative, got %d", ErrInvalidConfig, c.BreakerFailures)
 	}
 	if c.BreakerFailures == 0 {
 		c.BreakerFailures = 5
@@ -165,14 +170,16 @@ func (c *Config) setDefaults() error {
 	return nil
 }
 
-// Plugin is the gormflight GORM plugin. Install it with db.Use; one Plugin
-// serves one *gorm.DB. It is safe for concurrent use. Close it when the
-// application stops.
+// Plugin is the gormflight GORM plugin. Create it with New and install it
+// with db.Use; one Plugin serves one *gorm.DB. It is safe for concurrent
+// use. Close it when the application stops. A zero Plugin is inert: its
+// Initialize and Invalidate fail with an error wrapping ErrNoRedis, Stats
+// is zero and Close does nothing.
 type Plugin struct {
 	cfg    Config
-	stats  counters
-	engine *engine
-	replay *sql.DB
+	stats  engine.Counters
+	engine *engine.Engine
+	replay *rowcodec.Replayer
 
 	dialect  string
 	database string
@@ -187,12 +194,12 @@ type Plugin struct {
 // logf reports through the GORM logger of the database the plugin is
 // installed on: failed invalidations and an opening breaker as errors,
 // everything else as warnings.
-func (p *Plugin) logf(ctx context.Context, level logLevel, format string, args ...any) {
+func (p *Plugin) logf(ctx context.Context, level engine.Level, format string, args ...any) {
 	l := p.logger.Load()
 	if l == nil {
 		return
 	}
-	if level == levelError {
+	if level == engine.LevelError {
 		(*l).Error(ctx, format, args...)
 	} else {
 		(*l).Warn(ctx, format, args...)
@@ -210,8 +217,24 @@ func New(cfg Config) (*Plugin, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	p := &Plugin{cfg: cfg, replay: newReplayDB()}
-	p.engine = newEngine(cfg, &p.stats, p.logf)
+	p := &Plugin{cfg: cfg, replay: rowcodec.NewReplayer()}
+	p.engine = engine.New(engine.Config{
+		Redis:             cfg.Redis,
+		Prefix:            cfg.Prefix,
+		LockExpiry:        cfg.LockExpiry,
+		MaxWait:           cfg.MaxWait,
+		FailOnWaitTimeout: cfg.FailOnWaitTimeout,
+		LoadTimeout:       cfg.LoadTimeout,
+		RedisTimeout:      cfg.RedisTimeout,
+		FailClosed:        cfg.FailClosed,
+		MaxEntrySize:      cfg.MaxEntrySize,
+		TTLJitter:         cfg.TTLJitter,
+		MemoSize:          cfg.MemoSize,
+		BreakerFailures:   cfg.BreakerFailures,
+		BreakerCooldown:   cfg.BreakerCooldown,
+		Log:               p.logf,
+		Stats:             &p.stats,
+	})
 	return p, nil
 }
 
@@ -230,6 +253,9 @@ func (p *Plugin) Name() string { return "gormflight" }
 // PrepareStmt it becomes a wrapper of the pool: db.DB() still returns the
 // *sql.DB.
 func (p *Plugin) Initialize(db *gorm.DB) error {
+	if p.engine == nil {
+		return errNotNew
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.served != nil {
@@ -238,8 +264,8 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 		}
 		return ErrAlreadyInitialized
 	}
-	if name := db.Dialector.Name(); name != "postgres" {
-		return fmt.Errorf("%w: %q (only PostgreSQL is supported)", ErrUnsupportedDialect, name)
+	if d, ok := sqlscan.DialectOf(db.Dialector.Name()); !ok || d != sqlDialect {
+		return fmt.Errorf("%w: %q (only PostgreSQL is supported)", ErrUnsupportedDialect, db.Dialector.Name())
 	}
 	l := db.Logger
 	p.logger.Store(&l)
@@ -291,7 +317,7 @@ func (p *Plugin) resolverConnection(db *gorm.DB) bool {
 }
 
 // Stats returns a snapshot of the plugin's counters.
-func (p *Plugin) Stats() Stats { return p.stats.snapshot() }
+func (p *Plugin) Stats() Stats { return snapshot(&p.stats) }
 
 // Close stops the plugin: flights still waiting for another instance query
 // the database instead, Close waits for cached queries and flights in
@@ -299,7 +325,10 @@ func (p *Plugin) Stats() Stats { return p.stats.snapshot() }
 // run uncached. It does not close the Redis client, which the caller owns.
 // Calling Close again returns nil.
 func (p *Plugin) Close() error {
-	closed, err := p.engine.close()
+	if p.engine == nil {
+		return nil // a zero Plugin: nothing was started
+	}
+	closed, err := p.engine.Close()
 	if !closed {
 		return nil
 	}
@@ -307,6 +336,25 @@ func (p *Plugin) Close() error {
 		err = cerr
 	}
 	return err
+}
+
+// Invalidate marks tables as written, so that no instance serves entries
+// computed before the call. Use it after writes made outside GORM: by
+// another program, by SQL run on the *sql.DB directly, or by a trigger.
+// Table names are matched as in SQL (unquoted names fold to lower case; a
+// schema qualifier is ignored). If Redis cannot be reached the error is
+// returned, and this instance serves the tables uncached until a background
+// retry succeeds.
+func (p *Plugin) Invalidate(ctx context.Context, tables ...string) error {
+	if p.engine == nil {
+		return errNotNew
+	}
+	norm := make([]string, 0, len(tables))
+	for _, t := range tables {
+		norm = append(norm, normTable(t))
+	}
+	slices.Sort(norm)
+	return p.engine.Invalidate(ctx, p.schema.graph.Load().expand(slices.Compact(norm), false), engine.Announcement{})
 }
 
 // contextTimeouts reports whether the client applies context deadlines to

@@ -5,8 +5,10 @@ import (
 	"database/sql"
 	"errors"
 	"slices"
-	"strings"
 
+	"github.com/gormflight/gormflight/internal/cachekey"
+	"github.com/gormflight/gormflight/internal/engine"
+	"github.com/gormflight/gormflight/internal/rowcodec"
 	"github.com/gormflight/gormflight/internal/sqlscan"
 	"gorm.io/gorm"
 )
@@ -26,27 +28,26 @@ type cachedPool struct {
 func (c *cachedPool) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
 	p := c.plugin
 	req, ok := p.request(c, query, args)
-	if !ok || !p.engine.enter() {
+	if !ok || !p.engine.Enter() {
 		return c.ConnPool.QueryContext(ctx, query, args...)
 	}
-	defer p.engine.exit()
-	ent, err := p.engine.do(ctx, req)
+	defer p.engine.Exit()
+	ent, err := p.engine.Do(ctx, req)
 	if err != nil {
 		return nil, err
 	}
-	return p.replay.QueryContext(ctx, "", &replayed{entry: ent})
+	return p.replay.Rows(ctx, ent)
 }
 
 func (c *cachedPool) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
 	p := c.plugin
 	req, ok := p.request(c, query, args)
-	if !ok || !p.engine.enter() {
+	if !ok || !p.engine.Enter() {
 		return c.ConnPool.QueryRowContext(ctx, query, args...)
 	}
-	defer p.engine.exit()
-	ent, err := p.engine.do(ctx, req)
-	// database/sql gives no other way to make a *sql.Row carry an error.
-	return p.replay.QueryRowContext(ctx, "", &replayed{entry: ent, err: err})
+	defer p.engine.Exit()
+	ent, err := p.engine.Do(ctx, req)
+	return p.replay.Row(ctx, ent, err)
 }
 
 // BeginTx keeps transactions working on a statement whose pool was swapped.
@@ -74,29 +75,29 @@ func (c *cachedPool) GetDBConn() (*sql.DB, error) {
 // request describes a query to the engine. It reports false for a query
 // that must run uncached: one that writes or is not a plain query (CALL,
 // DO, ...), or whose arguments cannot be hashed into a key.
-func (p *Plugin) request(c *cachedPool, query string, args []any) (request, bool) {
+func (p *Plugin) request(c *cachedPool, query string, args []any) (engine.Request, bool) {
 	sql := analyze(query)
 	// Catalog reads are never cached: DDL changes them, and entries would
 	// otherwise need every DDL statement to name what it changed there.
-	if len(sql.Writes) > 0 || sql.Catalog || sql.DDL || !readOnly(query) || changesSession(query) != (sessionEffect{}) {
-		p.stats.bypassed.Add(1)
-		return request{}, false
+	if len(sql.Writes) > 0 || sql.Catalog || sql.DDL || !classify(query).IsQuery() || changesSession(query) != (sessionEffect{}) {
+		p.stats.Bypassed.Add(1)
+		return engine.Request{}, false
 	}
 	// Every entry also depends on sqlscan.AllTables, which DDL whose
 	// effects cannot be named (DROP SCHEMA ... CASCADE, CREATE FUNCTION)
 	// bumps.
 	tables := mergeTables(sql.Reads, append(slices.Clip(c.settings.tables), sqlscan.AllTables))
-	hash, err := queryKey(p.dialect, c.scope, query, args, tables)
+	hash, err := cachekey.Query(p.dialect, c.scope, query, args, tables)
 	if err != nil {
-		p.stats.bypassed.Add(1)
-		return request{}, false
+		p.stats.Bypassed.Add(1)
+		return engine.Request{}, false
 	}
 	inner, onPool := c.ConnPool, c.onPool
-	return request{
-		keys:   newKeys(p.cfg.Prefix, hash),
-		tables: tables,
-		ttl:    c.settings.ttl,
-		load: func(ctx context.Context) (*entry, error) {
+	return engine.Request{
+		Hash:   hash,
+		Tables: tables,
+		TTL:    c.settings.ttl,
+		Load: func(ctx context.Context) (*rowcodec.Entry, error) {
 			if onPool {
 				return p.loadOnPool(ctx, inner, query, args)
 			}
@@ -104,7 +105,7 @@ func (p *Plugin) request(c *cachedPool, query string, args []any) (request, bool
 			if err != nil {
 				return nil, err
 			}
-			return captureRows(rows)
+			return rowcodec.Capture(rows)
 		},
 	}, true
 }
@@ -123,20 +124,4 @@ func mergeTables(sorted, declared []string) []string {
 		}
 	}
 	return out
-}
-
-// readOnly reports whether a statement is a query by its first keyword:
-// SELECT, WITH, VALUES, TABLE or SHOW (a WITH that writes is caught by
-// sqlTables). Anything else, such as CALL, may write where no parser sees.
-func readOnly(query string) bool {
-	query = strings.TrimLeft(query, " \t\r\n(")
-	end := 0
-	for end < len(query) && isIdentByte(query[end]) {
-		end++
-	}
-	switch strings.ToUpper(query[:end]) {
-	case "SELECT", "WITH", "VALUES", "TABLE", "SHOW":
-		return true
-	}
-	return false
 }

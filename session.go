@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/gormflight/gormflight/internal/engine"
+	"github.com/gormflight/gormflight/internal/rowcodec"
 	"github.com/gormflight/gormflight/internal/sqlscan"
 	"gorm.io/gorm"
 )
@@ -161,7 +163,7 @@ func (p *Plugin) noteSession(db *gorm.DB) {
 		return // a reset on a connection of the pool's choosing: nothing to clear
 	}
 	if !p.session.poolTaint.Swap(true) {
-		p.logf(db.Statement.Context, levelError, "gormflight: %q changed the session of a pooled connection; reads on the pool run uncached from now on. Change session state inside db.Connection and end with RESET ALL, use SET LOCAL inside a transaction, or set it in the DSN", db.Statement.SQL.String())
+		p.logf(db.Statement.Context, engine.LevelError, "gormflight: %q changed the session of a pooled connection; reads on the pool run uncached from now on. Change session state inside db.Connection and end with RESET ALL, use SET LOCAL inside a transaction, or set it in the DSN", db.Statement.SQL.String())
 	}
 }
 
@@ -197,7 +199,7 @@ func changesSession(query string) sessionEffect {
 	if plainStatement(query) {
 		return sessionEffect{}
 	}
-	toks := sqlscan.Lex(query)
+	toks := sqlscan.Lex(sqlDialect, query)
 	word := func(i int) string {
 		if i < len(toks) && toks[i].Kind == sqlscan.TokWord {
 			return strings.ToLower(query[toks[i].Pos:toks[i].End])
@@ -298,16 +300,16 @@ func createsTemp(word func(int) string, i int) bool {
 // that connection's fingerprint: if its session is not the pool's (a change
 // the plugin did not see, such as a function that calls set_config), the
 // rows are the caller's answer but not the key's, and are not stored.
-func (p *Plugin) loadOnPool(ctx context.Context, pool gorm.ConnPool, query string, args []any) (*entry, error) {
+func (p *Plugin) loadOnPool(ctx context.Context, pool gorm.ConnPool, query string, args []any) (*rowcodec.Entry, error) {
 	sqlDB := sqlDBOf(pool)
 	if sqlDB == nil {
 		rows, err := pool.QueryContext(ctx, query, args...)
 		if err != nil {
 			return nil, err
 		}
-		ent, err := captureRows(rows)
+		ent, err := rowcodec.Capture(rows)
 		if ent != nil {
-			ent.local = true // the session cannot be checked
+			ent.Local = true // the session cannot be checked
 		}
 		return ent, err
 	}
@@ -332,10 +334,10 @@ func (p *Plugin) loadOnPool(ctx context.Context, pool gorm.ConnPool, query strin
 	if err != nil {
 		return nil, err
 	}
-	ent, err := captureRows(rows)
+	ent, err := rowcodec.Capture(rows)
 	if err == nil && (fpErr != nil || p.database+"\x00"+fp != p.session.pool) {
-		ent.local = true
-		p.engine.warnf("session", "gormflight: a pooled connection's session differs from the pool's (a session change the plugin did not see?); its result is not cached")
+		ent.Local = true
+		p.engine.Warnf(engine.LogSession, "gormflight: a pooled connection's session differs from the pool's (a session change the plugin did not see?); its result is not cached")
 	}
 	return ent, err
 }
@@ -361,16 +363,7 @@ func plainStatement(query string) bool {
 	if strings.IndexByte(query, ';') >= 0 || containsFold(query, "set_config") || containsFold(query, "temp") {
 		return false
 	}
-	query = strings.TrimLeft(query, " \t\r\n")
-	end := 0
-	for end < len(query) && isIdentByte(query[end]) {
-		end++
-	}
-	switch strings.ToUpper(query[:end]) {
-	case "SELECT", "WITH", "VALUES", "TABLE", "SHOW", "INSERT", "UPDATE", "DELETE", "MERGE":
-		return true
-	}
-	return false
+	return classify(query) != sqlscan.Other // queries and INSERT, UPDATE, DELETE, MERGE
 }
 
 // containsFold reports whether s contains the lower-case ASCII word w, in

@@ -3,13 +3,20 @@ package gormflight
 import "github.com/gormflight/gormflight/internal/sqlscan"
 
 // The SQL analyser lives in internal/sqlscan; these wrappers keep the
-// package's short names.
+// package's short names and pass it the dialect.
+
+// sqlDialect is the dialect of every statement the plugin sees: Initialize
+// accepts PostgreSQL only.
+const sqlDialect = sqlscan.PostgreSQL
 
 // sqlTables returns the tables a statement reads and writes (sqlscan.Tables).
-func sqlTables(query string) (read, written []string) { return sqlscan.Tables(query) }
+func sqlTables(query string) (read, written []string) { return sqlscan.Tables(sqlDialect, query) }
 
 // normTable returns the generation name of a table reference (sqlscan.NormTable).
-func normTable(name string) string { return sqlscan.NormTable(name) }
+func normTable(name string) string { return sqlscan.NormTable(sqlDialect, name) }
 
 // analyze returns everything the analyser knows of a statement (sqlscan.Analyze).
-func analyze(query string) sqlscan.Result { return sqlscan.Analyze(query) }
+func analyze(query string) sqlscan.Result { return sqlscan.Analyze(sqlDialect, query) }
+
+// classify returns the kind of a statement by its first keyword (sqlscan.Classify).
+func classify(query string) sqlscan.Kind { return sqlscan.Classify(sqlDialect, query) }

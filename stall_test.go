@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gormflight/gormflight/internal/engine"
 	"github.com/redis/go-redis/v9"
 	"gorm.io/gorm"
 )
@@ -60,7 +61,7 @@ func (s *stallAnnouncements) ProcessPipelineHook(next redis.ProcessPipelineHook)
 // announces reports whether a pipeline runs write_begin.lua.
 func announces(cmds []redis.Cmder) bool {
 	for _, c := range cmds {
-		if a := c.Args(); len(a) > 1 && (a[1] == writeBeginSrc || a[1] == writeBeginScript.Hash()) {
+		if engine.ScriptOf(c) == engine.ScriptWriteBegin {
 			return true
 		}
 	}
@@ -138,7 +139,7 @@ func TestStalledAnnouncementIsEnded(t *testing.T) {
 			t.Fatalf("the announcement did not meet the stall (armed=%v, error %v): the test did not test anything", stall.armed.Load(), failed)
 		}
 		t.Logf("the stalled announcement failed in the writer: %v", failed)
-		w := writer.p.engine.writersKey(table)
+		w := writer.p.engine.WritersKey(table)
 		if n, err := wrdb.Exists(ctx, w).Result(); err != nil || n != 0 {
 			ttl, _ := wrdb.PTTL(ctx, w).Result()
 			t.Fatalf("after the write returned, its announcement still stands (exists=%d, %v; %v to live): the table is uncached everywhere", n, err, ttl)

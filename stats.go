@@ -1,6 +1,6 @@
 package gormflight
 
-import "sync/atomic"
+import "github.com/gormflight/gormflight/internal/engine"
 
 // Stats is a snapshot of a Plugin's counters since New. All counts are per
 // Plugin (one application instance); add them up across instances for the
@@ -55,33 +55,23 @@ type Stats struct {
 	InvalidationErrors uint64
 }
 
-// counters is the single place where the plugin counts. Adapters (metrics
-// exporters) read it through Stats.
-type counters struct {
-	hits, misses, loads, shared, waits, fallbacks atomic.Uint64
-	redisErrors, uncached, bypassed, decodeErrors atomic.Uint64
-	lockTakeovers, waitTimeouts                   atomic.Uint64
-	invalidations, invalidationErrors             atomic.Uint64
-	breakerOpens                                  atomic.Uint64
-}
-
-func (c *counters) snapshot() Stats {
+func snapshot(c *engine.Counters) Stats {
 	return Stats{
-		Hits:          c.hits.Load(),
-		Misses:        c.misses.Load(),
-		Loads:         c.loads.Load(),
-		Shared:        c.shared.Load(),
-		Waits:         c.waits.Load(),
-		Fallbacks:     c.fallbacks.Load(),
-		RedisErrors:   c.redisErrors.Load(),
-		Uncached:      c.uncached.Load(),
-		Bypassed:      c.bypassed.Load(),
-		DecodeErrors:  c.decodeErrors.Load(),
-		LockTakeovers: c.lockTakeovers.Load(),
-		WaitTimeouts:  c.waitTimeouts.Load(),
+		Hits:          c.Hits.Load(),
+		Misses:        c.Misses.Load(),
+		Loads:         c.Loads.Load(),
+		Shared:        c.Shared.Load(),
+		Waits:         c.Waits.Load(),
+		Fallbacks:     c.Fallbacks.Load(),
+		RedisErrors:   c.RedisErrors.Load(),
+		Uncached:      c.Uncached.Load(),
+		Bypassed:      c.Bypassed.Load(),
+		DecodeErrors:  c.DecodeErrors.Load(),
+		LockTakeovers: c.LockTakeovers.Load(),
+		WaitTimeouts:  c.WaitTimeouts.Load(),
 
-		BreakerOpens:       c.breakerOpens.Load(),
-		Invalidations:      c.invalidations.Load(),
-		InvalidationErrors: c.invalidationErrors.Load(),
+		BreakerOpens:       c.BreakerOpens.Load(),
+		Invalidations:      c.Invalidations.Load(),
+		InvalidationErrors: c.InvalidationErrors.Load(),
 	}
 }

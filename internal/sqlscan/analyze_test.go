@@ -1,166 +1,197 @@
 package sqlscan
 
 import (
+	"fmt"
+	"reflect"
+	"runtime/debug"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 )
 
-type analyzeCase struct {
-	sql    string
-	writes []string
-	flags  string // letters: c = Catalog, d = DDL, s = Schema
+// TestTablesLargeInputs feeds pathological inputs of a few hundred
+// kilobytes (20000-fold nesting, unclosed comments and quotes): they must be
+// parsed without a panic or a stack overflow, and a quadratic tokenizer
+// would run the suite into its timeout. BenchmarkTables times parsing.
+func TestTablesLargeInputs(t *testing.T) {
+	const n = 20000
+	var ctes, refs strings.Builder
+	for i := range n {
+		if i > 0 {
+			ctes.WriteString(", ")
+			refs.WriteString(", ")
+		}
+		fmt.Fprintf(&ctes, "c%d AS (SELECT 1)", i)
+		fmt.Fprintf(&refs, "c%d", i)
+	}
+	inputs := map[string]string{
+		"many ctes":        "WITH " + ctes.String() + " SELECT * FROM " + refs.String() + ", real_t",
+		"deep parens":      strings.Repeat("(", n) + "SELECT * FROM t" + strings.Repeat(")", n),
+		"unbalanced with":  strings.Repeat("WITH a (x, ", n),
+		"nested with":      strings.Repeat("WITH a AS (", n) + "SELECT * FROM t",
+		"unclosed comment": "SELECT * FROM t /*" + strings.Repeat("/* x ", n),
+		"unclosed dollar":  strings.Repeat("$a$ $b", n),
+		"many joins":       "SELECT * FROM t0" + strings.Repeat(" JOIN t ON a.x = b.y", n),
+		"many statements":  strings.Repeat("SELECT * FROM t;", n),
+		"long string":      "SELECT '" + strings.Repeat("FROM x ", n) + "' FROM t",
+	}
+	for name, sql := range inputs {
+		t.Run(name, func(t *testing.T) {
+			read, _ := Tables(PostgreSQL, sql)
+			if name == "many ctes" && !slices.Equal(read, l("real_t")) {
+				t.Errorf("read = %q", read)
+			}
+		})
+	}
 }
 
-func (c analyzeCase) check(t *testing.T) {
+// TestTablesReuse checks that pooled state does not leak between calls.
+func TestTablesReuse(t *testing.T) {
+	for range 3 {
+		for _, tc := range tablesCases {
+			read, written := Tables(PostgreSQL, tc.sql)
+			if !slices.Equal(read, tc.read) || !slices.Equal(written, tc.written) {
+				t.Fatalf("%s: got %q %q", tc.name, read, written)
+			}
+		}
+	}
+}
+
+func TestTablesConcurrent(t *testing.T) {
+	var wg sync.WaitGroup
+	errs := make(chan string, 8)
+	for g := range 8 {
+		wg.Go(func() {
+			for k := range 50 {
+				tc := tablesCases[(g*31+k)%len(tablesCases)]
+				read, written := Tables(PostgreSQL, tc.sql)
+				if !slices.Equal(read, tc.read) || !slices.Equal(written, tc.written) {
+					errs <- tc.name
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for name := range errs {
+		t.Errorf("%s: wrong result under concurrency", name)
+	}
+}
+
+func TestTablesAllocs(t *testing.T) {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "-race" && s.Value == "true" {
+				t.Skip("sync.Pool drops items at random under the race detector")
+			}
+		}
+	}
+	allocs := testing.AllocsPerRun(100, func() { Tables(PostgreSQL, gormJoinQuery) })
+	if allocs > 1 {
+		t.Errorf("Tables allocates %v times per call, want at most 1", allocs)
+	}
+}
+
+func checkSet(t *testing.T, what, sql string, v []string) {
 	t.Helper()
-	r := Analyze(c.sql)
-	got := ""
-	if r.Catalog {
-		got += "c"
+	if v != nil && len(v) == 0 {
+		t.Fatalf("%s of %q: empty non-nil list", what, sql)
 	}
-	if r.DDL {
-		got += "d"
-	}
-	if r.Schema {
-		got += "s"
-	}
-	if !slices.Equal(r.Writes, c.writes) || got != c.flags {
-		t.Errorf("Analyze(%q) = writes %q flags %q, want %q %q", c.sql, r.Writes, got, c.writes, c.flags)
-	}
-	if r.Schema && !slices.Contains(r.Writes, AllTables) {
-		t.Errorf("Analyze(%q): Schema without AllTables", c.sql)
+	for i, s := range v {
+		if s == "" {
+			t.Fatalf("%s of %q: empty name in %q", what, sql, v)
+		}
+		if i > 0 && v[i-1] >= s {
+			t.Fatalf("%s of %q: not sorted and unique: %q", what, sql, v)
+		}
 	}
 }
 
-// ddlCases are DDL statements (issue 7, defect 6): each writes every
-// relation whose rows, definition or privileges it changes, and sets Schema
-// when those cannot be named.
-var ddlCases = []analyzeCase{
-	// Creating and replacing relations.
-	{`CREATE OR REPLACE VIEW "v" AS SELECT * FROM t`, l("v"), "d"},
-	{`CREATE OR REPLACE TEMP RECURSIVE VIEW v (n) AS SELECT 1`, l("v"), "d"},
-	{`CREATE TABLE "users" ("id" bigserial,"name" text,PRIMARY KEY ("id"))`, l("users"), "d"},
-	{`CREATE UNLOGGED TABLE IF NOT EXISTS s.t (a int REFERENCES u (id))`, l("t"), "d"},
-	{`CREATE GLOBAL TEMPORARY TABLE t AS SELECT * FROM src WITH NO DATA`, l("t"), "d"},
-	{`CREATE TABLE t (LIKE src INCLUDING ALL)`, l("t"), "d"},
-	{`CREATE TABLE p1 PARTITION OF parent FOR VALUES IN (1)`, l("p1", "parent"), "d"},
-	{`CREATE TABLE c (x int) INHERITS (p1, s.p2)`, l("c", "p1", "p2"), "d"},
-	{`CREATE MATERIALIZED VIEW IF NOT EXISTS mv AS SELECT * FROM t`, l("mv"), "d"},
-	{`CREATE FOREIGN TABLE ft (a int) SERVER s`, l("ft"), "d"},
-	{`CREATE SEQUENCE IF NOT EXISTS seq`, l("seq"), "d"},
-	{`SELECT * INTO snap FROM users`, l("snap"), "d"},
-	{`EXPLAIN (ANALYZE) CREATE TABLE t AS SELECT 1`, l("t"), "d"},
-	{`CREATE SCHEMA s CREATE TABLE a (x int) CREATE VIEW b AS SELECT * FROM c GRANT SELECT ON a TO r`, l("a", "b"), "d"},
-
-	// Altering relations.
-	{`ALTER VIEW v RENAME TO w`, l("v", "w"), "d"},
-	{`ALTER MATERIALIZED VIEW IF EXISTS mv RENAME TO mv2`, l("mv", "mv2"), "d"},
-	{`ALTER FOREIGN TABLE ONLY ft RENAME TO ft2`, l("ft", "ft2"), "d"},
-	{`ALTER TABLE t SET SCHEMA other`, l("t"), "d"},
-	{`ALTER TABLE t ENABLE ROW LEVEL SECURITY`, l("t"), "d"},
-	{`ALTER TABLE t RENAME COLUMN a TO b`, l("t"), "d"},
-	{`ALTER TABLE parent ATTACH PARTITION p1 FOR VALUES IN (1)`, l("p1", "parent"), "d"},
-	{`ALTER TABLE parent DETACH PARTITION p1 CONCURRENTLY`, l("p1", "parent"), "d"},
-	{`ALTER TABLE c INHERIT p; ALTER TABLE d NO INHERIT q`, l("c", "d", "p", "q"), "d"},
-	{`ALTER TABLE t ALTER COLUMN c TYPE int USING c::int`, l("t"), "d"},
-	{`ALTER SEQUENCE seq RESTART`, l("seq"), "d"},
-	{`ALTER INDEX idx RENAME TO idx2`, l("idx", "idx2"), "d"},
-	{`ALTER TABLE ALL IN TABLESPACE a SET TABLESPACE b`, nil, "d"},
-
-	// Rules, policies, triggers, comments, labels, privileges.
-	{`CREATE OR REPLACE RULE r AS ON SELECT TO t DO INSTEAD SELECT * FROM u`, l("t"), "d"},
-	{`DROP RULE IF EXISTS r ON s.t`, l("t"), "d"},
-	{`ALTER RULE r ON t RENAME TO r2`, l("t"), "d"},
-	{`CREATE POLICY p ON t FOR SELECT USING (owner = current_user)`, l("t"), "cd"},
-	{`ALTER POLICY p ON t RENAME TO p2`, l("t"), "d"},
-	{`DROP POLICY p ON t`, l("t"), "d"},
-	{`CREATE CONSTRAINT TRIGGER tr AFTER INSERT OR UPDATE OF a ON t FOR EACH ROW EXECUTE FUNCTION f()`, l("t"), "d"},
-	{`DROP TRIGGER IF EXISTS tr ON t`, l("t"), "d"},
-	{`COMMENT ON TABLE t IS 'x'`, l("t"), "d"},
-	{`COMMENT ON COLUMN s.t.c IS 'x'`, l("t"), "d"},
-	{`COMMENT ON FUNCTION f() IS 'x'`, nil, "d"},
-	{`SECURITY LABEL FOR selinux ON TABLE t IS 'label'`, l("t"), "d"},
-	{`SECURITY LABEL ON SCHEMA s IS 'label'`, l(AllTables), "ds"},
-	{`GRANT SELECT ON t, u TO r`, l("t", "u"), "d"},
-	{`REVOKE GRANT OPTION FOR SELECT (a, b) ON TABLE t FROM r`, l("t"), "d"},
-	{`GRANT SELECT ON ALL TABLES IN SCHEMA public TO r`, l(AllTables), "ds"},
-	{`GRANT r1 TO r2`, l(AllTables), "ds"},
-	{`GRANT CONNECT ON DATABASE d TO r`, nil, "d"},
-	{`GRANT SELECT ON database, schema.t TO r`, l("database", "t"), "d"},
-
-	// Indexes, drops.
-	{`CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS i ON ONLY t USING btree (a) WHERE b`, l("t"), "d"},
-	{`DROP INDEX CONCURRENTLY IF EXISTS i`, l("i"), "d"},
-	{`DROP VIEW v1; DROP MATERIALIZED VIEW IF EXISTS v2`, l("v1", "v2"), "d"},
-	{`DROP FOREIGN TABLE ft, s.ft2`, l("ft", "ft2"), "d"},
-	{`DROP SEQUENCE seq`, l("seq"), "d"},
-
-	// DDL whose tables cannot be named.
-	{`DROP SCHEMA s CASCADE`, l(AllTables), "ds"},
-	{`ALTER SCHEMA s RENAME TO s2`, l(AllTables), "ds"},
-	{`DROP TABLE t CASCADE`, l(AllTables, "t"), "ds"},
-	{`CREATE OR REPLACE FUNCTION f() RETURNS int LANGUAGE sql AS $$SELECT 1$$`, l(AllTables), "ds"},
-	{`ALTER TYPE mood RENAME VALUE 'sad' TO 'blue'`, l(AllTables), "ds"},
-	{`CREATE EXTENSION IF NOT EXISTS postgis`, l(AllTables), "ds"},
-	{`ALTER ROLE app BYPASSRLS`, l(AllTables), "ds"},
-	{`IMPORT FOREIGN SCHEMA remote FROM SERVER s INTO public`, l(AllTables), "ds"},
-	{`IMPORT FOREIGN SCHEMA remote LIMIT TO (a, b) FROM SERVER s INTO public`, l("a", "b"), "d"},
-	{`DROP OWNED BY r`, l(AllTables), "ds"},
-	{`REASSIGN OWNED BY a TO b`, l(AllTables), "ds"},
-
-	// DDL that changes no relation.
-	{`CREATE ROLE r`, nil, "d"},
-	{`CREATE LANGUAGE plpgsql`, l(AllTables), "ds"}, // may create the extension
-	{`DROP DATABASE IF EXISTS d`, nil, "d"},
-	{`CREATE SCHEMA s`, nil, "d"},
-	{`ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO r`, nil, "d"},
-
-	// Not DDL.
-	{`TRUNCATE t CASCADE`, l("t"), ""},
-	{`REFRESH MATERIALIZED VIEW mv`, l("mv"), ""},
-	{`SET search_path TO s`, nil, ""},
-}
-
-func TestAnalyzeDDL(t *testing.T) {
-	for _, c := range ddlCases {
-		t.Run(c.sql, c.check)
+// stripCommentDelimiters removes every "/*" and "*/" so that the result can
+// be placed inside a block comment.
+func stripCommentDelimiters(s string) string {
+	for strings.Contains(s, "/*") || strings.Contains(s, "*/") {
+		s = strings.ReplaceAll(s, "/*", "")
+		s = strings.ReplaceAll(s, "*/", "")
 	}
+	return s
 }
 
-// catalogCases are catalog and session reads (issue 7, defect 11): never
-// cached, since no table write follows their changes.
-var catalogCases = []analyzeCase{
-	{`SELECT count(*) FROM information_schema.tables WHERE table_schema = CURRENT_SCHEMA() AND table_name = $1 AND table_type = $2`, nil, "c"},
-	{`SELECT count(*) FROM "information_schema"."columns" WHERE table_name = $1`, nil, "c"},
-	{`SELECT * FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace`, nil, "c"},
-	{`SELECT * FROM pg_catalog.pg_tables`, nil, "c"},
-	{`SELECT relname FROM PG_STAT_USER_TABLES`, nil, "c"},
-	{`SELECT to_regclass($1) IS NOT NULL`, nil, "c"},
-	{`SELECT pg_table_is_visible(1)`, nil, "c"},
-	{`SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) FROM t a`, nil, "c"},
-	{`SELECT has_table_privilege('t', 'select')`, nil, "c"},
-	{`SELECT has_foreign_data_wrapper_privilege('w', 'usage')`, nil, "c"},
-	{`SELECT obj_description('t'::regclass)`, nil, "c"},
-	{`SELECT current_setting('search_path')`, nil, "c"},
-	{`SELECT current_user, session_user`, nil, "c"},
-	{`SELECT * FROM t WHERE owner = CURRENT_USER`, nil, "c"},
-	{`SHOW search_path`, nil, "c"},
-	{`SELECT "pg_get_viewdef"('v')`, nil, "c"},
-	{`SELECT * FROM pg_get_keywords() k`, nil, "c"},
-	{"SELECT 1\x00FROM pg_class", nil, ""}, // PostgreSQL stops at the NUL
-	{`SELECT * FROM t, pg_ls_dir('.')`, nil, "c"},
-	{`SELECT * FROM to_regclass('x')`, nil, "c"},
+func FuzzTables(f *testing.F) {
+	for _, tc := range tablesCases {
+		f.Add(tc.sql, "FROM x")
+	}
+	for _, c := range append(slices.Clone(ddlCases), catalogCases...) {
+		f.Add(c.sql, "CASCADE")
+	}
+	f.Add("SELECT * FROM t /* unterminated", "*/ FROM x")
+	f.Add("SELECT * FROM $q$ t", "$q$ FROM x")
+	f.Add(`SELECT * FROM "t`, `" FROM x`)
+	f.Fuzz(func(t *testing.T, sql, tail string) {
+		read, written := Tables(PostgreSQL, sql)
+		checkSet(t, "read", sql, read)
+		checkSet(t, "written", sql, written)
 
-	// Not catalog reads.
-	{`SELECT pg FROM t WHERE t.pg_x = 1 AND x.current_user = 2`, nil, ""},
-	{`SELECT * FROM "users" WHERE "users"."deleted_at" IS NULL`, nil, ""},
-	{`SELECT now(), "user" FROM pgx`, nil, ""},
-	{`SELECT pg_sleep(0.1), pg_sleep_for('1s'), pg_sleep_until(now())`, nil, ""},
-	{`SELECT pg_advisory_xact_lock_shared($1), pg_try_advisory_lock(1)`, nil, ""},
+		// Deterministic, and no state leaks through the pool.
+		if r2, w2 := Tables(PostgreSQL, sql); !slices.Equal(r2, read) || !slices.Equal(w2, written) {
+			t.Fatalf("second call differs for %q", sql)
+		}
+
+		// Nothing inside a comment is a table.
+		commented := "/* " + stripCommentDelimiters(sql) + " */"
+		if r, w := Tables(PostgreSQL, commented); r != nil || w != nil {
+			t.Fatalf("Tables(%q) = %q, %q; want nothing", commented, r, w)
+		}
+
+		// A trailing line comment changes nothing, provided the statement
+		// does not end inside a string, quoted identifier or block comment
+		// (detected by checking that a following statement is seen).
+		if r, _ := Tables(PostgreSQL, sql+"\n;SELECT * FROM zz_sentinel"); slices.Contains(r, "zz_sentinel") && !slices.Contains(read, "zz_sentinel") {
+			tail = strings.NewReplacer("\n", "", "\r", "").Replace(tail)
+			with := sql + "-- " + tail
+			if r, w := Tables(PostgreSQL, with); !slices.Equal(r, read) || !slices.Equal(w, written) {
+				t.Fatalf("Tables(%q) = %q, %q; Tables(%q) = %q, %q", with, r, w, sql, read, written)
+			}
+		}
+
+		// Keywords and unquoted names are case-insensitive: flipping their
+		// case changes nothing.
+		r := Analyze(PostgreSQL, sql)
+		if flipped := flipWordCase(sql); !reflect.DeepEqual(Analyze(PostgreSQL, flipped), r) {
+			t.Fatalf("Analyze(%q) = %+v; Analyze(%q) = %+v", sql, r, flipped, Analyze(PostgreSQL, flipped))
+		}
+		if r.Schema && !slices.Contains(r.Writes, AllTables) {
+			t.Fatalf("Analyze(%q) = %+v: Schema without AllTables", sql, r)
+		}
+
+		_ = NormTable(PostgreSQL, sql)
+	})
 }
 
-func TestAnalyzeCatalog(t *testing.T) {
-	for _, c := range catalogCases {
-		t.Run(c.sql, c.check)
+// flipWordCase swaps the ASCII case of every unquoted word of sql.
+func flipWordCase(sql string) string {
+	b := []byte(sql)
+	for _, t := range Lex(PostgreSQL, sql) {
+		if t.Kind != TokWord {
+			continue
+		}
+		for i := t.Pos; i < t.End; i++ {
+			switch c := b[i]; {
+			case c >= 'a' && c <= 'z':
+				b[i] = c - 'a' + 'A'
+			case c >= 'A' && c <= 'Z':
+				b[i] = c - 'A' + 'a'
+			}
+		}
+	}
+	return string(b)
+}
+
+func BenchmarkTables(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		Tables(PostgreSQL, gormJoinQuery)
 	}
 }

@@ -5,8 +5,9 @@ import (
 	"sync"
 )
 
-// ---------------------------------------------------------------------------
-// Walk
+// This file walks the tokens of a statement string once, front to back:
+// the frames of parentheses, from-lists and their items, and the small
+// questions about tokens that the handlers of words.go and ddl.go share.
 
 // frame is the state of one parenthesis or bracket level.
 type frame struct {
@@ -17,17 +18,6 @@ type frame struct {
 	withList bool // a WITH list is in progress: a comma may introduce another CTE
 	withRec  bool // ... and it is WITH RECURSIVE
 }
-
-// cteDef is a CTE name defined by a WITH clause at frame depth depth. It
-// hides tables of the same (unqualified) name while active.
-type cteDef struct {
-	name   string
-	depth  int
-	active bool
-}
-
-// cteMapThreshold is the number of active CTEs above which lookups use a map.
-const cteMapThreshold = 16
 
 type walker struct {
 	s      string
@@ -139,6 +129,17 @@ func (w *walker) isKw(j int, kw uint8) bool {
 	return j < len(w.toks) && w.toks[j].kind == tkWord && w.toks[j].kw == kw
 }
 
+// prevKw returns the keyword before toks[i], or kwNone.
+func (w *walker) prevKw(i int) uint8 {
+	if i > 0 && w.toks[i-1].kind == tkWord {
+		return w.toks[i-1].kw
+	}
+	return kwNone
+}
+
+// top returns the innermost frame.
+func (w *walker) top() *frame { return &w.fs[len(w.fs)-1] }
+
 func (w *walker) isKind(j int, k tokKind) bool {
 	return j < len(w.toks) && w.toks[j].kind == k
 }
@@ -209,61 +210,6 @@ func (w *walker) addRead(name string, qualified bool) {
 func (w *walker) addWrite(name string) {
 	if name != "" {
 		w.writes = append(w.writes, name)
-	}
-}
-
-func (w *walker) isCTE(name string) bool {
-	if w.cteActive == 0 {
-		return false
-	}
-	if w.cteMap != nil {
-		return w.cteMap[name] > 0
-	}
-	for i := range w.ctes {
-		if w.ctes[i].active && w.ctes[i].name == name {
-			return true
-		}
-	}
-	return false
-}
-
-func (w *walker) activateCTE(idx int) {
-	c := &w.ctes[idx]
-	if c.active || c.name == "" {
-		return
-	}
-	c.active = true
-	w.cteActive++
-	switch {
-	case w.cteMap != nil:
-		w.cteMap[c.name]++
-	case w.cteActive > cteMapThreshold:
-		w.cteMap = make(map[string]int, 2*w.cteActive)
-		for i := range w.ctes {
-			if w.ctes[i].active {
-				w.cteMap[w.ctes[i].name]++
-			}
-		}
-	}
-}
-
-// dropCTEs ends the scope of the CTEs defined at depth >= depth.
-func (w *walker) dropCTEs(depth int) {
-	for len(w.ctes) > 0 {
-		c := &w.ctes[len(w.ctes)-1]
-		if c.depth < depth {
-			return
-		}
-		if c.active {
-			w.cteActive--
-			if w.cteMap != nil {
-				if w.cteMap[c.name]--; w.cteMap[c.name] <= 0 {
-					delete(w.cteMap, c.name)
-				}
-			}
-		}
-		*c = cteDef{}
-		w.ctes = w.ctes[:len(w.ctes)-1]
 	}
 }
 
@@ -379,261 +325,4 @@ func (w *walker) nameList(j int) (next int, found bool) {
 		}
 		j++
 	}
-}
-
-// cteDef recognises "name [(cols)] AS [NOT] [MATERIALIZED] (" at j and
-// records the CTE; it returns the index of the body's "(".
-func (w *walker) cteDef(j int, recursive bool) (int, bool) {
-	if !w.isNameTok(j) {
-		return j, false
-	}
-	k := j + 1
-	if w.isKind(k, tkLParen) {
-		var ok bool
-		if k, ok = w.skipNameList(k); !ok {
-			return j, false
-		}
-	}
-	if !w.isKw(k, kwAs) {
-		return j, false
-	}
-	k++
-	if w.isKw(k, kwNot) {
-		k++
-	}
-	if w.isKw(k, kwMaterialized) {
-		k++
-	}
-	if !w.isKind(k, tkLParen) {
-		return j, false
-	}
-	w.ctes = append(w.ctes, cteDef{name: identValue(w.s, w.toks, j), depth: len(w.fs) - 1})
-	idx := len(w.ctes) - 1
-	if recursive {
-		w.activateCTE(idx)
-	}
-	w.pendCTE, w.pendCTEIdx = k, idx
-	return k, true
-}
-
-func (w *walker) word(i int) int {
-	toks := w.toks
-	kw := toks[i].kw
-	if kw == kwNone || i > 0 && toks[i-1].kind == tkDot {
-		return i + 1 // an identifier (a name after "." is never a keyword)
-	}
-	var prev uint8 // keyword before this one, if any
-	if i > 0 && toks[i-1].kind == tkWord {
-		prev = toks[i-1].kw
-	}
-	f := &w.fs[len(w.fs)-1]
-	switch kw {
-	case kwFrom:
-		if i == w.copyFrom || prev == kwAs || f.fn {
-			return i + 1
-		}
-		if prev == kwDistinct && i > 1 && toks[i-2].kind == tkWord && (toks[i-2].kw == kwIs || toks[i-2].kw == kwNot) {
-			return i + 1 // IS [NOT] DISTINCT FROM
-		}
-		f.inFrom, f.joinSeen = true, false
-		next, _ := w.fromItem(i + 1)
-		return next
-
-	case kwJoin:
-		f.joinSeen = true
-		next, _ := w.fromItem(i + 1)
-		return next
-
-	case kwUsing:
-		if f.joinSeen {
-			return i + 1 // JOIN ... USING (columns)
-		}
-		// DELETE ... USING, MERGE ... USING: a from-list.
-		next, found := w.fromItem(i + 1)
-		if found {
-			f = &w.fs[len(w.fs)-1]
-			f.inFrom = true
-		}
-		return next
-
-	case kwWith:
-		j := i + 1
-		rec := w.isKw(j, kwRecursive)
-		if rec {
-			j++
-		}
-		if next, ok := w.cteDef(j, rec); ok {
-			f = &w.fs[len(w.fs)-1]
-			f.withList, f.withRec = true, rec
-			return next
-		}
-		return i + 1
-
-	case kwWhere, kwGroup, kwHaving, kwOrder, kwLimit, kwOffset, kwFetch, kwFor, kwWindow,
-		kwUnion, kwIntersect, kwExcept, kwReturning, kwDo:
-		f.inFrom = false
-		return i + 1
-
-	case kwSet:
-		// MERGE ... USING s ... THEN UPDATE SET a = 1, b = 2: the commas are
-		// not from-items. Elsewhere SET may be a table alias ("FROM t set, u").
-		if prev == kwUpdate {
-			f.inFrom = false
-		}
-		return i + 1
-
-	case kwSelect, kwValues, kwInsert, kwMerge:
-		f.withList = false
-		return i + 1
-
-	case kwUpdate:
-		f.withList = false
-		switch prev {
-		case kwFor, kwKey, kwOn, kwOr, kwOf, kwBefore, kwAfter:
-			return i + 1 // FOR [NO KEY] UPDATE, ON UPDATE, trigger events
-		case kwDo, kwThen:
-			if w.isKw(i+1, kwSet) {
-				return i + 1 // ON CONFLICT DO UPDATE SET, MERGE ... THEN UPDATE SET
-			}
-		}
-		j := i + 1
-		if w.isKw(j, kwOnly) {
-			j++
-		}
-		name, _, k, ok := w.qualName(j)
-		if !ok {
-			return i + 1
-		}
-		if w.isKind(k, tkStar) {
-			k++
-		}
-		w.addWrite(name)
-		f.joinSeen = false
-		return k
-
-	case kwDelete:
-		f.withList = false
-		if !w.isKw(i+1, kwFrom) {
-			return i + 1
-		}
-		j := i + 2
-		if w.isKw(j, kwOnly) {
-			j++
-		}
-		name, q, k, ok := w.qualName(j)
-		if !ok {
-			return i + 1
-		}
-		w.addWrite(name)
-		f.joinSeen = false
-		if prev == kwAs {
-			// "PREPARE p AS DELETE FROM t" or "SELECT x AS delete FROM t":
-			// record the write and let the FROM be handled as a read as well.
-			w.addRead(name, q)
-			return i + 1
-		}
-		if w.isKind(k, tkStar) {
-			k++
-		}
-		return k
-
-	case kwInto:
-		j := i + 1
-		if prev != kwInsert && prev != kwMerge {
-			// SELECT ... INTO [TEMP | UNLOGGED ...] [TABLE] name creates a table.
-			w.ddl = true
-			for (w.isNameTok(j+1) || w.isKw(j+1, kwTable)) && (w.isKw(j, kwTemp) || w.isKw(j, kwTemporary) ||
-				w.isKw(j, kwUnlogged) || w.isKw(j, kwLocal) || w.isKw(j, kwGlobal)) {
-				j++
-			}
-			if w.isKw(j, kwTable) {
-				j++
-			}
-		}
-		if w.isKw(j, kwOnly) {
-			j++
-		}
-		name, _, k, ok := w.qualName(j)
-		if !ok {
-			return i + 1
-		}
-		w.addWrite(name)
-		f.joinSeen = false
-		return k
-
-	case kwTruncate:
-		j := i + 1
-		if w.isKw(j, kwTable) {
-			j++
-		}
-		if next, found := w.nameList(j); found {
-			return next
-		}
-		return i + 1
-
-	case kwRefresh:
-		j := i + 1
-		if !w.isKw(j, kwMaterialized) || !w.isKw(j+1, kwView) {
-			return i + 1
-		}
-		j += 2
-		if w.isKw(j, kwConcurrently) {
-			j++
-		}
-		name, _, k, ok := w.qualName(j)
-		if !ok {
-			return j
-		}
-		w.addWrite(name)
-		return k
-
-	case kwCopy:
-		j := i + 1
-		if w.isKw(j, kwBinary) {
-			j++
-		}
-		name, _, k, ok := w.qualName(j)
-		if !ok {
-			return i + 1 // includes COPY (query) TO: the query is walked normally
-		}
-		m := k
-		if w.isKind(m, tkLParen) {
-			if e, ok := w.skipNameList(m); ok {
-				m = e
-			}
-		}
-		if w.isKw(m, kwFrom) {
-			w.addWrite(name)
-			w.copyFrom = m
-		} else {
-			w.addRead(name, true)
-		}
-		return k
-
-	case kwTable:
-		f.withList = false
-		// TABLE name (the command), CREATE/LOCK TABLE name, ... ; statements
-		// that write their TABLE target consumed it above.
-		j := i + 1
-		if w.isKw(j, kwIf) {
-			if w.isKw(j+1, kwNot) && w.isKw(j+2, kwExists) {
-				j += 3
-			} else if w.isKw(j+1, kwExists) {
-				j += 2
-			}
-		}
-		if w.isKw(j, kwOnly) {
-			j++
-		}
-		name, q, k, ok := w.qualName(j)
-		if !ok {
-			return i + 1
-		}
-		if w.isKind(k, tkLParen) {
-			return k // CREATE TABLE name (columns)
-		}
-		w.addRead(name, q)
-		return k
-	}
-	return i + 1
 }

@@ -154,7 +154,7 @@ func check(t *testing.T, sql string) bool {
 	if !ok {
 		return false
 	}
-	got := sqlscan.Analyze(sql)
+	got := sqlscan.Analyze(sqlscan.PostgreSQL, sql)
 	var problems []string
 	for _, name := range keys(want.Writes) {
 		if !got.Schema && !slices.Contains(got.Writes, name) {

@@ -56,11 +56,19 @@ var schemaDrops = map[pg_query.ObjectType]bool{
 // statement records what a node of type name requires besides its
 // RangeVars.
 func (o *walk) statement(name string, m any, ctx string, scope []string) {
-	f := o.f
 	if (strings.HasPrefix(name, "Create") || strings.HasPrefix(name, "Alter") ||
 		strings.HasPrefix(name, "Drop") || ddlStmts[name]) && !notDDL[name] {
-		f.DDL = true
+		o.f.DDL = true
 	}
+	o.namedWrites(m, scope)
+	o.catalogRead(m)
+}
+
+// namedWrites records the relations a statement names with plain strings
+// (DROP, COMMENT, SECURITY LABEL, RENAME) and the direction of COPY, and
+// sets Schema for statements whose relations cannot be named.
+func (o *walk) namedWrites(m any, scope []string) {
+	f := o.f
 	switch s := m.(type) {
 	case *pg_query.CopyStmt:
 		if s.Relation != nil {
@@ -92,6 +100,14 @@ func (o *walk) statement(name string, m any, ctx string, scope []string) {
 		*pg_query.AlterExtensionStmt, *pg_query.DropOwnedStmt, *pg_query.ReassignOwnedStmt,
 		*pg_query.GrantRoleStmt, *pg_query.AlterEnumStmt, *pg_query.AlterRoleStmt:
 		f.Schema = true
+	}
+}
+
+// catalogRead sets Catalog for a function call, SQL value function, type
+// or SHOW that reads the catalogs or session state.
+func (o *walk) catalogRead(m any) {
+	f := o.f
+	switch s := m.(type) {
 	case *pg_query.FuncCall:
 		// SQL-syntax functions (EXTRACT(... FROM ...), ...) come out as
 		// pg_catalog.extract and the like, but read no catalog.

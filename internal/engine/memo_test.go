@@ -1,4 +1,4 @@
-package gormflight
+package engine
 
 import (
 	"database/sql/driver"
@@ -8,6 +8,8 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/gormflight/gormflight/internal/rowcodec"
 )
 
 // later is an expiry the memo tests do not reach.
@@ -16,23 +18,21 @@ var later = time.Now().Add(time.Hour)
 // memoWeightOf is the weight the memo gives data under key.
 func memoWeightOf(t *testing.T, key string, data []byte) int {
 	t.Helper()
-	e, err := decodeEntry(data)
+	e, err := rowcodec.Decode(data)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return memoWeight(key, data, e)
 }
 
-func memoData(t *testing.T, rows ...string) ([]byte, *entry) {
+func memoData(t *testing.T, rows ...string) ([]byte, *rowcodec.Entry) {
 	t.Helper()
-	e := &entry{
-		columns: []column{{name: "v", dbType: "TEXT", scanType: reflect.TypeFor[string]()}},
-		names:   []string{"v"},
-	}
+	var values [][]driver.Value
 	for _, r := range rows {
-		e.rows = append(e.rows, []driver.Value{r})
+		values = append(values, []driver.Value{r})
 	}
-	data, err := encodeEntry(nil, e, 0)
+	e := rowcodec.NewEntry([]string{"v"}, values)
+	data, err := rowcodec.Encode(nil, e, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,8 +47,8 @@ func TestMemo(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !reflect.DeepEqual(first.rows, want.rows) {
-			t.Fatalf("rows %v, want %v", first.rows, want.rows)
+		if !reflect.DeepEqual(first.Values(), want.Values()) {
+			t.Fatalf("rows %v, want %v", first.Values(), want.Values())
 		}
 		again, err := m.decode("k", append([]byte(nil), data...), later)
 		if err != nil {
@@ -69,8 +69,8 @@ func TestMemo(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !reflect.DeepEqual(got.rows, want.rows) {
-			t.Errorf("after the stored entry changed: rows %v, want %v", got.rows, want.rows)
+		if !reflect.DeepEqual(got.Values(), want.Values()) {
+			t.Errorf("after the stored entry changed: rows %v, want %v", got.Values(), want.Values())
 		}
 	})
 	t.Run("corrupt bytes are an error and forgotten", func(t *testing.T) {
@@ -79,8 +79,8 @@ func TestMemo(t *testing.T) {
 		if _, err := m.decode("k", data, later); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := m.decode("k", data[:len(data)-1], later); !errors.Is(err, errCorrupt) {
-			t.Fatalf("truncated entry: %v, want errCorrupt", err)
+		if _, err := m.decode("k", data[:len(data)-1], later); !errors.Is(err, rowcodec.ErrCorrupt) {
+			t.Fatalf("truncated entry: %v, want rowcodec.ErrCorrupt", err)
 		}
 		if n := m.len(); n != 0 {
 			t.Errorf("memo holds %d entries after a corrupt one replaced its key, want 0", n)
@@ -135,22 +135,15 @@ func TestMemo(t *testing.T) {
 // memoRow encodes a one-row entry of typical columns, distinct per i.
 func memoRow(t testing.TB, i, rows int) []byte {
 	t.Helper()
-	e := &entry{
-		columns: []column{
-			{name: "id", dbType: "INT8", scanType: reflect.TypeFor[int64]()},
-			{name: "name", dbType: "TEXT", scanType: reflect.TypeFor[string]()},
-			{name: "created_at", dbType: "TIMESTAMPTZ", scanType: reflect.TypeFor[time.Time]()},
-			{name: "payload", dbType: "BYTEA", scanType: reflect.TypeFor[[]byte]()},
-		},
-		names: []string{"id", "name", "created_at", "payload"},
-	}
+	var values [][]driver.Value
 	for r := range rows {
-		e.rows = append(e.rows, []driver.Value{
+		values = append(values, []driver.Value{
 			int64(i*1000 + r), fmt.Sprintf("customer number %d/%d", i, r),
 			time.Unix(int64(1_700_000_000+i), 0).UTC(), nil,
 		})
 	}
-	data, err := encodeEntry(nil, e, 0)
+	e := rowcodec.NewEntry([]string{"id", "name", "created_at", "payload"}, values)
+	data, err := rowcodec.Encode(nil, e, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,7 +233,7 @@ func TestMemoExpiry(t *testing.T) {
 	if n := m.len(); n != 3 {
 		t.Fatalf("memo holds %d entries, want 3 (an entry without expiry is not kept)", n)
 	}
-	chaosWaitFor(t, "the short entry to expire", time.Minute, func() bool { return m.len() == 2 })
+	waitFor(t, "the short entry to expire", time.Minute, func() bool { return m.len() == 2 })
 	m.mu.Lock()
 	_, long := m.byKey["long"]
 	_, renewed := m.byKey["renewed"]
@@ -252,41 +245,4 @@ func TestMemoExpiry(t *testing.T) {
 	if n := m.len(); n != 0 {
 		t.Errorf("closed memo holds %d entries", n)
 	}
-}
-
-// FuzzDecodeEntry feeds arbitrary bytes to the entry decoder: it must never
-// panic, and what it accepts must encode back to bytes that decode to the
-// same entry.
-func FuzzDecodeEntry(f *testing.F) {
-	data, err := encodeEntry(nil, &entry{
-		columns: []column{{name: "v", dbType: "TEXT", scanType: reflect.TypeFor[string]()}},
-		names:   []string{"v"},
-		rows:    [][]driver.Value{{"a"}, {nil}, {int64(-1)}, {[]byte{}}},
-	}, 0)
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Add(data)
-	f.Add([]byte{})
-	f.Add([]byte{0x01, 0x90, 0x90})
-	f.Fuzz(func(t *testing.T, b []byte) {
-		e, err := decodeEntry(b)
-		if err != nil {
-			if !errors.Is(err, errCorrupt) {
-				t.Fatalf("error %v does not wrap errCorrupt", err)
-			}
-			return
-		}
-		again, err := encodeEntry(nil, e, 0)
-		if err != nil {
-			t.Fatalf("decoded entry does not encode: %v", err)
-		}
-		e2, err := decodeEntry(again)
-		if err != nil {
-			t.Fatalf("re-encoded entry does not decode: %v", err)
-		}
-		if !reflect.DeepEqual(e, e2) {
-			t.Fatalf("round trip changed the entry:\n%+v\n%+v", e, e2)
-		}
-	})
 }

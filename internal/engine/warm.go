@@ -1,4 +1,4 @@
-package gormflight
+package engine
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package gormflight
+package engine
 
 import (
 	"context"
@@ -9,21 +9,20 @@ import (
 // reply was lost cannot end another write's announcement, and the writers
 // key goes away with the last one.
 func TestAnnouncementTokens(t *testing.T) {
-	in := newInstance(t, testConfig(openRedis(t, ""), testPrefix(t)))
-	e := in.p.engine
+	e, _ := newTestEngine(t, nil)
 	ctx := context.Background()
 	const table = "gft_announce"
 	writers := func() int64 {
 		t.Helper()
-		n, err := e.rdb.ZCard(ctx, e.writersKey(table)).Result()
+		n, err := e.rdb.ZCard(ctx, e.WritersKey(table)).Result()
 		if err != nil {
 			t.Fatal(err)
 		}
 		return n
 	}
 
-	a := e.announce(ctx, []string{table}, false)
-	b := e.announce(ctx, []string{table}, false)
+	a := e.Announce(ctx, []string{table}, false)
+	b := e.Announce(ctx, []string{table}, false)
 	if !a.has(table) || !b.has(table) || a.token == b.token {
 		t.Fatalf("announcements %+v and %+v: want both marked, with distinct tokens", a, b)
 	}
@@ -32,7 +31,7 @@ func TestAnnouncementTokens(t *testing.T) {
 	}
 	gen := func() int64 {
 		t.Helper()
-		v, err := e.rdb.Get(ctx, e.genKey(table)).Int64()
+		v, err := e.rdb.Get(ctx, e.GenKey(table)).Int64()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -52,7 +51,7 @@ func TestAnnouncementTokens(t *testing.T) {
 	if err := e.bump(ctx, []string{table}, b.ends()); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := e.rdb.Exists(ctx, e.writersKey(table)).Result(); err != nil || n != 0 {
+	if n, err := e.rdb.Exists(ctx, e.WritersKey(table)).Result(); err != nil || n != 0 {
 		t.Errorf("writers key after both bumps: exists=%d, %v; want gone", n, err)
 	}
 	if g2 := gen(); g2 <= g1 {

@@ -1,38 +1,51 @@
-package gormflight
+package engine
 
 import (
 	"context"
 	"errors"
 	"math/rand/v2"
 	"runtime/debug"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/go-redsync/redsync/v4"
-	"github.com/go-redsync/redsync/v4/redis/goredis/v9"
-	"github.com/redis/go-redis/v9"
-	"github.com/sony/gobreaker/v2"
+	"github.com/gormflight/gormflight/internal/rowcodec"
 	"golang.org/x/sync/singleflight"
 )
 
-// The flight engine knows queries only as a key, the tables they read and a
-// load function returning an entry. It does not know GORM: the GORM plugin is
-// one adapter over it.
+// A Request is one cacheable query as the engine sees it.
+type Request struct {
+	// Hash identifies the query and everything its rows depend on
+	// (internal/cachekey); the Redis keys are made from it.
+	Hash string
+	// Tables are the generation names of every table the rows depend on,
+	// sorted and without duplicates.
+	Tables []string
+	// TTL is the entry's lifetime, within [MinTTL, MaxTTL].
+	TTL time.Duration
+	// Load runs the query on the database. Its context is the flight's own,
+	// detached from every caller's cancellation and bounded by LoadTimeout.
+	Load func(ctx context.Context) (*rowcodec.Entry, error)
+}
 
-// request is one cacheable query as the engine sees it.
+// MinTTL and MaxTTL bound a Request's TTL: Redis keeps expiries in whole
+// milliseconds and refuses an expiry of 0.
+const (
+	MinTTL = time.Millisecond
+	MaxTTL = 100 * 365 * 24 * time.Hour
+)
+
+// request is a Request with its Redis names.
 type request struct {
 	keys   keys
 	tables []string
 	ttl    time.Duration
-	// load runs the query on the database. Its context is the flight's own,
-	// detached from every caller's cancellation.
-	load func(ctx context.Context) (*entry, error)
+	load   func(ctx context.Context) (*rowcodec.Entry, error)
 }
 
 // flightResult is what one flight hands to all of its callers.
 type flightResult struct {
-	entry *entry
+	entry *rowcodec.Entry
 	// readAt is when the flight started the read (of Redis, or of the
 	// database) that produced entry. A caller that arrived after it may not
 	// use the result: a write could have returned in between.
@@ -47,138 +60,14 @@ const (
 	readyUncached = "x" // the result was not stored (too large): query yourself
 )
 
-type engine struct {
-	rdb   redis.UniversalClient
-	cfg   Config
-	stats *counters
-	group singleflight.Group
-	locks *redsync.Redsync
-	hub   *hub
-	memo  *memo
-	// done is closed by Close: waiting flights stop waiting and query the
-	// database themselves.
-	done chan struct{}
-	// gate is held shared by callers (from enter to exit) and by flights,
-	// and exclusively by close, which so waits for all of them.
-	gate    sync.RWMutex
-	closing atomic.Bool
-
-	dirty   dirtySet
-	retry   chan struct{} // asks retryDirty to run now
-	retried chan struct{} // closed when retryDirty returns
-	warm    *warmer       // opens connections outside operations' deadlines (warm.go)
-	logf    logFunc
-	logged  map[string]*rateLimited // per kind of warning; fixed at newEngine
-	breaker *gobreaker.CircuitBreaker[struct{}]
-
-	// seam, set only by tests, is called at named points of a fill so a test
-	// can hold a flight there and force an interleaving without sleeps.
-	seam func(point string, k keys)
-}
-
-// Points of a fill where tests can hold it.
-const (
-	seamStamped = "stamped" // generations read, query not yet run
-	seamLoaded  = "loaded"  // query done, entry not yet stored
-)
-
-func (e *engine) at(point string, k keys) {
-	if e.seam != nil {
-		e.seam(point, k)
-	}
-}
-
-// enter admits a caller; it reports false once the engine is closing, and
-// then the caller must not use the engine. A caller that entered calls exit.
-// It never waits: only close takes the gate exclusively, after it set
-// closing, so a gate that cannot be had at once means the caller must go
-// to the database (waiting behind close would mean waiting for the slowest
-// load in progress, whatever the caller's deadline).
-func (e *engine) enter() bool {
-	if !e.gate.TryRLock() {
-		return false
-	}
-	if e.closing.Load() {
-		e.gate.RUnlock()
-		return false
-	}
-	return true
-}
-
-func (e *engine) exit() { e.gate.RUnlock() }
-
-// close makes waiting flights give up, waits for every caller and flight to
-// leave, stops the engine's goroutines and reports whether this call closed
-// the engine.
-func (e *engine) close() (bool, error) {
-	if !e.closing.CompareAndSwap(false, true) {
-		return false, nil
-	}
-	close(e.done)
-	// Wait for every caller and flight to leave. Those that come later see
-	// closing and stay away from Redis.
-	e.gate.Lock()
-	e.gate.Unlock()
-	<-e.retried
-	<-e.warm.ended
-	e.memo.close()
-	return true, e.hub.close()
-}
-
-// newEngine starts three goroutines, the pub/sub dispatcher, the retrier of
-// failed invalidations and the connection warmer; close stops them.
-func newEngine(cfg Config, stats *counters, logf logFunc) *engine {
-	e := &engine{
-		rdb:     cfg.Redis,
-		cfg:     cfg,
-		stats:   stats,
-		locks:   redsync.New(lockPool{goredis.NewPool(cfg.Redis)}),
-		hub:     newHub(cfg.Redis, cfg.RedisTimeout, stats),
-		memo:    newMemo(cfg.MemoSize),
-		done:    make(chan struct{}),
-		retry:   make(chan struct{}, 1),
-		retried: make(chan struct{}),
-		logf:    logf,
-		logged:  make(map[string]*rateLimited),
-	}
-	for _, kind := range []string{"redis", "takeover", "wait", "invalidate", "session"} {
-		e.logged[kind] = new(rateLimited)
-	}
-	e.breaker = newBreaker(cfg, stats, logf)
-	e.warm = newWarmer(cfg, e.done)
-	go e.retryDirty()
-	go e.warm.run()
-	return e
-}
-
-// logFunc reports a message at a level; the GORM adapter passes it to the
-// GORM logger.
-type logFunc func(ctx context.Context, level logLevel, format string, args ...any)
-
-type logLevel int
-
-const (
-	levelWarn logLevel = iota
-	levelError
-)
-
-// warnf logs a warning, at most once a second per kind.
-func (e *engine) warnf(kind, format string, args ...any) {
-	e.limitedf(kind, levelWarn, format, args...)
-}
-
-// limitedf logs at level, at most once a second per kind: an outage must not
-// flood the application's log.
-func (e *engine) limitedf(kind string, level logLevel, format string, args ...any) {
-	if e.logged[kind].allow(time.Now()) {
-		e.logf(context.Background(), level, format, args...)
-	}
-}
-
-// do returns the key's entry: from this instance's flight for the key, from
-// Redis, or from the database through the cluster-wide lock. The caller's
-// ctx only bounds the caller's own wait; the flight goes on for the others.
-func (e *engine) do(ctx context.Context, req request) (*entry, error) {
+// Do returns the query's entry: from this instance's flight for the key,
+// from Redis, or from the database through the cluster-wide lock. The
+// caller's ctx only bounds the caller's own wait; the flight goes on for
+// the others. A panic in Load reaches every caller of the flight, each
+// re-panicking with the value and the stack where it happened. Call it
+// between Enter and Exit.
+func (e *Engine) Do(ctx context.Context, q Request) (*rowcodec.Entry, error) {
+	req := request{keys: newKeys(e.cfg.Prefix, q.Hash), tables: q.Tables, ttl: q.TTL, load: q.Load}
 	start := time.Now()
 	for {
 		var started atomic.Bool // set when this caller's function is the flight
@@ -212,7 +101,7 @@ func (e *engine) do(ctx context.Context, req request) (*entry, error) {
 			continue
 		}
 		if !started.Load() {
-			e.stats.shared.Add(1)
+			e.stats.Shared.Add(1)
 		}
 		return res.entry, nil
 	}
@@ -226,7 +115,7 @@ func (e *engine) do(ctx context.Context, req request) (*entry, error) {
 // a write to one of its tables is committing, for that write's bump. Each
 // wake-up looks again, so whatever it waited for, it ends in one of the
 // same three ways.
-func (e *engine) fly(callerCtx context.Context, req request) (res *flightResult, err error) {
+func (e *Engine) fly(callerCtx context.Context, req request) (res *flightResult, err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			res, err = &flightResult{panic: &panicError{value: v, stack: debug.Stack()}}, nil
@@ -241,57 +130,70 @@ func (e *engine) fly(callerCtx context.Context, req request) (res *flightResult,
 		return e.fallback(ctx, req)
 	}
 	defer e.gate.RUnlock()
-	if e.closing.Load() {
+	switch {
+	case e.closing.Load():
 		return e.fallback(ctx, req)
-	}
-	if e.dirty.any(req.tables) {
+	case e.dirty.any(req.tables):
 		// A write to one of the tables has not reached Redis: no entry can
 		// be trusted until it does.
 		return e.withoutRedis(ctx, req, errInvalidationPending)
 	}
-
 	ws := e.newWaits()
 	defer ws.stop()
-	missed := false
-	for {
-		readAt := time.Now()
-		f, err := e.lookup(ctx, req)
-		if err != nil {
-			return e.withoutRedis(ctx, req, err)
-		}
-		if f.entry != nil {
-			e.stats.hits.Add(1)
-			return &flightResult{entry: f.entry, readAt: readAt}, nil
-		}
-		if !missed {
-			missed = true
-			e.stats.misses.Add(1)
-		}
+	for missed := false; ; missed = true {
+		res, f, err := e.hit(ctx, req)
 		switch {
-		case f.held:
-			// A write whose commit cannot be followed: its announcement
-			// stands until its deadline, too long to wait for.
-			return e.fallback(ctx, req)
-		case len(f.writing) > 0:
-			// Wait for the writes' bumps, which wake this flight, then
-			// load through the lock like any miss.
-			for _, t := range f.writing {
-				ws.w.add(e.bumpChannel(t))
-			}
-		default:
-			res, err := e.load(ctx, req, ws.polled)
-			if !errors.Is(err, errLockTaken) && !errors.Is(err, errWriting) {
-				return res, err
-			}
-			// Another instance is loading: wait for its "ready". (Or a write
-			// began before the load could stamp it: the next look finds it
-			// and waits for its bump.)
-			ws.w.add(req.keys.ready)
+		case err != nil:
+			return e.withoutRedis(ctx, req, err)
+		case res != nil:
+			return res, nil
+		case !missed:
+			e.stats.Misses.Add(1)
 		}
-		if res, done, err := e.wait(ctx, req, ws, len(f.writing) > 0); done {
+		if res, done, err := e.miss(ctx, req, ws, f); done {
 			return res, err
 		}
 	}
+}
+
+// hit looks the key up once and, when it finds a current entry, returns it
+// as the flight's result. Otherwise f tells why there is none.
+func (e *Engine) hit(ctx context.Context, req request) (res *flightResult, f found, err error) {
+	readAt := time.Now()
+	if f, err = e.lookup(ctx, req); err != nil || f.entry == nil {
+		return nil, f, err
+	}
+	e.stats.Hits.Add(1)
+	return &flightResult{entry: f.entry, readAt: readAt}, f, nil
+}
+
+// miss acts on a look that found no entry: it loads the key under the
+// lock, or waits for what keeps it from loading. It reports done, with the
+// flight's answer, or that the flight must look again.
+func (e *Engine) miss(ctx context.Context, req request, ws *waits, f found) (*flightResult, bool, error) {
+	switch {
+	case f.held:
+		// A write whose commit cannot be followed: its Announcement
+		// stands until its deadline, too long to wait for.
+		res, err := e.fallback(ctx, req)
+		return res, true, err
+	case len(f.writing) > 0:
+		// Wait for the writes' bumps, which wake this flight, then
+		// load through the lock like any miss.
+		for _, t := range f.writing {
+			ws.w.add(e.bumpChannel(t))
+		}
+	default:
+		res, err := e.load(ctx, req, ws.polled)
+		if !errors.Is(err, errLockTaken) && !errors.Is(err, errWriting) {
+			return res, true, err
+		}
+		// Another instance is loading: wait for its "ready". (Or a write
+		// began before the load could stamp it: the next look finds it
+		// and waits for its bump.)
+		ws.w.add(req.keys.ready)
+	}
+	return e.wait(ctx, req, ws, len(f.writing) > 0)
 }
 
 // waits is what a flight waits with: its subscriptions and its timers.
@@ -308,7 +210,7 @@ type waits struct {
 	counted bool // the flight was counted in Stats.Waits
 }
 
-func (e *engine) newWaits() *waits {
+func (e *Engine) newWaits() *waits {
 	return &waits{
 		w:       e.hub.newWaiter(),
 		poll:    time.NewTimer(e.cfg.LockExpiry / 2),
@@ -331,7 +233,7 @@ func (ws *waits) stop() {
 // reports done, with the flight's answer, when the flight must stop
 // waiting: MaxWait or the writes' bound passed, the plugin closes, or the
 // holder did not store its result.
-func (e *engine) wait(ctx context.Context, req request, ws *waits, writing bool) (*flightResult, bool, error) {
+func (e *Engine) wait(ctx context.Context, req request, ws *waits, writing bool) (*flightResult, bool, error) {
 	switch {
 	case writing && ws.writes == nil:
 		ws.writes = time.NewTimer(e.cfg.LockExpiry)
@@ -341,7 +243,7 @@ func (e *engine) wait(ctx context.Context, req request, ws *waits, writing bool)
 	}
 	if !ws.counted {
 		ws.counted = true
-		e.stats.waits.Add(1)
+		e.stats.Waits.Add(1)
 	}
 	// Subscribed before this wait: the subscription's confirmation wakes
 	// it for a re-check, so nothing published since the look is missed.
@@ -351,15 +253,15 @@ func (e *engine) wait(ctx context.Context, req request, ws *waits, writing bool)
 		ws.polled = false
 	case <-ws.poll.C:
 		// No message: a holder or a writer may be dead (its lock or
-		// announcement then expires) or a message was lost. Look again.
+		// Announcement then expires) or a message was lost. Look again.
 		ws.polled = true
 	case <-timerC(ws.writes):
-		e.warnf("wait", "gormflight: a write to %v has not ended within %v; reading the database", req.tables, e.cfg.LockExpiry)
+		e.Warnf(LogWait, "gormflight: a write to %v has not ended within %v; reading the database", req.tables, e.cfg.LockExpiry)
 		res, err := e.fallback(ctx, req)
 		return res, true, err
 	case <-ws.maxWait.C:
-		e.stats.waitTimeouts.Add(1)
-		e.warnf("wait", "gormflight: waited %v for another instance's result or a write's end", e.cfg.MaxWait)
+		e.stats.WaitTimeouts.Add(1)
+		e.Warnf(LogWait, "gormflight: waited %v for another instance's result or a write's end", e.cfg.MaxWait)
 		if e.cfg.FailOnWaitTimeout {
 			return nil, true, ErrWaitTimeout
 		}
@@ -388,7 +290,7 @@ func timerC(t *time.Timer) <-chan time.Time {
 // with errLockTaken when another instance holds the lock, and with
 // errWriting when a write to one of the tables began before the fill could
 // stamp its query: the flight then waits for it.
-func (e *engine) load(ctx context.Context, req request, polled bool) (*flightResult, error) {
+func (e *Engine) load(ctx context.Context, req request, polled bool) (*flightResult, error) {
 	m, err := e.tryLock(ctx, req.keys)
 	if errors.Is(err, errLockTaken) {
 		return nil, err
@@ -398,15 +300,13 @@ func (e *engine) load(ctx context.Context, req request, polled bool) (*flightRes
 	}
 	// The holder before us may have stored the entry and unlocked between
 	// our last look and our lock: look again.
-	readAt := time.Now()
-	if f, err := e.lookup(ctx, req); err == nil && f.entry != nil {
+	if res, _, err := e.hit(ctx, req); err == nil && res != nil {
 		e.unlock(m)
-		e.stats.hits.Add(1)
-		return &flightResult{entry: f.entry, readAt: readAt}, nil
+		return res, nil
 	}
 	if polled {
-		e.stats.lockTakeovers.Add(1)
-		e.warnf("takeover", "gormflight: took over a lock whose holder stopped extending it")
+		e.stats.LockTakeovers.Add(1)
+		e.Warnf(LogTakeover, "gormflight: took over a lock whose holder stopped extending it")
 	}
 	return e.fill(ctx, req, m)
 }
@@ -414,7 +314,7 @@ func (e *engine) load(ctx context.Context, req request, polled bool) (*flightRes
 // fill runs the query as the lock holder, stores the result and wakes the
 // waiters. Errors are never stored. Whatever happens, even a panic in the
 // query, the lock is released and the waiters are woken.
-func (e *engine) fill(ctx context.Context, req request, m *redsync.Mutex) (res *flightResult, err error) {
+func (e *Engine) fill(ctx context.Context, req request, m *redsync.Mutex) (res *flightResult, err error) {
 	stop := e.keepLock(m)
 	payload := readyFailed // until there is a result
 	defer func() {
@@ -436,15 +336,15 @@ func (e *engine) fill(ctx context.Context, req request, m *redsync.Mutex) (res *
 	case err != nil:
 		return e.withoutRedis(ctx, req, err)
 	}
-	e.at(seamStamped, req.keys)
-	e.stats.loads.Add(1)
+	e.at(SeamStamped, req.keys)
+	e.stats.Loads.Add(1)
 	readAt := time.Now()
 	ent, err := e.runQuery(ctx, req)
 	if err != nil {
 		return nil, err
 	}
 	stop()
-	e.at(seamLoaded, req.keys)
+	e.at(SeamLoaded, req.keys)
 	payload = readyStored
 	if !e.store(ctx, req, stamp, ent) {
 		payload = readyUncached
@@ -454,7 +354,7 @@ func (e *engine) fill(ctx context.Context, req request, m *redsync.Mutex) (res *
 
 // runQuery runs the query on the database, bounded by LoadTimeout from
 // now: time spent waiting before does not shorten it.
-func (e *engine) runQuery(ctx context.Context, req request) (*entry, error) {
+func (e *Engine) runQuery(ctx context.Context, req request) (*rowcodec.Entry, error) {
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.LoadTimeout)
 	defer cancel()
 	return req.load(ctx)
@@ -463,9 +363,9 @@ func (e *engine) runQuery(ctx context.Context, req request) (*entry, error) {
 // fallback runs the query without the cluster-wide lock and without storing
 // its result: Redis failed, the wait ran out, or the plugin is closing. The
 // in-process flight still deduplicates.
-func (e *engine) fallback(ctx context.Context, req request) (*flightResult, error) {
-	e.stats.fallbacks.Add(1)
-	e.stats.loads.Add(1)
+func (e *Engine) fallback(ctx context.Context, req request) (*flightResult, error) {
+	e.stats.Fallbacks.Add(1)
+	e.stats.Loads.Add(1)
 	readAt := time.Now()
 	ent, err := e.runQuery(ctx, req)
 	if err != nil {
@@ -481,7 +381,7 @@ var errInvalidationPending = errors.New("gormflight: a write's invalidation has 
 // withoutRedis answers a flight whose Redis operation failed: from the
 // database (fail open, the default), or with ErrRedisUnavailable when
 // Config.FailClosed is set.
-func (e *engine) withoutRedis(ctx context.Context, req request, err error) (*flightResult, error) {
+func (e *Engine) withoutRedis(ctx context.Context, req request, err error) (*flightResult, error) {
 	if e.cfg.FailClosed {
 		return nil, redisUnavailable(err)
 	}
@@ -491,20 +391,20 @@ func (e *engine) withoutRedis(ctx context.Context, req request, err error) (*fli
 // store writes the entry with its TTL. It reports false when the entry was
 // not stored: too large, not encodable, or refused by Redis. Waiters are
 // then told to query themselves, as they would one by one anyway.
-func (e *engine) store(ctx context.Context, req request, stamp string, ent *entry) bool {
-	if ent.local {
-		e.stats.uncached.Add(1)
+func (e *Engine) store(ctx context.Context, req request, stamp string, ent *rowcodec.Entry) bool {
+	if ent.Local {
+		e.stats.Uncached.Add(1)
 		return false
 	}
-	data, err := encodeStored(stamp, ent, e.cfg.MaxEntrySize)
+	data, err := EncodeStored(stamp, ent, e.cfg.MaxEntrySize)
 	if err != nil {
-		e.stats.uncached.Add(1)
+		e.stats.Uncached.Add(1)
 		return false
 	}
 	return e.storeStamped(ctx, req.keys, stamp, data, e.jitter(req.ttl)) == nil
 }
 
-func (e *engine) publish(k keys, payload string) {
+func (e *Engine) publish(k keys, payload string) {
 	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.RedisTimeout)
 	defer cancel()
 	_ = e.guard(func() error { return e.rdb.Publish(ctx, k.ready, payload).Err() })
@@ -513,7 +413,7 @@ func (e *engine) publish(k keys, payload string) {
 // jitter spreads the expiry of entries filled together, so they do not all
 // expire in the same instant. The result stays within [ttl, maxJittered],
 // whatever TTLJitter is, so it never overflows.
-func (e *engine) jitter(ttl time.Duration) time.Duration {
+func (e *Engine) jitter(ttl time.Duration) time.Duration {
 	if e.cfg.TTLJitter <= 0 {
 		return ttl
 	}

@@ -1,4 +1,4 @@
-package gormflight
+package engine
 
 import (
 	"context"
@@ -21,7 +21,7 @@ import (
 type hub struct {
 	ps      *redis.PubSub
 	timeout time.Duration
-	stats   *counters
+	stats   *Counters
 
 	mu     sync.Mutex
 	waits  map[string]map[*waiter]struct{}
@@ -42,7 +42,7 @@ type waiter struct {
 	uncached bool
 }
 
-func newHub(rdb redis.UniversalClient, timeout time.Duration, stats *counters) *hub {
+func newHub(rdb redis.UniversalClient, timeout time.Duration, stats *Counters) *hub {
 	ps := rdb.Subscribe(context.Background())
 	h := &hub{
 		ps:      ps,
@@ -121,7 +121,7 @@ func (w *waiter) add(channel string) {
 		// overtake each other. go-redis only writes the command here.
 		ctx, cancel := context.WithTimeout(context.Background(), h.timeout)
 		if err := h.ps.Subscribe(ctx, channel); err != nil {
-			h.stats.redisErrors.Add(1)
+			h.stats.RedisErrors.Add(1)
 		}
 		cancel()
 	}
@@ -155,7 +155,7 @@ func (w *waiter) stop() {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), h.timeout)
 		if err := h.ps.Unsubscribe(ctx, channel); err != nil {
-			h.stats.redisErrors.Add(1)
+			h.stats.RedisErrors.Add(1)
 		}
 		cancel()
 	}

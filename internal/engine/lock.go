@@ -1,4 +1,4 @@
-package gormflight
+package engine
 
 import (
 	"context"
@@ -21,7 +21,7 @@ var errLockTaken = errors.New("gormflight: lock held by another instance")
 
 // tryLock makes one attempt at the key's lock. It returns errLockTaken when
 // another instance holds it, and a Redis error when Redis failed.
-func (e *engine) tryLock(ctx context.Context, k keys) (*redsync.Mutex, error) {
+func (e *Engine) tryLock(ctx context.Context, k keys) (*redsync.Mutex, error) {
 	m := e.locks.NewMutex(k.lock,
 		redsync.WithExpiry(e.cfg.LockExpiry),
 		redsync.WithTries(1),
@@ -54,7 +54,7 @@ func (e *engine) tryLock(ctx context.Context, k keys) (*redsync.Mutex, error) {
 // called, so a long query keeps the lock and a dead holder loses it within
 // one expiry. stop waits for the extender to return; calling it again does
 // nothing.
-func (e *engine) keepLock(m *redsync.Mutex) (stop func()) {
+func (e *Engine) keepLock(m *redsync.Mutex) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -100,7 +100,7 @@ func (e *engine) keepLock(m *redsync.Mutex) (stop func()) {
 
 // unlock releases m on a context of its own: a cancelled caller must not
 // leave the lock to expire.
-func (e *engine) unlock(m *redsync.Mutex) {
+func (e *Engine) unlock(m *redsync.Mutex) {
 	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.RedisTimeout)
 	defer cancel()
 	_ = e.guard(func() error {

@@ -1,13 +1,14 @@
-package gormflight
+package engine
 
 import (
 	"bytes"
 	"container/heap"
 	"container/list"
-	"database/sql/driver"
 	"sync"
 	"time"
 	"unsafe"
+
+	"github.com/gormflight/gormflight/internal/rowcodec"
 )
 
 // memo keeps the most recently decoded entries of this instance, by key,
@@ -44,7 +45,7 @@ type memo struct {
 type memoItem struct {
 	key     string
 	data    []byte // the encoded entry, as fetched
-	entry   *entry
+	entry   *rowcodec.Entry
 	weight  int       // memoWeight of the item
 	expires time.Time // when Redis drops the entry
 	index   int       // in memo.expiry
@@ -58,9 +59,9 @@ func newMemo(limit int) *memo {
 // the memo when data is what it decoded last time. expires is when Redis
 // drops the stored value; the zero time keeps the entry out of the memo.
 // data must not be modified afterwards: the memo may keep it.
-func (m *memo) decode(key string, data []byte, expires time.Time) (*entry, error) {
+func (m *memo) decode(key string, data []byte, expires time.Time) (*rowcodec.Entry, error) {
 	if m.limit <= 0 {
-		return decodeEntry(data)
+		return rowcodec.Decode(data)
 	}
 	m.mu.Lock()
 	if el, ok := m.byKey[key]; ok {
@@ -80,7 +81,7 @@ func (m *memo) decode(key string, data []byte, expires time.Time) (*entry, error
 	}
 	m.mu.Unlock()
 
-	ent, err := decodeEntry(data)
+	ent, err := rowcodec.Decode(data)
 	if err != nil {
 		m.forget(key)
 		return nil, err
@@ -89,7 +90,7 @@ func (m *memo) decode(key string, data []byte, expires time.Time) (*entry, error
 	return ent, nil
 }
 
-func (m *memo) remember(key string, data []byte, ent *entry, expires time.Time) {
+func (m *memo) remember(key string, data []byte, ent *rowcodec.Entry, expires time.Time) {
 	weight := memoWeight(key, data, ent)
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -204,55 +205,7 @@ func (h *memoExpiry) Pop() any {
 const memoItemOverhead = int(unsafe.Sizeof(memoItem{})) + int(unsafe.Sizeof(list.Element{})) + 64 + 16
 
 // memoWeight estimates the memory an item holds, rounding each allocation
-// up as Go's allocator does (size classes waste at most an eighth).
-func memoWeight(key string, data []byte, e *entry) int {
-	n := memoItemOverhead + allocSize(len(key)) + allocSize(cap(data))
-	n += allocSize(int(unsafe.Sizeof(entry{})))
-	n += allocSize(len(e.columns) * int(unsafe.Sizeof(column{})))
-	for _, c := range e.columns {
-		n += allocSize(len(c.name)) + allocSize(len(c.dbType))
-	}
-	n += allocSize(len(e.names) * int(unsafe.Sizeof("")))
-	n += allocSize(len(e.rows) * int(unsafe.Sizeof([]driver.Value(nil))))
-	n += allocSize(len(e.rows) * len(e.columns) * int(unsafe.Sizeof(driver.Value(nil))))
-	for _, row := range e.rows {
-		for _, v := range row {
-			n += valueWeight(v)
-		}
-	}
-	return n
-}
-
-// valueWeight is what boxing v in an interface allocated, by the types
-// decodeValue returns.
-func valueWeight(v driver.Value) int {
-	switch v := v.(type) {
-	case nil, bool:
-		return 0
-	case int64, float64:
-		return 8
-	case string:
-		return allocSize(int(unsafe.Sizeof(""))) + allocSize(len(v))
-	case []byte:
-		return allocSize(int(unsafe.Sizeof([]byte(nil)))) + allocSize(cap(v))
-	case time.Time:
-		if v.Location() == time.UTC {
-			return allocSize(int(unsafe.Sizeof(time.Time{})))
-		}
-		return allocSize(int(unsafe.Sizeof(time.Time{}))) + 128 // and maybe a fixed zone's location
-	default:
-		return 64
-	}
-}
-
-// allocSize is n rounded up to an allocation size: a multiple of 16, plus
-// an eighth beyond 128 bytes for the spacing of Go's size classes.
-func allocSize(n int) int {
-	if n == 0 {
-		return 0
-	}
-	if n > 128 {
-		n += n / 8
-	}
-	return (n + 15) &^ 15
+// up as Go's allocator does.
+func memoWeight(key string, data []byte, e *rowcodec.Entry) int {
+	return memoItemOverhead + rowcodec.AllocSize(len(key)) + rowcodec.AllocSize(cap(data)) + e.MemSize()
 }

@@ -1,12 +1,9 @@
-package gormflight
+package engine
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strings"
-	"sync/atomic"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/sony/gobreaker/v2"
@@ -18,24 +15,24 @@ import (
 // each and go straight to the database. After Config.BreakerCooldown one
 // probe is let through; its success closes the breaker and caching resumes.
 
-func newBreaker(cfg Config, stats *counters, logf logFunc) *gobreaker.CircuitBreaker[struct{}] {
+func newBreaker(cfg Config, stats *Counters, log *logger) *gobreaker.CircuitBreaker[struct{}] {
 	return gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
 		Name:        "gormflight-redis",
 		MaxRequests: 1,
 		Timeout:     cfg.BreakerCooldown,
 		ReadyToTrip: func(c gobreaker.Counts) bool {
-			return c.ConsecutiveFailures >= uint32(cfg.BreakerFailures)
+			return cfg.BreakerFailures > 0 && c.ConsecutiveFailures >= uint32(cfg.BreakerFailures)
 		},
 		// A Redis out of memory still answers: it must stay reachable, so
 		// that a refused bump can delete generations (see engine.drop).
-		IsSuccessful: func(err error) bool { return err == nil || benign(err) || outOfMemory(err) },
+		IsSuccessful: func(err error) bool { return err == nil || benign(err) || OutOfMemory(err) },
 		OnStateChange: func(_ string, from, to gobreaker.State) {
-			level := levelWarn
+			level := LevelWarn
 			if to == gobreaker.StateOpen {
-				stats.breakerOpens.Add(1)
-				level = levelError // caching has stopped: worth a page
+				stats.BreakerOpens.Add(1)
+				level = LevelError // caching has stopped: worth a page
 			}
-			logf(context.Background(), level, "gormflight: Redis circuit breaker %s -> %s", from, to)
+			log.always(level, "gormflight: Redis circuit breaker %s -> %s", from, to)
 		},
 	})
 }
@@ -54,9 +51,9 @@ func answered(err error) bool {
 	return errors.As(err, &re) && !errors.Is(err, redis.Nil)
 }
 
-// outOfMemory reports whether err is Redis refusing a command because it
+// OutOfMemory reports whether err is Redis refusing a command because it
 // is over maxmemory (with maxmemory-policy noeviction, Redis's default).
-func outOfMemory(err error) bool {
+func OutOfMemory(err error) bool {
 	var re redis.Error
 	return errors.As(err, &re) && strings.HasPrefix(re.Error(), "OOM ")
 }
@@ -64,14 +61,14 @@ func outOfMemory(err error) bool {
 // guard runs one Redis operation through the breaker and counts its
 // failure. While the breaker is open it fails at once with an error wrapping
 // gobreaker.ErrOpenState.
-func (e *engine) guard(op func() error) error {
+func (e *Engine) guard(op func() error) error {
 	_, err := e.breaker.Execute(func() (struct{}, error) { return struct{}{}, op() })
 	if err != nil && !benign(err) && !refused(err) {
-		e.stats.redisErrors.Add(1)
+		e.stats.RedisErrors.Add(1)
 		if !answered(err) { // an error reply leaves the connection usable
 			e.warm.failed() // a timeout or I/O error cost it: replace it
 		}
-		e.warnf("redis", "gormflight: Redis operation failed, answering from the database: %v", err)
+		e.Warnf(LogRedis, "gormflight: Redis operation failed, answering from the database: %v", err)
 	}
 	return err
 }
@@ -87,18 +84,4 @@ func refused(err error) bool {
 // the database without Redis.
 func redisUnavailable(err error) error {
 	return fmt.Errorf("%w: %w", ErrRedisUnavailable, err)
-}
-
-// rateLimited keeps a log message of one kind to one a second: a Redis
-// outage must not flood the application's log.
-type rateLimited struct {
-	last atomic.Int64 // unix nanoseconds of the last message
-}
-
-func (r *rateLimited) allow(now time.Time) bool {
-	last := r.last.Load()
-	if now.UnixNano()-last < int64(time.Second) {
-		return false
-	}
-	return r.last.CompareAndSwap(last, now.UnixNano())
 }

@@ -1,4 +1,4 @@
-package gormflight
+package rowcodec
 
 import (
 	"bytes"
@@ -13,23 +13,43 @@ import (
 
 // The replay driver turns an entry back into a genuine *sql.Rows or *sql.Row,
 // so database/sql applies its own conversions to every destination (structs,
-// Scanners, sql.Null*, RawBytes, maps) exactly as for a live query, and GORM
-// scans it with its unchanged code. Each Plugin owns one *sql.DB over it.
+// Scanners, sql.Null*, RawBytes, maps) exactly as for a live query, and an
+// ORM scans it with its unchanged code.
+
+// A Replayer serves entries as *sql.Rows and *sql.Row, through a *sql.DB of
+// its own over the replay driver. It is safe for concurrent use; Close it
+// when done. Its zero value is not usable: call NewReplayer.
+type Replayer struct{ db *sql.DB }
+
+// NewReplayer returns a Replayer.
+func NewReplayer() *Replayer {
+	db := sql.OpenDB(replayConnector{})
+	db.SetMaxIdleConns(64)
+	return &Replayer{db: db}
+}
+
+// Rows replays e as a genuine *sql.Rows.
+func (r *Replayer) Rows(ctx context.Context, e *Entry) (*sql.Rows, error) {
+	return r.db.QueryContext(ctx, "", &replayed{entry: e})
+}
+
+// Row replays e as a *sql.Row, or carries err in it when err is not nil:
+// database/sql gives no other way to make a *sql.Row hold an error.
+func (r *Replayer) Row(ctx context.Context, e *Entry, err error) *sql.Row {
+	return r.db.QueryRowContext(ctx, "", &replayed{entry: e, err: err})
+}
+
+// Close closes the Replayer's *sql.DB.
+func (r *Replayer) Close() error { return r.db.Close() }
 
 // replayed is the single argument of a replay query: the entry to serve, or
 // the error the live query produced.
 type replayed struct {
-	entry *entry
+	entry *Entry
 	err   error
 }
 
 var errNotReplay = errors.New("gormflight: replay connection used for a real query")
-
-func newReplayDB() *sql.DB {
-	db := sql.OpenDB(replayConnector{})
-	db.SetMaxIdleConns(64)
-	return db
-}
 
 type replayConnector struct{}
 
@@ -67,7 +87,7 @@ func (replayConn) QueryContext(_ context.Context, _ string, args []driver.NamedV
 // replayRows implements driver.Rows and every optional column-type
 // interface, answering with what the live driver reported.
 type replayRows struct {
-	entry *entry
+	entry *Entry
 	next  int
 }
 
@@ -115,45 +135,4 @@ func (r *replayRows) ColumnTypeLength(i int) (length int64, ok bool) {
 func (r *replayRows) ColumnTypePrecisionScale(i int) (precision, scale int64, ok bool) {
 	c := r.entry.columns[i]
 	return c.precision, c.scale, c.decimalOK
-}
-
-// captureRows reads a live result completely into an entry and closes rows.
-// The values are the driver's own (scanning into *any skips every
-// conversion), so a replay hands database/sql the same inputs.
-func captureRows(rows *sql.Rows) (*entry, error) {
-	defer rows.Close()
-	types, err := rows.ColumnTypes()
-	if err != nil {
-		return nil, err
-	}
-	e := &entry{columns: make([]column, len(types)), names: make([]string, len(types))}
-	for i, t := range types {
-		c := &e.columns[i]
-		c.name = t.Name()
-		c.dbType = t.DatabaseTypeName()
-		c.scanType = t.ScanType()
-		if c.scanType == reflect.TypeFor[any]() {
-			c.scanType = nil
-		}
-		c.nullable, c.nullableOK = t.Nullable()
-		c.length, c.lengthOK = t.Length()
-		c.precision, c.scale, c.decimalOK = t.DecimalSize()
-		e.names[i] = c.name
-	}
-	n := len(types)
-	ptrs := make([]any, n)
-	for rows.Next() {
-		row := make([]driver.Value, n)
-		for i := range row {
-			ptrs[i] = (*any)(&row[i]) // only *any passes driver values through untouched
-		}
-		if err := rows.Scan(ptrs...); err != nil {
-			return nil, err
-		}
-		e.rows = append(e.rows, row)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return e, rows.Close()
 }

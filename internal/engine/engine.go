@@ -1,0 +1,164 @@
+// Package engine is the cluster-wide flight: it answers a cacheable query
+// from this instance's flight for its key, from Redis, or from the database
+// through a Redis lock, so that a cold or expired key costs the database
+// one query across every instance.
+//
+// The engine knows a query only as a key hash, the tables it reads, a TTL
+// and a load function returning a rowcodec.Entry. It knows nothing of GORM
+// or of SQL: an adapter (the gormflight plugin) analyses statements, builds
+// requests, and tells the engine which tables a write changed.
+//
+// Its parts, each in its own file:
+//   - flight.go: Do, one flight per key and instance (x/sync singleflight),
+//     and what a flight does: look up, wait, or load under the lock;
+//   - stamps.go: the read side of table generations (an entry is served only
+//     when the generations it was stamped with are current);
+//   - invalidation.go, retry.go: the write side (announce, bump, drop) and
+//     the retrier of bumps that did not reach Redis;
+//   - lock.go (redsync), hub.go (ready messages), breaker.go (gobreaker),
+//     warm.go (connections opened outside operations' deadlines), memo.go
+//     (decoded entries kept in memory), keys.go (Redis names), log.go,
+//     stats.go;
+//   - lua/: the scripts, each an atomic step across instances.
+package engine
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/go-redsync/redsync/v4"
+	"github.com/go-redsync/redsync/v4/redis/goredis/v9"
+	"github.com/redis/go-redis/v9"
+	"github.com/sony/gobreaker/v2"
+	"golang.org/x/sync/singleflight"
+)
+
+// An Engine serves cacheable queries. It is safe for concurrent use. Create
+// it with New and stop it with Close.
+type Engine struct {
+	rdb   redis.UniversalClient
+	cfg   Config
+	stats *Counters
+	group singleflight.Group
+	locks *redsync.Redsync
+	hub   *hub
+	memo  *memo
+	// done is closed by Close: waiting flights stop waiting and query the
+	// database themselves.
+	done chan struct{}
+	// gate is held shared by callers (from Enter to Exit) and by flights,
+	// and exclusively by Close, which so waits for all of them.
+	gate    sync.RWMutex
+	closing atomic.Bool
+
+	dirty   dirtySet
+	retry   chan struct{} // asks retryDirty to run now
+	retried chan struct{} // closed when retryDirty returns
+	warm    *warmer       // opens connections outside operations' deadlines (warm.go)
+	log     logger
+	breaker *gobreaker.CircuitBreaker[struct{}]
+
+	// seam, set only by tests (SetSeam), is called at named points of a
+	// fill so a test can hold a flight there and force an interleaving
+	// without sleeps.
+	seam func(point string, entryKey string)
+}
+
+// New returns an engine for cfg, which must be complete (Config says so).
+// It starts three goroutines, the pub/sub dispatcher, the retrier of failed
+// invalidations and the connection warmer, and the memo's sweeper runs on
+// a timer; Close stops them all.
+func New(cfg Config) *Engine {
+	stats := cfg.Stats
+	if stats == nil {
+		stats = new(Counters)
+	}
+	e := &Engine{
+		rdb:     cfg.Redis,
+		cfg:     cfg,
+		stats:   stats,
+		locks:   redsync.New(lockPool{goredis.NewPool(cfg.Redis)}),
+		hub:     newHub(cfg.Redis, cfg.RedisTimeout, stats),
+		memo:    newMemo(cfg.MemoSize),
+		done:    make(chan struct{}),
+		retry:   make(chan struct{}, 1),
+		retried: make(chan struct{}),
+		log:     logger{f: cfg.Log},
+	}
+	e.breaker = newBreaker(cfg, stats, &e.log)
+	e.warm = newWarmer(cfg, e.done)
+	go e.retryDirty()
+	go e.warm.run()
+	return e
+}
+
+// Enter admits a caller; it reports false once the engine is closing, and
+// then the caller must not use the engine. A caller that entered calls Exit.
+// It never waits: only Close takes the gate exclusively, after it set
+// closing, so a gate that cannot be had at once means the caller must go
+// to the database (waiting behind Close would mean waiting for the slowest
+// load in progress, whatever the caller's deadline).
+func (e *Engine) Enter() bool {
+	if !e.gate.TryRLock() {
+		return false
+	}
+	if e.closing.Load() {
+		e.gate.RUnlock()
+		return false
+	}
+	return true
+}
+
+// Exit ends what Enter admitted.
+func (e *Engine) Exit() { e.gate.RUnlock() }
+
+// Closing reports whether Close has begun.
+func (e *Engine) Closing() bool { return e.closing.Load() }
+
+// Close makes waiting flights give up, waits for every caller and flight to
+// leave, stops the engine's goroutines and reports whether this call closed
+// the engine; a second call reports false and does nothing.
+func (e *Engine) Close() (bool, error) {
+	if !e.closing.CompareAndSwap(false, true) {
+		return false, nil
+	}
+	close(e.done)
+	// Wait for every caller and flight to leave. Those that come later see
+	// closing and stay away from Redis.
+	e.gate.Lock()
+	e.gate.Unlock()
+	<-e.retried
+	<-e.warm.ended
+	e.memo.close()
+	return true, e.hub.close()
+}
+
+// Stats returns the engine's counters, which its adapter may add to.
+func (e *Engine) Stats() *Counters { return e.stats }
+
+// Points of a fill where tests can hold it (SetSeam).
+const (
+	SeamStamped = "stamped" // generations read, query not yet run
+	SeamLoaded  = "loaded"  // query done, entry not yet stored
+)
+
+// SetSeam makes every fill call f at each Seam point with its entry's Redis
+// key. Tests use it to hold a fill at a point; set it before any query.
+func (e *Engine) SetSeam(f func(point, entryKey string)) { e.seam = f }
+
+func (e *Engine) at(point string, k keys) {
+	if e.seam != nil {
+		e.seam(point, k.entry)
+	}
+}
+
+// Subscribed returns how many ready channels this instance listens on: one
+// per flight that waits for another instance or a write.
+func (e *Engine) Subscribed() int { return e.hub.subscribed() }
+
+// BreakerState returns the state of the Redis circuit breaker.
+func (e *Engine) BreakerState() gobreaker.State { return e.breaker.State() }
+
+// Dirty reports whether one of tables has an invalidation that has not
+// reached Redis yet: this instance reads such tables uncached.
+func (e *Engine) Dirty(tables []string) bool { return e.dirty.any(tables) }

@@ -1,0 +1,34 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Errors a caller of Do can get besides its own query's. The gormflight
+// package exports them under the same names.
+var (
+	// ErrWaitTimeout: the flight waited Config.MaxWait and
+	// Config.FailOnWaitTimeout is set.
+	ErrWaitTimeout = errors.New("gormflight: timed out waiting for another instance's result")
+
+	// ErrRedisUnavailable wraps the Redis error when Config.FailClosed is set.
+	ErrRedisUnavailable = errors.New("gormflight: Redis unavailable")
+)
+
+// panicError carries a panic out of a shared flight so that every caller of
+// the flight re-panics with the original value and the stack where it happened.
+type panicError struct {
+	value any
+	stack []byte
+}
+
+func (p *panicError) Error() string {
+	return fmt.Sprintf("gormflight: panic in shared query: %v\n\n%s", p.value, p.stack)
+}
+
+// Unwrap lets errors.Is and errors.As see an error that was the panic value.
+func (p *panicError) Unwrap() error {
+	err, _ := p.value.(error)
+	return err
+}

@@ -1,0 +1,208 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/gormflight/gormflight/internal/rowcodec"
+	"github.com/redis/go-redis/v9"
+)
+
+// Every table has a generation in Redis (<prefix>:g:{<table>}). An entry is
+// stamped with the generations of the tables it read, taken before its query
+// ran; a read fetches the entry and the current generations in one round
+// trip and treats any difference as a miss. A write bumps the generations of
+// the tables it wrote once it has committed, so a filler that finishes after
+// a write can never bring old rows back. Nothing is deleted or scanned.
+//
+// Just before a write commits, it announces itself on the table's writers
+// key (<prefix>:g:{<table>}:w), and the bump ends the Announcement. While a
+// table has writers, its entries are not served and fills do not store: in
+// the gap between COMMIT and bump a miss already reads the new rows from the
+// database, and a hit on an older entry must not answer after it. A reader
+// that meets a write waits for its bump, which the bump pushes on the
+// table's channel (<prefix>:g:{<table>}:b), and then goes through the
+// cluster-wide flight: one query per write, not one per instance.
+//
+// A write whose commit the plugin cannot follow (a transaction begun
+// outside GORM's view) announces itself on the held key (<prefix>:g:{<table>}:h)
+// instead: its bump cannot tell when it commits, so the Announcement stands
+// until its deadline, and readers meanwhile read the database uncached
+// rather than wait that long.
+
+// Stamp states of a table with a write in progress (lua/gen_read.lua).
+var (
+	// errWriting: a write that ends with a bump is committing; wait for it.
+	errWriting = errors.New("gormflight: a write to the table is committing")
+	// errHeld: a write whose commit cannot be followed holds the table; read
+	// the database without storing.
+	errHeld = errors.New("gormflight: a write to the table holds its Announcement")
+)
+
+// found is what a lookup found: an entry to serve, or why there is none.
+type found struct {
+	entry *rowcodec.Entry
+	// writing lists the tables with a write in progress that ends with a
+	// bump: wait for it.
+	writing []string
+	// held: a table has a write whose commit cannot be followed.
+	held bool
+}
+
+// lookup reads the key's entry, the generations of its tables and their
+// writes in progress in one round trip (Redis Cluster: one pipeline per
+// node, in parallel). An entry is only returned if it is current and no
+// write to its tables is in progress; a miss (no entry, a stale one, one
+// that cannot be decoded) returns no entry and no error.
+func (e *Engine) lookup(ctx context.Context, req request) (found, error) {
+	ctx, cancel := context.WithTimeout(ctx, e.cfg.RedisTimeout)
+	defer cancel()
+	var data []byte
+	var gens []*redis.StringCmd
+	var ttl *redis.DurationCmd
+	var f found
+	err := e.guard(func() error {
+		pipe := e.rdb.Pipeline()
+		get := pipe.Get(ctx, req.keys.entry)
+		if e.memo.limit > 0 {
+			ttl = pipe.PTTL(ctx, req.keys.entry) // for the memo: when the entry goes
+		}
+		gens = make([]*redis.StringCmd, len(req.tables))
+		writers := make([]*redis.IntCmd, 2*len(req.tables))
+		for i, t := range req.tables {
+			// Writers first: a bump (atomic: generation up, Announcement
+			// ended) that lands between the two reads then shows as a
+			// writer or as a new generation, never as neither.
+			writers[2*i] = pipe.Exists(ctx, e.WritersKey(t))
+			writers[2*i+1] = pipe.Exists(ctx, e.HeldKey(t))
+			gens[i] = pipe.Get(ctx, e.GenKey(t))
+		}
+		_, _ = pipe.Exec(ctx)
+		for i, g := range gens {
+			if err := g.Err(); err != nil && !errors.Is(err, redis.Nil) {
+				return err
+			}
+			w, err := writers[2*i].Result()
+			if err != nil {
+				return err
+			}
+			h, err := writers[2*i+1].Result()
+			if err != nil {
+				return err
+			}
+			if w > 0 {
+				f.writing = append(f.writing, req.tables[i])
+			}
+			f.held = f.held || h > 0
+		}
+		var err error
+		data, err = get.Bytes()
+		return err
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return found{}, err
+	}
+	if err == nil && !f.held && len(f.writing) == 0 {
+		var expires time.Time
+		if ttl != nil && ttl.Val() > 0 {
+			expires = time.Now().Add(ttl.Val())
+		}
+		f.entry = e.current(req, data, gens, expires)
+	}
+	return f, nil
+}
+
+// current returns the entry in data, the stored value of req's key, if its
+// stamp lists exactly the generations gens read; nil for a stale entry and
+// for one that cannot be decoded. expires is when Redis drops the entry.
+func (e *Engine) current(req request, data []byte, gens []*redis.StringCmd, expires time.Time) *rowcodec.Entry {
+	// An entry over the cap was not stored by an instance configured like
+	// this one (a planted value, or another MaxEntrySize): not decoded.
+	i := strings.IndexByte(string(data), StampSep) // no copy: the conversion does not escape
+	if i < 0 || e.cfg.MaxEntrySize > 0 && len(data) > e.cfg.MaxEntrySize {
+		e.stats.DecodeErrors.Add(1)
+		return nil
+	}
+	if !stampMatches(data[:i], gens) {
+		return nil
+	}
+	ent, err := e.memo.decode(req.keys.entry, data[i+1:], expires)
+	if err != nil {
+		e.stats.DecodeErrors.Add(1)
+		return nil
+	}
+	return ent
+}
+
+// stampMatches reports whether stamp lists exactly the generations read,
+// in order. A missing generation matches nothing.
+func stampMatches(stamp []byte, gens []*redis.StringCmd) bool {
+	for i, g := range gens {
+		v, err := g.Result()
+		if err != nil {
+			return false
+		}
+		if i > 0 {
+			if len(stamp) == 0 || stamp[0] != ',' {
+				return false
+			}
+			stamp = stamp[1:]
+		}
+		if len(stamp) < len(v) || string(stamp[:len(v)]) != v {
+			return false
+		}
+		stamp = stamp[len(v):]
+	}
+	return len(stamp) == 0
+}
+
+// readStamp returns the stamp of a fill about to run its query: the current
+// generations of tables, creating missing ones (see lua/gen_read.lua). It
+// fails with errHeld or errWriting while a write to one of them is
+// committing.
+func (e *Engine) readStamp(ctx context.Context, tables []string) (string, error) {
+	if len(tables) == 0 {
+		return "", nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, e.cfg.RedisTimeout)
+	defer cancel()
+	pipe := e.rdb.Pipeline()
+	cmds := make([]*redis.Cmd, len(tables))
+	for i, t := range tables {
+		cmds[i] = genReadScript.Eval(ctx, pipe, []string{e.GenKey(t), e.WritersKey(t), e.HeldKey(t)})
+	}
+	err := e.guard(func() error { _, err := pipe.Exec(ctx); return err })
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	for i, c := range cmds {
+		v, err := c.Text()
+		if err != nil {
+			return "", err
+		}
+		switch v {
+		case "h":
+			return "", errHeld
+		case "w":
+			return "", errWriting
+		}
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(v)
+	}
+	return b.String(), nil
+}
+
+// storeStamped stores data under the key unless the entry there was computed
+// under newer generations (lua/fill.lua).
+func (e *Engine) storeStamped(ctx context.Context, k keys, stamp string, data []byte, ttl time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, e.cfg.RedisTimeout)
+	defer cancel()
+	return e.guard(func() error {
+		return fillScript.Eval(ctx, e.rdb, []string{k.entry}, stamp, data, ttl.Milliseconds()).Err()
+	})
+}

@@ -1,0 +1,41 @@
+package sqlscan
+
+// Dialect is the SQL dialect a statement is written in. Every entry point
+// of the package takes one, so that dialects can be added without changing
+// callers.
+//
+// The zero Dialect is no dialect. It is safe to pass and reads nothing
+// from the text: Analyze reports the statement as one that may read and
+// write every table and must not be cached, Tables reads and writes
+// AllTables, NormTable returns AllTables, Classify returns Other and Lex
+// returns no tokens. A caller that forgets to choose a dialect therefore
+// caches nothing and invalidates everything, and never serves stale rows.
+type Dialect uint8
+
+// The dialects the analyser reads.
+const (
+	_ Dialect = iota
+	// PostgreSQL is PostgreSQL's grammar (version 17), strings lexed with
+	// standard_conforming_strings = on.
+	PostgreSQL
+)
+
+// DialectOf returns the Dialect of a database driver by its name, as
+// GORM's Dialector.Name reports it ("postgres"). ok is false for a driver
+// the analyser cannot read.
+func DialectOf(driverName string) (d Dialect, ok bool) {
+	switch driverName {
+	case "postgres":
+		return PostgreSQL, true
+	}
+	return 0, false
+}
+
+// String returns the dialect's name, or "unknown" for the zero Dialect.
+func (d Dialect) String() string {
+	switch d {
+	case PostgreSQL:
+		return "PostgreSQL"
+	}
+	return "unknown"
+}

@@ -1,0 +1,34 @@
+// Package sqlscan finds the tables a SQL statement reads and writes, for
+// generation-based cache invalidation, tells which statements must never
+// be cached (catalog reads) or change the schema (DDL), and classifies a
+// statement by its first keyword. It knows nothing of GORM or of any
+// driver; every entry point takes the Dialect of the statement, with
+// PostgreSQL its only value so far.
+//
+// The analysis is a hand-written lexer (following PostgreSQL's scan.l for
+// strings, comments, quoted identifiers and dollar quotes) followed by a single
+// walk over the token stream that looks at every token position, so table
+// references are found wherever they appear: in sub-queries, CTE bodies,
+// data-modifying CTEs and every statement of a multi-statement string.
+//
+// Errors are asymmetric: reporting a table that is not really used only costs
+// cache misses, while missing a table serves stale data. Wherever the walk is
+// unsure it therefore reports a name rather than dropping it. The only places
+// where names are deliberately left out are the ones PostgreSQL itself
+// resolves to something that is not a table: aliases, column lists,
+// set-returning functions in FROM, and references to CTEs that are in scope.
+// DDL whose effect on names cannot be listed (DROP SCHEMA, CREATE OR REPLACE
+// FUNCTION, DROP ... CASCADE, ...) sets Result.Schema and writes AllTables.
+// The same asymmetry decides what a Dialect the package does not know (the
+// zero Dialect) gets: answers that may cost misses, never stale rows.
+//
+// What the text cannot show is not reported: writes done by functions,
+// procedures (CALL), DO blocks, EXECUTE of prepared statements, triggers,
+// rules, ON DELETE/UPDATE CASCADE foreign keys, TRUNCATE ... CASCADE on
+// referencing tables and inserts into a child
+// table seen through its inheritance parent; a view is reported under its
+// own name, not its base tables. Strings are lexed as with
+// standard_conforming_strings = on (the default since PostgreSQL 9.1).
+// An oracle test module (oracle/) checks all this against PostgreSQL's own
+// parser.
+package sqlscan

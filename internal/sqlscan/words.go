@@ -1,0 +1,268 @@
+package sqlscan
+
+// This file handles the keywords of queries, DML statements and their
+// clauses: word dispatches each keyword to the method that knows it. Each
+// method takes the index of its keyword and returns the index where the
+// walk goes on. Statement heads that are DDL or utility statements are
+// handled in ddl.go before the walk reaches them.
+
+// word handles the unquoted word at i.
+func (w *walker) word(i int) int {
+	kw := w.toks[i].kw
+	if kw == kwNone || i > 0 && w.toks[i-1].kind == tkDot {
+		return i + 1 // an identifier (a name after "." is never a keyword)
+	}
+	switch kw {
+	case kwFrom:
+		return w.from(i)
+	case kwJoin:
+		w.top().joinSeen = true
+		next, _ := w.fromItem(i + 1)
+		return next
+	case kwUsing:
+		return w.using(i)
+	case kwWith:
+		return w.with(i)
+	case kwWhere, kwGroup, kwHaving, kwOrder, kwLimit, kwOffset, kwFetch, kwFor, kwWindow,
+		kwUnion, kwIntersect, kwExcept, kwReturning, kwDo:
+		w.top().inFrom = false
+	case kwSet:
+		// MERGE ... USING s ... THEN UPDATE SET a = 1, b = 2: the commas are
+		// not from-items. Elsewhere SET may be a table alias ("FROM t set, u").
+		if w.prevKw(i) == kwUpdate {
+			w.top().inFrom = false
+		}
+	case kwSelect, kwValues, kwInsert, kwMerge:
+		w.top().withList = false
+	case kwUpdate:
+		w.top().withList = false
+		return w.updateTarget(i)
+	case kwDelete:
+		w.top().withList = false
+		return w.deleteTarget(i)
+	case kwInto:
+		return w.intoTarget(i)
+	case kwTruncate:
+		return w.truncateTargets(i)
+	case kwRefresh:
+		return w.refreshTarget(i)
+	case kwCopy:
+		return w.copyTarget(i)
+	case kwTable:
+		w.top().withList = false
+		return w.tableName(i)
+	}
+	return i + 1
+}
+
+// from handles FROM at i, which starts a from-list unless it belongs to
+// COPY t FROM, to call syntax (EXTRACT(x FROM y), ...) or to IS [NOT]
+// DISTINCT FROM.
+func (w *walker) from(i int) int {
+	prev := w.prevKw(i)
+	f := w.top()
+	if i == w.copyFrom || prev == kwAs || f.fn {
+		return i + 1
+	}
+	if prev == kwDistinct && i > 1 && w.toks[i-2].kind == tkWord && (w.toks[i-2].kw == kwIs || w.toks[i-2].kw == kwNot) {
+		return i + 1 // IS [NOT] DISTINCT FROM
+	}
+	f.inFrom, f.joinSeen = true, false
+	next, _ := w.fromItem(i + 1)
+	return next
+}
+
+// using handles USING at i: a from-list after DELETE or MERGE, a column
+// list after a JOIN.
+func (w *walker) using(i int) int {
+	if w.top().joinSeen {
+		return i + 1 // JOIN ... USING (columns)
+	}
+	// DELETE ... USING, MERGE ... USING: a from-list.
+	next, found := w.fromItem(i + 1)
+	if found {
+		w.top().inFrom = true
+	}
+	return next
+}
+
+// with handles WITH at i when it starts a WITH list: its first CTE is
+// defined, and a comma of the list may define another.
+func (w *walker) with(i int) int {
+	j := i + 1
+	rec := w.isKw(j, kwRecursive)
+	if rec {
+		j++
+	}
+	next, ok := w.cteDef(j, rec)
+	if !ok {
+		return i + 1
+	}
+	f := w.top()
+	f.withList, f.withRec = true, rec
+	return next
+}
+
+// updateTarget handles UPDATE at i: the table an UPDATE statement names is
+// written. An UPDATE that names no table (FOR [NO KEY] UPDATE, ON UPDATE,
+// trigger events, DO UPDATE SET, THEN UPDATE SET) is left to the walk.
+func (w *walker) updateTarget(i int) int {
+	switch w.prevKw(i) {
+	case kwFor, kwKey, kwOn, kwOr, kwOf, kwBefore, kwAfter:
+		return i + 1 // FOR [NO KEY] UPDATE, ON UPDATE, trigger events
+	case kwDo, kwThen:
+		if w.isKw(i+1, kwSet) {
+			return i + 1 // ON CONFLICT DO UPDATE SET, MERGE ... THEN UPDATE SET
+		}
+	}
+	j := i + 1
+	if w.isKw(j, kwOnly) {
+		j++
+	}
+	name, _, k, ok := w.qualName(j)
+	if !ok {
+		return i + 1
+	}
+	if w.isKind(k, tkStar) {
+		k++
+	}
+	w.addWrite(name)
+	w.top().joinSeen = false
+	return k
+}
+
+// deleteTarget handles DELETE at i: the table of DELETE FROM is written.
+func (w *walker) deleteTarget(i int) int {
+	if !w.isKw(i+1, kwFrom) {
+		return i + 1
+	}
+	j := i + 2
+	if w.isKw(j, kwOnly) {
+		j++
+	}
+	name, q, k, ok := w.qualName(j)
+	if !ok {
+		return i + 1
+	}
+	w.addWrite(name)
+	w.top().joinSeen = false
+	if w.prevKw(i) == kwAs {
+		// "PREPARE p AS DELETE FROM t" or "SELECT x AS delete FROM t":
+		// record the write and let the FROM be handled as a read as well.
+		w.addRead(name, q)
+		return i + 1
+	}
+	if w.isKind(k, tkStar) {
+		k++
+	}
+	return k
+}
+
+// intoTarget handles INTO at i: the table of INSERT INTO and MERGE INTO is
+// written, and so is the one SELECT ... INTO creates.
+func (w *walker) intoTarget(i int) int {
+	j := i + 1
+	if prev := w.prevKw(i); prev != kwInsert && prev != kwMerge {
+		// SELECT ... INTO [TEMP | UNLOGGED ...] [TABLE] name creates a table.
+		w.ddl = true
+		for (w.isNameTok(j+1) || w.isKw(j+1, kwTable)) && (w.isKw(j, kwTemp) || w.isKw(j, kwTemporary) ||
+			w.isKw(j, kwUnlogged) || w.isKw(j, kwLocal) || w.isKw(j, kwGlobal)) {
+			j++
+		}
+		if w.isKw(j, kwTable) {
+			j++
+		}
+	}
+	if w.isKw(j, kwOnly) {
+		j++
+	}
+	name, _, k, ok := w.qualName(j)
+	if !ok {
+		return i + 1
+	}
+	w.addWrite(name)
+	w.top().joinSeen = false
+	return k
+}
+
+// truncateTargets handles TRUNCATE [TABLE] at i: the tables are written.
+func (w *walker) truncateTargets(i int) int {
+	j := i + 1
+	if w.isKw(j, kwTable) {
+		j++
+	}
+	if next, found := w.nameList(j); found {
+		return next
+	}
+	return i + 1
+}
+
+// refreshTarget handles REFRESH MATERIALIZED VIEW [CONCURRENTLY] at i: the
+// view is written.
+func (w *walker) refreshTarget(i int) int {
+	j := i + 1
+	if !w.isKw(j, kwMaterialized) || !w.isKw(j+1, kwView) {
+		return i + 1
+	}
+	j += 2
+	if w.isKw(j, kwConcurrently) {
+		j++
+	}
+	name, _, k, ok := w.qualName(j)
+	if !ok {
+		return j
+	}
+	w.addWrite(name)
+	return k
+}
+
+// copyTarget handles COPY at i: COPY t FROM writes t, COPY t TO reads it.
+func (w *walker) copyTarget(i int) int {
+	j := i + 1
+	if w.isKw(j, kwBinary) {
+		j++
+	}
+	name, _, k, ok := w.qualName(j)
+	if !ok {
+		return i + 1 // includes COPY (query) TO: the query is walked normally
+	}
+	m := k
+	if w.isKind(m, tkLParen) {
+		if e, ok := w.skipNameList(m); ok {
+			m = e
+		}
+	}
+	if w.isKw(m, kwFrom) {
+		w.addWrite(name)
+		w.copyFrom = m
+	} else {
+		w.addRead(name, true)
+	}
+	return k
+}
+
+// tableName handles TABLE at i: TABLE name (the command), CREATE/LOCK
+// TABLE name, ...; statements that write their TABLE target consumed it
+// before the walk got here.
+func (w *walker) tableName(i int) int {
+	j := i + 1
+	if w.isKw(j, kwIf) {
+		if w.isKw(j+1, kwNot) && w.isKw(j+2, kwExists) {
+			j += 3
+		} else if w.isKw(j+1, kwExists) {
+			j += 2
+		}
+	}
+	if w.isKw(j, kwOnly) {
+		j++
+	}
+	name, q, k, ok := w.qualName(j)
+	if !ok {
+		return i + 1
+	}
+	if w.isKind(k, tkLParen) {
+		return k // CREATE TABLE name (columns)
+	}
+	w.addRead(name, q)
+	return k
+}
