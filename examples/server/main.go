@@ -101,6 +101,12 @@ func run(listen, dsn, redisAddr string, cfg gormflight.Config, delay, ttl time.D
 		return err
 	}
 
+	return serve(listen, routes(db, p, delay, ttl))
+}
+
+// routes returns the server's handlers: /fetch reads one key through the
+// cache, /stats shows the plugin's counters.
+func routes(db *gorm.DB, p *gormflight.Plugin, delay, ttl time.Duration) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /fetch", func(w http.ResponseWriter, r *http.Request) {
 		key := r.URL.Query().Get("key")
@@ -126,6 +132,12 @@ func run(listen, dsn, redisAddr string, cfg gormflight.Config, delay, ttl time.D
 		w.Write([]byte("ok"))
 	})
 
+	return mux
+}
+
+// serve serves h on listen until SIGINT or SIGTERM, then drains requests in
+// flight.
+func serve(listen string, h http.Handler) error {
 	// Catch signals before announcing readiness, so a SIGTERM sent right
 	// after the "listening" line still shuts down gracefully.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -137,7 +149,7 @@ func run(listen, dsn, redisAddr string, cfg gormflight.Config, delay, ttl time.D
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	log.Printf("listening on %s", ln.Addr())
 
 	serveErr := make(chan error, 1)
@@ -153,8 +165,8 @@ func run(listen, dsn, redisAddr string, cfg gormflight.Config, delay, ttl time.D
 
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	// Stop accepting requests and wait for in-flight ones; the deferred
-	// closes above then release the plugin, Redis and the database.
+	// Stop accepting requests and wait for in-flight ones; run's deferred
+	// closes then release the plugin, Redis and the database.
 	return srv.Shutdown(shutdownCtx)
 }
 

@@ -10,15 +10,16 @@
 //
 // Its parts, each in its own file:
 //   - flight.go: Do, one flight per key and instance (x/sync singleflight),
-//     and what a flight does: look up, wait, or load under the lock;
+//     and what a flight does: look up, then wait (wait.go) or load under
+//     the lock and store (load.go);
 //   - stamps.go: the read side of table generations (an entry is served only
 //     when the generations it was stamped with are current);
 //   - invalidation.go, retry.go: the write side (announce, bump, drop) and
 //     the retrier of bumps that did not reach Redis;
 //   - lock.go (redsync), hub.go (ready messages), breaker.go (gobreaker),
 //     warm.go (connections opened outside operations' deadlines), memo.go
-//     (decoded entries kept in memory), keys.go (Redis names), log.go,
-//     stats.go;
+//     (decoded entries kept in memory), keys.go (Redis names), scripts.go,
+//     config.go, errors.go, log.go, stats.go;
 //   - lua/: the scripts, each an atomic step across instances.
 package engine
 

@@ -1,0 +1,153 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"time"
+
+	"github.com/go-redsync/redsync/v4"
+	"github.com/gormflight/gormflight/internal/rowcodec"
+)
+
+// load tries the key's lock once and, if it wins, runs the fill. It fails
+// with errLockTaken when another instance holds the lock, and with
+// errWriting when a write to one of the tables began before the fill could
+// stamp its query: the flight then waits for it.
+func (e *Engine) load(ctx context.Context, req request, polled bool) (*flightResult, error) {
+	m, err := e.tryLock(ctx, req.keys)
+	if errors.Is(err, errLockTaken) {
+		return nil, err
+	}
+	if err != nil {
+		return e.withoutRedis(ctx, req, err)
+	}
+	// The holder before us may have stored the entry and unlocked between
+	// our last look and our lock: look again.
+	if res, _, err := e.hit(ctx, req); err == nil && res != nil {
+		e.unlock(m)
+		return res, nil
+	}
+	if polled {
+		e.stats.LockTakeovers.Add(1)
+		e.Warnf(LogTakeover, "gormflight: took over a lock whose holder stopped extending it")
+	}
+	return e.fill(ctx, req, m)
+}
+
+// fill runs the query as the lock holder, stores the result and wakes the
+// waiters. Errors are never stored. Whatever happens, even a panic in the
+// query, the lock is released and the waiters are woken.
+func (e *Engine) fill(ctx context.Context, req request, m *redsync.Mutex) (res *flightResult, err error) {
+	stop := e.keepLock(m)
+	payload := readyFailed // until there is a result
+	defer func() {
+		stop()
+		e.unlock(m)
+		e.publish(req.keys, payload)
+	}()
+	// The stamp is read before the query: a write that commits while the
+	// query runs bumps past it, so the entry is stale from that bump on.
+	stamp, err := e.readStamp(ctx, req.tables)
+	switch {
+	case errors.Is(err, errWriting):
+		// Waiters re-check ("e"), find the write and wait for its bump,
+		// as this flight does.
+		return nil, err
+	case errors.Is(err, errHeld):
+		payload = readyUncached // waiters: query yourselves, as we do
+		return e.fallback(ctx, req)
+	case err != nil:
+		return e.withoutRedis(ctx, req, err)
+	}
+	e.at(SeamStamped, req.keys)
+	e.stats.Loads.Add(1)
+	readAt := time.Now()
+	ent, err := e.runQuery(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	stop()
+	e.at(SeamLoaded, req.keys)
+	payload = readyStored
+	if !e.store(ctx, req, stamp, ent) {
+		payload = readyUncached
+	}
+	return &flightResult{entry: ent, readAt: readAt}, nil
+}
+
+// runQuery runs the query on the database, bounded by LoadTimeout from
+// now: time spent waiting before does not shorten it.
+func (e *Engine) runQuery(ctx context.Context, req request) (*rowcodec.Entry, error) {
+	ctx, cancel := context.WithTimeout(ctx, e.cfg.LoadTimeout)
+	defer cancel()
+	return req.load(ctx)
+}
+
+// fallback runs the query without the cluster-wide lock and without storing
+// its result: Redis failed, the wait ran out, or the plugin is closing. The
+// in-process flight still deduplicates.
+func (e *Engine) fallback(ctx context.Context, req request) (*flightResult, error) {
+	e.stats.Fallbacks.Add(1)
+	e.stats.Loads.Add(1)
+	readAt := time.Now()
+	ent, err := e.runQuery(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return &flightResult{entry: ent, readAt: readAt}, nil
+}
+
+// errInvalidationPending is the Redis failure behind a flight over a table
+// whose invalidation has not reached Redis yet.
+var errInvalidationPending = errors.New("gormflight: a write's invalidation has not reached Redis yet")
+
+// withoutRedis answers a flight whose Redis operation failed: from the
+// database (fail open, the default), or with ErrRedisUnavailable when
+// Config.FailClosed is set.
+func (e *Engine) withoutRedis(ctx context.Context, req request, err error) (*flightResult, error) {
+	if e.cfg.FailClosed {
+		return nil, redisUnavailable(err)
+	}
+	return e.fallback(ctx, req)
+}
+
+// store writes the entry with its TTL. It reports false when the entry was
+// not stored: too large, not encodable, or refused by Redis. Waiters are
+// then told to query themselves, as they would one by one anyway.
+func (e *Engine) store(ctx context.Context, req request, stamp string, ent *rowcodec.Entry) bool {
+	if ent.Local {
+		e.stats.Uncached.Add(1)
+		return false
+	}
+	data, err := EncodeStored(stamp, ent, e.cfg.MaxEntrySize)
+	if err != nil {
+		e.stats.Uncached.Add(1)
+		return false
+	}
+	return e.storeStamped(ctx, req.keys, stamp, data, e.jitter(req.ttl)) == nil
+}
+
+func (e *Engine) publish(k keys, payload string) {
+	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.RedisTimeout)
+	defer cancel()
+	_ = e.guard(func() error { return e.rdb.Publish(ctx, k.ready, payload).Err() })
+}
+
+// jitter spreads the expiry of entries filled together, so they do not all
+// expire in the same instant. The result stays within [ttl, maxJittered],
+// whatever TTLJitter is, so it never overflows.
+func (e *Engine) jitter(ttl time.Duration) time.Duration {
+	if e.cfg.TTLJitter <= 0 {
+		return ttl
+	}
+	extra := rand.Float64() * e.cfg.TTLJitter * float64(ttl)
+	if extra >= float64(maxJittered-ttl) {
+		return maxJittered
+	}
+	return ttl + time.Duration(extra)
+}
+
+// maxJittered bounds a stored entry's lifetime: far below the largest
+// millisecond expiry Redis accepts.
+const maxJittered = 2 * MaxTTL

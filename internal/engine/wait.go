@@ -1,0 +1,96 @@
+package engine
+
+import (
+	"context"
+	"time"
+)
+
+// waits is what a flight waits with: its subscriptions and its timers.
+type waits struct {
+	w       *waiter
+	poll    *time.Timer // the fallback re-check, for lost messages and dead holders
+	maxWait *time.Timer // Config.MaxWait, over the whole flight
+	// writes bounds the wait for writes in progress: a write that has not
+	// ended within LockExpiry of the flight meeting it (a writer that died,
+	// or whose bump cannot reach Redis) sends the flight to the database,
+	// as a dead lock holder's lock would expire. nil while no write is met.
+	writes  *time.Timer
+	polled  bool // the last wake was the fallback timer's, not a message
+	counted bool // the flight was counted in Stats.Waits
+}
+
+func (e *Engine) newWaits() *waits {
+	return &waits{
+		w:       e.hub.newWaiter(),
+		poll:    time.NewTimer(e.cfg.LockExpiry / 2),
+		maxWait: time.NewTimer(e.cfg.MaxWait),
+	}
+}
+
+func (ws *waits) stop() {
+	ws.w.stop()
+	ws.poll.Stop()
+	ws.maxWait.Stop()
+	if ws.writes != nil {
+		ws.writes.Stop()
+	}
+}
+
+// wait blocks the flight until it should look again: a message or
+// subscription confirmation on a channel it waits on, or the fallback
+// timer. writing tells whether it waits for writes in progress. It
+// reports done, with the flight's answer, when the flight must stop
+// waiting: MaxWait or the writes' bound passed, the plugin closes, or the
+// holder did not store its result.
+func (e *Engine) wait(ctx context.Context, req request, ws *waits, writing bool) (*flightResult, bool, error) {
+	switch {
+	case writing && ws.writes == nil:
+		ws.writes = time.NewTimer(e.cfg.LockExpiry)
+	case !writing && ws.writes != nil:
+		ws.writes.Stop() // the writes it met have ended
+		ws.writes = nil
+	}
+	if !ws.counted {
+		ws.counted = true
+		e.stats.Waits.Add(1)
+	}
+	// Subscribed before this wait: the subscription's confirmation wakes
+	// it for a re-check, so nothing published since the look is missed.
+	ws.poll.Reset(e.cfg.LockExpiry / 2)
+	select {
+	case <-ws.w.wake:
+		ws.polled = false
+	case <-ws.poll.C:
+		// No message: a holder or a writer may be dead (its lock or
+		// Announcement then expires) or a message was lost. Look again.
+		ws.polled = true
+	case <-timerC(ws.writes):
+		e.Warnf(LogWait, "gormflight: a write to %v has not ended within %v; reading the database", req.tables, e.cfg.LockExpiry)
+		res, err := e.fallback(ctx, req)
+		return res, true, err
+	case <-ws.maxWait.C:
+		e.stats.WaitTimeouts.Add(1)
+		e.Warnf(LogWait, "gormflight: waited %v for another instance's result or a write's end", e.cfg.MaxWait)
+		if e.cfg.FailOnWaitTimeout {
+			return nil, true, ErrWaitTimeout
+		}
+		res, err := e.fallback(ctx, req)
+		return res, true, err
+	case <-e.done:
+		res, err := e.fallback(ctx, req)
+		return res, true, err
+	}
+	if ws.w.isUncached() {
+		res, err := e.fallback(ctx, req)
+		return res, true, err
+	}
+	return nil, false, nil
+}
+
+// timerC is t's channel, or nil (never ready) for no timer.
+func timerC(t *time.Timer) <-chan time.Time {
+	if t == nil {
+		return nil
+	}
+	return t.C
+}
