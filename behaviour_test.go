@@ -558,7 +558,11 @@ func TestBehaviourCorruptEntry(t *testing.T) {
 					}
 				}
 			}
-			out, err := engine.EncodeStored(string(v[:i]), rowcodec.NewEntry(e.Names(), rows), 0)
+			wrong, err := rowcodec.NewEntry(e.Names(), rows)
+			if err != nil {
+				panic(err)
+			}
+			out, err := engine.EncodeStored(string(v[:i]), wrong, 0)
 			if err != nil {
 				panic(err)
 			}

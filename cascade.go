@@ -115,15 +115,15 @@ func normAlsoWrites(also map[string][]string) (map[string][]string, error) {
 	}
 	out := make(map[string][]string, len(also))
 	for k, vs := range also {
-		key := normTable(k)
-		if key == "" {
-			return nil, fmt.Errorf("%w: AlsoWrites key %q is not a table name", ErrInvalidConfig, k)
+		key, err := tableName(k)
+		if err != nil {
+			return nil, fmt.Errorf("%w: AlsoWrites key: %w", ErrInvalidConfig, err)
 		}
 		tables := out[key]
 		for _, v := range vs {
-			t := normTable(v)
-			if t == "" {
-				return nil, fmt.Errorf("%w: AlsoWrites[%q] holds %q, which is not a table name", ErrInvalidConfig, k, v)
+			t, err := tableName(v)
+			if err != nil {
+				return nil, fmt.Errorf("%w: AlsoWrites[%q]: %w", ErrInvalidConfig, k, err)
 			}
 			tables = append(tables, t)
 		}

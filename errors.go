@@ -13,7 +13,7 @@ var (
 	ErrNoRedis = errors.New("gormflight: Config.Redis is required")
 
 	// ErrInvalidConfig is wrapped by New's errors for out-of-range Config fields.
-	ErrInvalidConfig = errors.New("gormflight: invalid config")
+	ErrInvalidConfig = engine.ErrInvalidConfig
 
 	// ErrInvalidTTL is added to the statement's errors when Cache is given a
 	// TTL outside [MinTTL, MaxTTL]: Redis keeps expiries in whole
@@ -27,6 +27,12 @@ var (
 	// ErrRedisUnavailable is returned instead of querying the database when
 	// Redis fails and Config.FailClosed is set. It wraps the Redis error.
 	ErrRedisUnavailable = engine.ErrRedisUnavailable
+
+	// ErrInvalidTableName is added to a statement's errors by Tables, and
+	// returned by Invalidate, for a name that is not a table reference
+	// ("my-view", "1abc"): read loosely, it would name another table, and
+	// the writes it was meant to follow would not invalidate the query.
+	ErrInvalidTableName = errors.New("gormflight: not a table name")
 
 	// ErrAlreadyInitialized is returned by Initialize when the plugin is
 	// installed again on the *gorm.DB it serves, or on a second one: create

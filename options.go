@@ -1,6 +1,7 @@
 package gormflight
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -17,6 +18,7 @@ const settingKey = "gormflight:cache"
 type cacheSettings struct {
 	ttl    time.Duration
 	tables []string // declared with Tables, normalised
+	err    error    // a name Tables could not read
 }
 
 // Option adjusts one cached query. Pass options to Cache.
@@ -24,11 +26,19 @@ type Option func(*cacheSettings)
 
 // Tables declares tables the query reads that no SQL parser can see: tables
 // read by SQL functions or behind views. Writes to any of them invalidate
-// the query's entry, like writes to the tables in its SQL text.
+// the query's entry, like writes to the tables in its SQL text. Names are
+// read as in SQL (unquoted names fold to lower case; a schema qualifier is
+// ignored); one that is not a table name adds ErrInvalidTableName to the
+// statement's errors.
 func Tables(names ...string) Option {
 	return func(s *cacheSettings) {
 		for _, n := range names {
-			s.tables = append(s.tables, normTable(n))
+			t, err := tableName(n)
+			if err != nil {
+				s.err = errors.Join(s.err, err)
+				continue
+			}
+			s.tables = append(s.tables, t)
 		}
 	}
 }
@@ -93,6 +103,11 @@ func (c CacheOption) ModifyStatement(stmt *gorm.Statement) {
 	}
 	if ttl := c.settings.ttl; ttl < MinTTL || ttl > MaxTTL {
 		_ = stmt.AddError(fmt.Errorf("%w: got %v, want %v to %v", ErrInvalidTTL, ttl, MinTTL, MaxTTL))
+		stmt.Settings.Delete(settingKey)
+		return
+	}
+	if c.settings.err != nil {
+		_ = stmt.AddError(c.settings.err)
 		stmt.Settings.Delete(settingKey)
 		return
 	}

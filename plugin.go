@@ -3,6 +3,7 @@ package gormflight
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -57,7 +58,8 @@ type Config struct {
 
 	// MaxEntrySize caps the size of a stored entry in bytes. Larger results
 	// are returned to their callers but not stored. Default 1 MiB; a
-	// negative value removes the cap.
+	// negative value removes the cap, and then RedisTimeout bounds what
+	// can be stored: a store that takes longer fails as a Redis error.
 	MaxEntrySize int
 
 	// TTLJitter adds a random extra of up to this fraction of the TTL to each
@@ -152,7 +154,7 @@ func (c *Config) setDefaults() error {
 			*d.v = d.def
 		}
 	}
-	if c.LockExpiry < 30*time.Millisecond {
+	if c.LockExpiry < engine.MinLockExpiry {
 		return fmt.Errorf("%w: LockExpiry %v is too short to extend", ErrInvalidConfig, c.LockExpiry)
 	}
 	if c.MaxEntrySize == 0 {
@@ -164,10 +166,15 @@ func (c *Config) setDefaults() error {
 	if c.BreakerFailures == 0 {
 		c.BreakerFailures = 5
 	}
+	if math.IsNaN(c.TTLJitter) || math.IsInf(c.TTLJitter, 0) {
+		return fmt.Errorf("%w: TTLJitter must be a number, got %v", ErrInvalidConfig, c.TTLJitter)
+	}
 	if c.TTLJitter == 0 {
 		c.TTLJitter = 0.1
 	}
-	return nil
+	// Checked here so that New fails, not db.Use; Initialize reads it again.
+	_, err := normAlsoWrites(c.AlsoWrites)
+	return err
 }
 
 // Plugin is the gormflight GORM plugin. Create it with New and install it
@@ -217,8 +224,8 @@ func New(cfg Config) (*Plugin, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	p := &Plugin{cfg: cfg, replay: rowcodec.NewReplayer()}
-	p.engine = engine.New(engine.Config{
+	p := &Plugin{cfg: cfg}
+	e, err := engine.New(engine.Config{
 		Redis:             cfg.Redis,
 		Prefix:            cfg.Prefix,
 		LockExpiry:        cfg.LockExpiry,
@@ -235,6 +242,10 @@ func New(cfg Config) (*Plugin, error) {
 		Log:               p.logf,
 		Stats:             &p.stats,
 	})
+	if err != nil {
+		return nil, err
+	}
+	p.engine, p.replay = e, rowcodec.NewReplayer()
 	return p, nil
 }
 
@@ -342,16 +353,21 @@ func (p *Plugin) Close() error {
 // computed before the call. Use it after writes made outside GORM: by
 // another program, by SQL run on the *sql.DB directly, or by a trigger.
 // Table names are matched as in SQL (unquoted names fold to lower case; a
-// schema qualifier is ignored). If Redis cannot be reached the error is
-// returned, and this instance serves the tables uncached until a background
-// retry succeeds.
+// schema qualifier is ignored); a name that is not a table name fails with
+// ErrInvalidTableName and invalidates nothing. If Redis cannot be reached
+// the error is returned, and this instance serves the tables uncached until
+// a background retry succeeds.
 func (p *Plugin) Invalidate(ctx context.Context, tables ...string) error {
 	if p.engine == nil {
 		return errNotNew
 	}
 	norm := make([]string, 0, len(tables))
 	for _, t := range tables {
-		norm = append(norm, normTable(t))
+		n, err := tableName(t)
+		if err != nil {
+			return err
+		}
+		norm = append(norm, n)
 	}
 	slices.Sort(norm)
 	return p.engine.Invalidate(ctx, p.schema.graph.Load().expand(slices.Compact(norm), false), engine.Announcement{})

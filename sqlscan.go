@@ -1,6 +1,10 @@
 package gormflight
 
-import "github.com/gormflight/gormflight/internal/sqlscan"
+import (
+	"fmt"
+
+	"github.com/gormflight/gormflight/internal/sqlscan"
+)
 
 // The SQL analyser lives in internal/sqlscan; these wrappers keep the
 // package's short names and pass it the dialect.
@@ -14,6 +18,16 @@ func sqlTables(query string) (read, written []string) { return sqlscan.Tables(sq
 
 // normTable returns the generation name of a table reference (sqlscan.NormTable).
 func normTable(name string) string { return sqlscan.NormTable(sqlDialect, name) }
+
+// tableName returns the generation name of a table name given alone
+// (sqlscan.TableName), or an error wrapping ErrInvalidTableName.
+func tableName(name string) (string, error) {
+	t, ok := sqlscan.TableName(sqlDialect, name)
+	if !ok {
+		return "", fmt.Errorf("%w: %q", ErrInvalidTableName, name)
+	}
+	return t, nil
+}
 
 // analyze returns everything the analyser knows of a statement (sqlscan.Analyze).
 func analyze(query string) sqlscan.Result { return sqlscan.Analyze(sqlDialect, query) }

@@ -21,7 +21,7 @@ func newBreaker(cfg Config, stats *Counters, log *logger) *gobreaker.CircuitBrea
 		MaxRequests: 1,
 		Timeout:     cfg.BreakerCooldown,
 		ReadyToTrip: func(c gobreaker.Counts) bool {
-			return cfg.BreakerFailures > 0 && c.ConsecutiveFailures >= uint32(cfg.BreakerFailures)
+			return cfg.BreakerFailures > 0 && uint64(c.ConsecutiveFailures) >= uint64(cfg.BreakerFailures)
 		},
 		// A Redis out of memory still answers: it must stay reachable, so
 		// that a refused bump can delete generations (see engine.drop).

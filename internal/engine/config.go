@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"fmt"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -8,7 +10,8 @@ import (
 
 // Config is what the engine needs. The adapter fills every field with its
 // default (gormflight.Config documents them) before New: the engine does
-// not guess, so a zero duration here means zero.
+// not guess defaults, and New refuses a Config without a Redis client or
+// with a duration that is not positive.
 type Config struct {
 	Redis  redis.UniversalClient
 	Prefix string // of every Redis key and channel; holds no { or }
@@ -30,3 +33,32 @@ type Config struct {
 	Log   LogFunc   // nil: no logging
 	Stats *Counters // nil: the engine counts into counters of its own
 }
+
+// validate reports the first field New cannot work with.
+func (c *Config) validate() error {
+	if c.Redis == nil {
+		return fmt.Errorf("%w: no Redis client", ErrInvalidConfig)
+	}
+	if strings.ContainsAny(c.Prefix, "{}") {
+		return fmt.Errorf("%w: Prefix %q must not contain { or }: they would change the cluster hash slot", ErrInvalidConfig, c.Prefix)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"LockExpiry", c.LockExpiry}, {"MaxWait", c.MaxWait}, {"LoadTimeout", c.LoadTimeout},
+		{"RedisTimeout", c.RedisTimeout}, {"BreakerCooldown", c.BreakerCooldown},
+	} {
+		if d.v <= 0 {
+			return fmt.Errorf("%w: %s must be positive, got %v", ErrInvalidConfig, d.name, d.v)
+		}
+	}
+	if c.LockExpiry < MinLockExpiry {
+		return fmt.Errorf("%w: LockExpiry %v is too short to extend", ErrInvalidConfig, c.LockExpiry)
+	}
+	return nil
+}
+
+// MinLockExpiry is the shortest LockExpiry: the holder extends its lock
+// every third of it, and each extension is a Redis round trip.
+const MinLockExpiry = 30 * time.Millisecond

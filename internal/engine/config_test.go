@@ -3,12 +3,14 @@ package engine
 import (
 	"context"
 	"database/sql/driver"
+	"errors"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/gormflight/gormflight/internal/rowcodec"
+	"github.com/redis/go-redis/v9"
 	"github.com/sony/gobreaker/v2"
 )
 
@@ -50,7 +52,7 @@ func TestMaxEntrySize(t *testing.T) {
 		req := Request{Hash: "big", Tables: []string{"t"}, TTL: time.Minute,
 			Load: func(context.Context) (*rowcodec.Entry, error) {
 				loads.Add(1)
-				return rowcodec.NewEntry([]string{"v"}, [][]driver.Value{{big}}), nil
+				return rowcodec.NewEntry([]string{"v"}, [][]driver.Value{{big}})
 			}}
 		for range 3 {
 			if v := do(t, e, req); len(v) != len(big) {
@@ -60,5 +62,77 @@ func TestMaxEntrySize(t *testing.T) {
 		if n := loads.Load(); n != tc.loads {
 			t.Errorf("MaxEntrySize %d: %d loads of a 2 MiB result in 3 reads, want %d", tc.limit, n, tc.loads)
 		}
+	}
+}
+
+// New refuses a Config it cannot work with, and a zero Engine is inert.
+func TestNewAndZeroEngine(t *testing.T) {
+	_, srv := newTestEngine(t, nil)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	good := testConfig(t, rdb)
+	for name, mod := range map[string]func(*Config){
+		"no Redis":          func(c *Config) { c.Redis = nil },
+		"zero RedisTimeout": func(c *Config) { c.RedisTimeout = 0 },
+		"zero MaxWait":      func(c *Config) { c.MaxWait = 0 },
+		"short LockExpiry":  func(c *Config) { c.LockExpiry = time.Millisecond },
+		"prefix with {":     func(c *Config) { c.Prefix = "a{b" },
+	} {
+		cfg := good
+		mod(&cfg)
+		if e, err := New(cfg); !errors.Is(err, ErrInvalidConfig) || e != nil {
+			t.Errorf("%s: New returned %v, %v; want ErrInvalidConfig", name, e, err)
+		}
+	}
+
+	var zero Engine
+	if zero.Enter() {
+		t.Error("a zero Engine admitted a caller")
+	}
+	if closed, err := zero.Close(); closed || err != nil {
+		t.Errorf("zero Engine Close: %v, %v", closed, err)
+	}
+	if err := zero.Invalidate(context.Background(), []string{"t"}, Announcement{}); !errors.Is(err, ErrInvalidRequest) {
+		t.Errorf("zero Engine Invalidate: %v, want ErrInvalidRequest", err)
+	}
+	if a := zero.Announce(context.Background(), []string{"t"}, false); !a.Empty() {
+		t.Errorf("zero Engine announced %v", a.Tables())
+	}
+}
+
+// Do refuses a request it could not serve correctly.
+func TestDoRefusesInvalidRequests(t *testing.T) {
+	e, _ := newTestEngine(t, nil)
+	var loads atomic.Int64
+	for name, mod := range map[string]func(*Request){
+		"no hash":   func(r *Request) { r.Hash = "" },
+		"no tables": func(r *Request) { r.Tables = nil },
+		"TTL 0":     func(r *Request) { r.TTL = 0 },
+		"TTL 1µs":   func(r *Request) { r.TTL = time.Microsecond },
+		"no load":   func(r *Request) { r.Load = nil },
+	} {
+		req := testRequest("k", "x", &loads)
+		mod(&req)
+		e.Enter()
+		_, err := e.Do(context.Background(), req)
+		e.Exit()
+		if !errors.Is(err, ErrInvalidRequest) {
+			t.Errorf("%s: Do: %v, want ErrInvalidRequest", name, err)
+		}
+	}
+	if n := loads.Load(); n != 0 {
+		t.Errorf("%d loads of invalid requests", n)
+	}
+}
+
+// A BreakerFailures beyond what gobreaker counts in 32 bits does not wrap
+// around to an opening at the first failure.
+func TestBreakerFailuresLarge(t *testing.T) {
+	e, srv := newTestEngine(t, func(c *Config) { c.BreakerFailures = 1 << 32; c.RedisTimeout = 100 * time.Millisecond })
+	srv.Close()
+	var loads atomic.Int64
+	do(t, e, testRequest("k", "x", &loads))
+	if s := e.BreakerState(); s != gobreaker.StateClosed {
+		t.Errorf("breaker %v after one failure with BreakerFailures 1<<32, want closed", s)
 	}
 }

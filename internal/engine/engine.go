@@ -35,7 +35,9 @@ import (
 )
 
 // An Engine serves cacheable queries. It is safe for concurrent use. Create
-// it with New and stop it with Close.
+// it with New and stop it with Close. A zero Engine admits no caller (Enter
+// reports false), Close does nothing, and Invalidate fails with
+// ErrInvalidRequest.
 type Engine struct {
 	rdb   redis.UniversalClient
 	cfg   Config
@@ -65,11 +67,15 @@ type Engine struct {
 	seam func(point string, entryKey string)
 }
 
-// New returns an engine for cfg, which must be complete (Config says so).
-// It starts three goroutines, the pub/sub dispatcher, the retrier of failed
-// invalidations and the connection warmer, and the memo's sweeper runs on
-// a timer; Close stops them all.
-func New(cfg Config) *Engine {
+// New returns an engine for cfg, or an error wrapping ErrInvalidConfig for
+// a Config it cannot use (Config says what it needs). It starts three
+// goroutines, the pub/sub dispatcher, the retrier of failed invalidations
+// and the connection warmer, and the memo's sweeper runs on a timer; Close
+// stops them all.
+func New(cfg Config) (*Engine, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
 	stats := cfg.Stats
 	if stats == nil {
 		stats = new(Counters)
@@ -90,7 +96,7 @@ func New(cfg Config) *Engine {
 	e.warm = newWarmer(cfg, e.done)
 	go e.retryDirty()
 	go e.warm.run()
-	return e
+	return e, nil
 }
 
 // Enter admits a caller; it reports false once the engine is closing, and
@@ -100,7 +106,7 @@ func New(cfg Config) *Engine {
 // to the database (waiting behind Close would mean waiting for the slowest
 // load in progress, whatever the caller's deadline).
 func (e *Engine) Enter() bool {
-	if !e.gate.TryRLock() {
+	if e.done == nil || !e.gate.TryRLock() {
 		return false
 	}
 	if e.closing.Load() {
@@ -120,7 +126,7 @@ func (e *Engine) Closing() bool { return e.closing.Load() }
 // leave, stops the engine's goroutines and reports whether this call closed
 // the engine; a second call reports false and does nothing.
 func (e *Engine) Close() (bool, error) {
-	if !e.closing.CompareAndSwap(false, true) {
+	if e.done == nil || !e.closing.CompareAndSwap(false, true) {
 		return false, nil
 	}
 	close(e.done)

@@ -14,6 +14,14 @@ var (
 
 	// ErrRedisUnavailable wraps the Redis error when Config.FailClosed is set.
 	ErrRedisUnavailable = errors.New("gormflight: Redis unavailable")
+
+	// ErrInvalidConfig is wrapped by New's error for a Config it cannot use.
+	ErrInvalidConfig = errors.New("gormflight: invalid config")
+
+	// ErrInvalidRequest is Do's error for a Request without a hash, tables
+	// or a load function, or with a TTL outside [MinTTL, MaxTTL], and what
+	// an Engine not made by New answers.
+	ErrInvalidRequest = errors.New("gormflight: invalid cache request")
 )
 
 // panicError carries a panic out of a shared flight so that every caller of

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"runtime/debug"
 	"sync/atomic"
 	"time"
@@ -17,7 +18,8 @@ type Request struct {
 	// (internal/cachekey); the Redis keys are made from it.
 	Hash string
 	// Tables are the generation names of every table the rows depend on,
-	// sorted and without duplicates.
+	// sorted and without duplicates; at least one. The adapter adds a name
+	// that writes it cannot attribute to a table bump (sqlscan.AllTables).
 	Tables []string
 	// TTL is the entry's lifetime, within [MinTTL, MaxTTL].
 	TTL time.Duration
@@ -32,6 +34,21 @@ const (
 	MinTTL = time.Millisecond
 	MaxTTL = 100 * 365 * 24 * time.Hour
 )
+
+func (q *Request) check() error {
+	switch {
+	case q.Hash == "":
+		return fmt.Errorf("%w: no hash", ErrInvalidRequest)
+	case len(q.Tables) == 0:
+		// An entry that depends on no table could never be invalidated.
+		return fmt.Errorf("%w: no tables", ErrInvalidRequest)
+	case q.TTL < MinTTL || q.TTL > MaxTTL:
+		return fmt.Errorf("%w: TTL %v outside [%v, %v]", ErrInvalidRequest, q.TTL, MinTTL, MaxTTL)
+	case q.Load == nil:
+		return fmt.Errorf("%w: no load function", ErrInvalidRequest)
+	}
+	return nil
+}
 
 // request is a Request with its Redis names.
 type request struct {
@@ -65,6 +82,9 @@ const (
 // re-panicking with the value and the stack where it happened. Call it
 // between Enter and Exit.
 func (e *Engine) Do(ctx context.Context, q Request) (*rowcodec.Entry, error) {
+	if err := q.check(); err != nil {
+		return nil, err
+	}
 	req := request{keys: newKeys(e.cfg.Prefix, q.Hash), tables: q.Tables, ttl: q.TTL, load: q.Load}
 	start := time.Now()
 	for {

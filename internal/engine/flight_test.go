@@ -22,7 +22,7 @@ func testRequest(hash string, v string, n *atomic.Int64) Request {
 		TTL:    time.Minute,
 		Load: func(context.Context) (*rowcodec.Entry, error) {
 			n.Add(1)
-			return rowcodec.NewEntry([]string{"v"}, [][]driver.Value{{v}}), nil
+			return rowcodec.NewEntry([]string{"v"}, [][]driver.Value{{v}})
 		},
 	}
 }
@@ -80,7 +80,10 @@ func newEngineOn(t *testing.T, srv *miniredis.Miniredis) *Engine {
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true})
 	t.Cleanup(func() { _ = rdb.Close() })
 	cfg := testConfig(t, rdb)
-	e := New(cfg)
+	e, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { _, _ = e.Close() })
 	return e
 }

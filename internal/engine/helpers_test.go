@@ -21,7 +21,10 @@ func newTestEngine(t testing.TB, mod func(*Config)) (*Engine, *miniredis.Minired
 	if mod != nil {
 		mod(&cfg)
 	}
-	e := New(cfg)
+	e, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		if _, err := e.Close(); err != nil {
 			t.Errorf("Close: %v", err)

@@ -50,7 +50,7 @@ func (a Announcement) ends() map[string][]string {
 // leaves the marks in place with no reply), instead of leaving them to
 // keep the tables uncached on every instance for Config.LoadTimeout.
 func (e *Engine) Announce(ctx context.Context, tables []string, held bool) Announcement {
-	if len(tables) == 0 {
+	if len(tables) == 0 || e.rdb == nil {
 		return Announcement{}
 	}
 	a := Announcement{token: rand.Text(), held: held}
@@ -98,6 +98,9 @@ func (e *Engine) bump(ctx context.Context, tables []string, ends map[string][]st
 // that refuses the script) has the tables' generations deleted instead
 // (see drop).
 func (e *Engine) Invalidate(ctx context.Context, tables []string, a Announcement) error {
+	if e.rdb == nil {
+		return fmt.Errorf("%w: the Engine was not made by New", ErrInvalidRequest)
+	}
 	if len(tables) == 0 {
 		return nil
 	}

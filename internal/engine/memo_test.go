@@ -31,7 +31,10 @@ func memoData(t *testing.T, rows ...string) ([]byte, *rowcodec.Entry) {
 	for _, r := range rows {
 		values = append(values, []driver.Value{r})
 	}
-	e := rowcodec.NewEntry([]string{"v"}, values)
+	e, err := rowcodec.NewEntry([]string{"v"}, values)
+	if err != nil {
+		t.Fatal(err)
+	}
 	data, err := rowcodec.Encode(nil, e, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -142,7 +145,10 @@ func memoRow(t testing.TB, i, rows int) []byte {
 			time.Unix(int64(1_700_000_000+i), 0).UTC(), nil,
 		})
 	}
-	e := rowcodec.NewEntry([]string{"id", "name", "created_at", "payload"}, values)
+	e, err := rowcodec.NewEntry([]string{"id", "name", "created_at", "payload"}, values)
+	if err != nil {
+		t.Fatal(err)
+	}
 	data, err := rowcodec.Encode(nil, e, 0)
 	if err != nil {
 		t.Fatal(err)

@@ -1,11 +1,14 @@
 package rowcodec
 
 import (
+	"bytes"
 	"database/sql/driver"
 	"errors"
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
 )
 
 // Every value kind a driver returns comes back from Encode and Decode equal,
@@ -24,7 +27,7 @@ func TestRoundTrip(t *testing.T) {
 	for i, v := range values {
 		rows[i] = []driver.Value{v}
 	}
-	in := NewEntry([]string{"v"}, rows)
+	in := mustEntry(t, []string{"v"}, rows)
 	in.columns[0].scanType = nil
 	data, err := Encode(nil, in, 0)
 	if err != nil {
@@ -61,9 +64,10 @@ func TestEncodeRefuses(t *testing.T) {
 		limit int
 		want  error
 	}{
-		{"unknown value type", NewEntry([]string{"v"}, [][]driver.Value{{int32(1)}}), 0, ErrUnencodable},
-		{"short row", NewEntry([]string{"a", "b"}, [][]driver.Value{{int64(1)}}), 0, ErrUnencodable},
-		{"over the limit", NewEntry([]string{"v"}, [][]driver.Value{{string(make([]byte, 100))}}), 64, ErrTooLarge},
+		{"unknown value type", mustEntry(t, []string{"v"}, [][]driver.Value{{int32(1)}}), 0, ErrUnencodable},
+		{"short row", &Entry{columns: make([]column, 2), names: []string{"a", "b"}, rows: [][]driver.Value{{int64(1)}}}, 0, ErrUnencodable},
+		{"over the limit", mustEntry(t, []string{"v"}, [][]driver.Value{{string(make([]byte, 100))}}), 64, ErrTooLarge},
+		{"too many rows of no columns", &Entry{rows: make([][]driver.Value, maxBareRows+1)}, 0, ErrUnencodable},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := Encode(nil, tc.e, tc.limit); !errors.Is(err, tc.want) {
@@ -108,4 +112,36 @@ func FuzzDecodeEntry(f *testing.F) {
 			t.Fatalf("round trip changed the entry:\n%+v\n%+v", e, e2)
 		}
 	})
+}
+
+func mustEntry(t testing.TB, names []string, rows [][]driver.Value) *Entry {
+	t.Helper()
+	e, err := NewEntry(names, rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// NewEntry refuses rows that do not hold one value per column: replayed,
+// a short row would show the values of the row before it.
+func TestNewEntryRowLength(t *testing.T) {
+	for _, rows := range [][][]driver.Value{{{int64(1), "a"}, {int64(2)}}, {{int64(1), "a", "extra"}}} {
+		if _, err := NewEntry([]string{"id", "name"}, rows); !errors.Is(err, ErrUnencodable) {
+			t.Errorf("NewEntry(%v): %v, want ErrUnencodable", rows, err)
+		}
+	}
+}
+
+// Rows of no columns take no bytes, so Decode caps their claimed number
+// rather than allocate for it.
+func TestDecodeCapsBareRows(t *testing.T) {
+	var buf bytes.Buffer
+	enc := msgpack.NewEncoder(&buf)
+	_ = enc.EncodeUint(Version)
+	_ = enc.EncodeArrayLen(0)
+	_ = enc.EncodeArrayLen(maxBareRows + 1)
+	if _, err := Decode(buf.Bytes()); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("Decode of %d rows of no columns: %v, want ErrCorrupt", maxBareRows+1, err)
+	}
 }

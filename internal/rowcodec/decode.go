@@ -107,8 +107,9 @@ func decodeRows(dec *msgpack.Decoder, r *bytes.Reader, e *Entry) error {
 	if err != nil {
 		return err
 	}
-	// Every value takes at least one byte: a count beyond what is left is a lie.
-	if nrows < 0 || (ncols > 0 && nrows > r.Len()/ncols) || (ncols == 0 && nrows > r.Len()+1<<20) {
+	// Every value takes at least one byte: a count beyond what is left is a
+	// lie. Rows of no columns take none, so their count has a cap of its own.
+	if nrows < 0 || (ncols > 0 && nrows > r.Len()/ncols) || (ncols == 0 && nrows > maxBareRows) {
 		return fmt.Errorf("%d rows in %d bytes", nrows, r.Len())
 	}
 	e.rows = make([][]driver.Value, nrows)

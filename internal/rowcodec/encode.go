@@ -18,6 +18,10 @@ import (
 // entry. Decode refuses any other.
 const Version = 1
 
+// maxBareRows caps the rows of an entry with no columns, whose rows take
+// no bytes: Decode cannot bound their number by the input's size.
+const maxBareRows = 1 << 20
+
 // TimeExt is the msgpack extension type of a time.Time with its location.
 const TimeExt int8 = 1
 
@@ -108,6 +112,9 @@ func Encode(dst []byte, e *Entry, limit int) ([]byte, error) {
 		_ = enc.EncodeInt(c.length)
 		_ = enc.EncodeInt(c.precision)
 		_ = enc.EncodeInt(c.scale)
+	}
+	if len(e.columns) == 0 && len(e.rows) > maxBareRows {
+		return dst, fmt.Errorf("%w: %d rows of no columns", ErrUnencodable, len(e.rows))
 	}
 	_ = enc.EncodeArrayLen(len(e.rows))
 	for _, row := range e.rows {

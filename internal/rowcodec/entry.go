@@ -9,6 +9,7 @@ package rowcodec
 
 import (
 	"database/sql/driver"
+	"fmt"
 	"reflect"
 	"time"
 	"unsafe"
@@ -106,8 +107,14 @@ func AllocSize(n int) int {
 // NewEntry returns an entry of the given column names and rows of driver
 // values, for results not read from a driver (Capture reads those). Each
 // column reports the scan type of its first non-nil value and no other
-// metadata. The entry keeps rows: the caller must not modify them after.
-func NewEntry(names []string, rows [][]driver.Value) *Entry {
+// metadata. Every row must hold one value per name (ErrUnencodable
+// otherwise). The entry keeps rows: the caller must not modify them after.
+func NewEntry(names []string, rows [][]driver.Value) (*Entry, error) {
+	for i, row := range rows {
+		if len(row) != len(names) {
+			return nil, fmt.Errorf("%w: row %d holds %d values for %d columns", ErrUnencodable, i, len(row), len(names))
+		}
+	}
 	e := &Entry{columns: make([]column, len(names)), names: append([]string(nil), names...), rows: rows}
 	for i, name := range names {
 		e.columns[i].name = name
@@ -118,7 +125,7 @@ func NewEntry(names []string, rows [][]driver.Value) *Entry {
 			}
 		}
 	}
-	return e
+	return e, nil
 }
 
 // Names returns a copy of the column names.

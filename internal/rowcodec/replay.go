@@ -18,7 +18,8 @@ import (
 
 // A Replayer serves entries as *sql.Rows and *sql.Row, through a *sql.DB of
 // its own over the replay driver. It is safe for concurrent use; Close it
-// when done. Its zero value is not usable: call NewReplayer.
+// when done. Make it with NewReplayer: a zero Replayer answers every
+// replay with an error.
 type Replayer struct{ db *sql.DB }
 
 // NewReplayer returns a Replayer.
@@ -30,17 +31,39 @@ func NewReplayer() *Replayer {
 
 // Rows replays e as a genuine *sql.Rows.
 func (r *Replayer) Rows(ctx context.Context, e *Entry) (*sql.Rows, error) {
+	if r.db == nil || e == nil {
+		return nil, errNothing
+	}
 	return r.db.QueryContext(ctx, "", &replayed{entry: e})
 }
 
 // Row replays e as a *sql.Row, or carries err in it when err is not nil:
 // database/sql gives no other way to make a *sql.Row hold an error.
 func (r *Replayer) Row(ctx context.Context, e *Entry, err error) *sql.Row {
+	if r.db == nil {
+		return rowOf(errNothing)
+	}
+	if e == nil && err == nil {
+		err = errNothing
+	}
 	return r.db.QueryRowContext(ctx, "", &replayed{entry: e, err: err})
 }
 
+// rowOf returns a *sql.Row that holds err, for a Replayer without a
+// database: a *sql.Row can only be made by a *sql.DB.
+func rowOf(err error) *sql.Row {
+	db := sql.OpenDB(replayConnector{})
+	defer db.Close()
+	return db.QueryRowContext(context.Background(), "", &replayed{err: err})
+}
+
 // Close closes the Replayer's *sql.DB.
-func (r *Replayer) Close() error { return r.db.Close() }
+func (r *Replayer) Close() error {
+	if r.db == nil {
+		return nil
+	}
+	return r.db.Close()
+}
 
 // replayed is the single argument of a replay query: the entry to serve, or
 // the error the live query produced.
@@ -49,7 +72,10 @@ type replayed struct {
 	err   error
 }
 
-var errNotReplay = errors.New("gormflight: replay connection used for a real query")
+var (
+	errNotReplay = errors.New("gormflight: replay connection used for a real query")
+	errNothing   = errors.New("gormflight: nothing to replay: no entry, or a Replayer not made by NewReplayer")
+)
 
 type replayConnector struct{}
 

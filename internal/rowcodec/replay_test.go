@@ -12,10 +12,13 @@ import (
 
 func testEntry() *Entry {
 	at := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
-	e := NewEntry([]string{"id", "name", "blob", "at", "note"}, [][]driver.Value{
+	e, err := NewEntry([]string{"id", "name", "blob", "at", "note"}, [][]driver.Value{
 		{int64(1), "a", []byte("xy"), at, nil},
 		{int64(2), "b", []byte{}, at.Add(time.Hour), "n"},
 	})
+	if err != nil {
+		panic(err)
+	}
 	e.columns[0].dbType, e.columns[0].nullableOK = "INT8", true
 	e.columns[1].length, e.columns[1].lengthOK = 32, true
 	e.columns[4].scanType = nil // the driver reported none
@@ -108,7 +111,7 @@ func TestReplayRowAndCapture(t *testing.T) {
 	if err := r.Row(context.Background(), nil, boom).Scan(&n); !errors.Is(err, boom) {
 		t.Errorf("Row with an error: %v, want boom", err)
 	}
-	if err := r.Row(context.Background(), NewEntry([]string{"n"}, nil), nil).Scan(&n); !errors.Is(err, sql.ErrNoRows) {
+	if err := r.Row(context.Background(), mustEntry(t, []string{"n"}, nil), nil).Scan(&n); !errors.Is(err, sql.ErrNoRows) {
 		t.Errorf("Row of no rows: %v, want sql.ErrNoRows", err)
 	}
 	want := testEntry()
@@ -122,5 +125,28 @@ func TestReplayRowAndCapture(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("captured %+v\nwant %+v", got, want)
+	}
+}
+
+// A zero Replayer, or no entry, is an error, never a panic.
+func TestReplayNothing(t *testing.T) {
+	var zero Replayer
+	if _, err := zero.Rows(context.Background(), mustEntry(t, []string{"n"}, nil)); err == nil {
+		t.Error("zero Replayer: Rows succeeded")
+	}
+	var n int
+	if err := zero.Row(context.Background(), mustEntry(t, []string{"n"}, nil), nil).Scan(&n); err == nil {
+		t.Error("zero Replayer: Row succeeded")
+	}
+	if err := zero.Close(); err != nil {
+		t.Errorf("zero Replayer: Close: %v", err)
+	}
+	r := NewReplayer()
+	defer r.Close()
+	if _, err := r.Rows(context.Background(), nil); err == nil {
+		t.Error("Rows(nil) succeeded")
+	}
+	if err := r.Row(context.Background(), nil, nil).Scan(&n); err == nil {
+		t.Error("Row(nil, nil) succeeded")
 	}
 }

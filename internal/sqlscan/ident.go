@@ -16,20 +16,36 @@ const maxIdentLen = 63
 // with an identifier yields "". For the zero Dialect every name is
 // AllTables, which every table's entries depend on.
 func NormTable(d Dialect, name string) string {
+	t, _ := tableRef(d, name)
+	return t
+}
+
+// TableName is NormTable for a name given alone, as in an API or a
+// configuration: it reports false unless the whole of name is one table
+// reference, so that "my-view" or "t; x" is refused rather than read as "my"
+// or "t".
+func TableName(d Dialect, name string) (string, bool) {
+	t, whole := tableRef(d, name)
+	return t, whole && t != ""
+}
+
+// tableRef returns NormTable's answer and whether the reference was all of
+// name.
+func tableRef(d Dialect, name string) (string, bool) {
 	if d != PostgreSQL {
-		return AllTables
+		return AllTables, true
 	}
 	var buf [8]token
 	toks := tokenize(name, buf[:0])
 	if len(toks) == 0 || (toks[0].kind != tkWord && toks[0].kind != tkQuoted) {
-		return ""
+		return "", false
 	}
 	last, k := 0, 1
 	for k+1 < len(toks) && toks[k].kind == tkDot && (toks[k+1].kind == tkWord || toks[k+1].kind == tkQuoted) {
 		last = k + 1
 		k += 2
 	}
-	return identValue(name, toks, last)
+	return identValue(name, toks, last), k == len(toks)
 }
 
 // identValue returns the normalised name of the identifier token toks[idx].

@@ -34,3 +34,30 @@ func TestNormTable(t *testing.T) {
 		})
 	}
 }
+
+func TestTableName(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want string
+		ok   bool
+	}{
+		{`users`, "users", true},
+		{`public."Users"`, "Users", true},
+		{` public . users `, "users", true},
+		{`my-view`, "", false},
+		{`1abc`, "", false},
+		{`t; DROP TABLE t`, "", false},
+		{`users u`, "", false},
+		{`public.`, "", false},
+		{``, "", false},
+		{`""`, "", false},
+	} {
+		got, ok := TableName(PostgreSQL, tc.in)
+		if ok != tc.ok || (ok && got != tc.want) {
+			t.Errorf("TableName(%q) = %q, %v; want %q, %v", tc.in, got, ok, tc.want, tc.ok)
+		}
+	}
+	if got, ok := TableName(0, "users"); !ok || got != AllTables {
+		t.Errorf("zero Dialect: %q, %v; want AllTables", got, ok)
+	}
+}
