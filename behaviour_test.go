@@ -34,36 +34,10 @@ import (
 // goroutines coordinate through channels, WaitGroups and a PostgreSQL
 // advisory lock (behGate) instead of sleeps.
 
-// behWaitFor waits until cond holds, for conditions the test cannot be
-// notified of (a session blocked in PostgreSQL, a subscription confirmed by
-// Redis). It is a wait, never an assertion about timing.
-func behWaitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
-// behGlob escapes the glob metacharacters of a Redis KEYS/PUBSUB pattern.
-func behGlob(s string) string {
-	var b strings.Builder
-	for _, r := range s {
-		if strings.ContainsRune(`*?[]\`, r) {
-			b.WriteByte('\\')
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
-}
-
 // behKeys lists the Redis keys under prefix, sorted.
 func behKeys(t testing.TB, rdb redis.UniversalClient, prefix string) []string {
 	t.Helper()
-	keys, err := rdb.Keys(context.Background(), behGlob(prefix)+":*").Result()
+	keys, err := rdb.Keys(context.Background(), escapeGlob(prefix)+":*").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +69,7 @@ func behDecodeStored(v []byte) error {
 // behChannels lists the pub/sub channels under prefix that have subscribers.
 func behChannels(t testing.TB, rdb redis.UniversalClient, prefix string) []string {
 	t.Helper()
-	chans, err := rdb.PubSubChannels(context.Background(), behGlob(prefix)+"*").Result()
+	chans, err := rdb.PubSubChannels(context.Background(), escapeGlob(prefix)+"*").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,7 +247,7 @@ func TestBehaviourCancelledCallerDoesNotFailOthers(t *testing.T) {
 	}()
 	// A's flight has started once its query waits on the gate in PostgreSQL.
 	// (gft_record's own row only becomes visible when the statement commits.)
-	behWaitFor(t, "A's query to run in PostgreSQL", func() bool { return gate.waiting(t) == 1 })
+	waitFor(t, "A's query to run in PostgreSQL", waitTimeout, func() bool { return gate.waiting(t) == 1 })
 
 	var started, done sync.WaitGroup
 	results := make([]slowRow, others)
@@ -338,13 +312,13 @@ func TestBehaviourCancelledSoleCallerFlightCompletes(t *testing.T) {
 		_, err := behGatedQuery(ctx, in, tag, "k", gate)
 		errA <- err
 	}()
-	behWaitFor(t, "the query to run in PostgreSQL", func() bool { return gate.waiting(t) == 1 })
+	waitFor(t, "the query to run in PostgreSQL", waitTimeout, func() bool { return gate.waiting(t) == 1 })
 	cancel()
 	if err := <-errA; !errors.Is(err, context.Canceled) {
 		t.Errorf("got %v, want context.Canceled", err)
 	}
 	gate.release()
-	behWaitFor(t, "the orphaned flight to store its entry", func() bool {
+	waitFor(t, "the orphaned flight to store its entry", waitTimeout, func() bool {
 		return len(behOfKind(behKeys(t, rdb, prefix), "e")) == 1
 	})
 
@@ -786,28 +760,20 @@ type behTxRow struct {
 
 func (behTxRow) TableName() string { return "gft_beh_tx" }
 
-var (
-	behSchemaOnce sync.Once
-	behSchemaErr  error
-)
+var behSchemaSetup = schemaOnce{lock: schemaLockBehaviour}
 
 func behSchema(t testing.TB, db *gorm.DB) {
 	t.Helper()
-	behSchemaOnce.Do(func() {
-		behSchemaErr = db.Transaction(func(tx *gorm.DB) error {
-			if err := tx.Exec("SELECT pg_advisory_xact_lock(727002)").Error; err != nil {
-				return err
-			}
-			return tx.Exec(`
+	err := behSchemaSetup.do(db, func(tx *gorm.DB) error {
+		return tx.Exec(`
 CREATE TABLE IF NOT EXISTS gft_beh_tx (id bigserial PRIMARY KEY, tag text NOT NULL, v int NOT NULL DEFAULT 0);
 CREATE OR REPLACE PROCEDURE gft_beh_bump(p_tag text, INOUT p_v int DEFAULT NULL) LANGUAGE plpgsql AS $$
 BEGIN
 	UPDATE gft_beh_tx SET v = v + 1 WHERE tag = p_tag RETURNING v INTO p_v;
 END $$;`).Error
-		})
 	})
-	if behSchemaErr != nil {
-		t.Fatal(behSchemaErr)
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -1008,15 +974,15 @@ func TestBehaviourNoLeaks(t *testing.T) {
 	close(start)
 	// One loader per key blocks on the gate; the two other instances wait
 	// for it on the key's channel.
-	behWaitFor(t, "one query per key to run in PostgreSQL", func() bool { return gate.waiting(t) == nkeys })
-	behWaitFor(t, "the other instances to subscribe", func() bool {
+	waitFor(t, "one query per key to run in PostgreSQL", waitTimeout, func() bool { return gate.waiting(t) == nkeys })
+	waitFor(t, "the other instances to subscribe", waitTimeout, func() bool {
 		n := 0
 		for _, a := range apps {
 			n += a.in.p.engine.Subscribed()
 		}
 		return n == (ninstances-1)*nkeys
 	})
-	behWaitFor(t, "Redis to report the subscriptions", func() bool {
+	waitFor(t, "Redis to report the subscriptions", waitTimeout, func() bool {
 		return len(behChannels(t, ctlRedis, prefix)) == nkeys
 	})
 	gate.release()
@@ -1038,25 +1004,21 @@ func TestBehaviourNoLeaks(t *testing.T) {
 	}
 	// UNSUBSCRIBE is written without waiting for its reply: give Redis the
 	// moment it needs to process it.
-	deadline := time.Now().Add(10 * time.Second)
-	for chans := behChannels(t, ctlRedis, prefix); len(chans) != 0; chans = behChannels(t, ctlRedis, prefix) {
-		if time.Now().After(deadline) {
-			t.Errorf("Redis still has subscribers on %v", chans)
-			break
-		}
-		time.Sleep(time.Millisecond)
+	var chans []string
+	unsubscribed := eventually(10*time.Second, func() bool {
+		chans = behChannels(t, ctlRedis, prefix)
+		return len(chans) == 0
+	})
+	if !unsubscribed {
+		t.Errorf("Redis still has subscribers on %v", chans)
 	}
 
 	closeAll()
 	closed = true
-	deadline = time.Now().Add(10 * time.Second)
-	for runtime.NumGoroutine() > base {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			buf = buf[:runtime.Stack(buf, true)]
-			t.Fatalf("%d goroutines after Close, %d before the instances were created:\n%s", runtime.NumGoroutine(), base, buf)
-		}
-		time.Sleep(time.Millisecond)
+	if !eventually(10*time.Second, func() bool { return runtime.NumGoroutine() <= base }) {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		t.Fatalf("%d goroutines after Close, %d before the instances were created:\n%s", runtime.NumGoroutine(), base, buf)
 	}
 }
 
@@ -1112,10 +1074,10 @@ func TestBehaviourClose(t *testing.T) {
 			_, err := behGatedQuery(context.Background(), in, uniqueTag(t), "k", gate)
 			loaded <- err
 		}()
-		behWaitFor(t, "the load to start", func() bool { return gate.waiting(t) == 1 })
+		waitFor(t, "the load to start", waitTimeout, func() bool { return gate.waiting(t) == 1 })
 		closed := make(chan error, 1)
 		go func() { closed <- in.p.Close() }()
-		behWaitFor(t, "Close to wait for the load", func() bool {
+		waitFor(t, "Close to wait for the load", waitTimeout, func() bool {
 			return in.p.engine.Closing()
 		})
 		tag := uniqueTag(t)
@@ -1161,15 +1123,15 @@ func TestBehaviourClose(t *testing.T) {
 			errs <- err
 		}
 		go run(ins[0])
-		behWaitFor(t, "instance 0 to load", func() bool { return gate.waiting(t) == 1 })
+		waitFor(t, "instance 0 to load", waitTimeout, func() bool { return gate.waiting(t) == 1 })
 		go run(ins[1])
-		behWaitFor(t, "instance 1 to wait", func() bool { return ins[1].p.engine.Subscribed() == 1 })
+		waitFor(t, "instance 1 to wait", waitTimeout, func() bool { return ins[1].p.engine.Subscribed() == 1 })
 
 		closeErr := make(chan error, 1)
 		go func() { closeErr <- ins[1].p.Close() }()
 		// Instance 1 stops waiting and runs the query itself: a second
 		// session blocks on the gate.
-		behWaitFor(t, "instance 1 to query the database itself", func() bool { return gate.waiting(t) == 2 })
+		waitFor(t, "instance 1 to query the database itself", waitTimeout, func() bool { return gate.waiting(t) == 2 })
 		gate.release()
 		for range 2 {
 			if err := <-errs; err != nil {
@@ -1302,9 +1264,9 @@ FROM (SELECT pg_advisory_xact_lock_shared(?)) AS leak_probe_gate`
 
 	// Hold the load open so that the lock and the channel exist to be seen.
 	go run(ins[0])
-	behWaitFor(t, "instance 0 to load", func() bool { return gate.waiting(t) == 1 })
+	waitFor(t, "instance 0 to load", waitTimeout, func() bool { return gate.waiting(t) == 1 })
 	go run(ins[1])
-	behWaitFor(t, "instance 1 to subscribe", func() bool { return len(behChannels(t, rdb, prefix)) == 1 })
+	waitFor(t, "instance 1 to subscribe", waitTimeout, func() bool { return len(behChannels(t, rdb, prefix)) == 1 })
 	names := append(behKeys(t, rdb, prefix), behChannels(t, rdb, prefix)...)
 	gate.release()
 	for range 2 {
@@ -1352,46 +1314,6 @@ FROM (SELECT pg_advisory_xact_lock_shared(?)) AS leak_probe_gate`
 	}
 }
 
-// behRoundTrips counts Redis round trips: each command or pipeline is one.
-type behRoundTrips struct {
-	mu    sync.Mutex
-	trips []string
-}
-
-func (h *behRoundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (h *behRoundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		h.add(cmd.Name())
-		return next(ctx, cmd)
-	}
-}
-
-func (h *behRoundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		names := make([]string, len(cmds))
-		for i, c := range cmds {
-			names[i] = c.Name()
-		}
-		h.add("pipeline[" + strings.Join(names, " ") + "]")
-		return next(ctx, cmds)
-	}
-}
-
-func (h *behRoundTrips) add(s string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.trips = append(h.trips, s)
-}
-
-func (h *behRoundTrips) take() []string {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	out := h.trips
-	h.trips = nil
-	return out
-}
-
 // A hit costs one Redis round trip: one command, or one pipeline when
 // the generations of the tables read are fetched with the entry.
 func TestBehaviourHitIsOneRedisRoundTrip(t *testing.T) {
@@ -1411,7 +1333,7 @@ func TestBehaviourHitIsOneRedisRoundTrip(t *testing.T) {
 				t.Fatalf("test precondition: the query reads %v, want %v", read, tc.tables)
 			}
 			rdb := openRedis(t, "")
-			trips := &behRoundTrips{}
+			trips := &roundTrips{}
 			rdb.AddHook(trips)
 			in := newInstance(t, testConfig(rdb, testPrefix(t)))
 			behSchema(t, in.db)

@@ -40,22 +40,14 @@ type benchItem struct {
 
 func (benchItem) TableName() string { return "gft_bench_item" }
 
-var (
-	benchSchemaOnce sync.Once
-	benchSchemaErr  error
-)
+var benchSchemaSetup = schemaOnce{lock: schemaLockBench}
 
 // setupBenchSchema creates gft_bench_item with benchItemRows deterministic
 // rows, once per process.
 func setupBenchSchema(b testing.TB, db *gorm.DB) {
 	b.Helper()
-	benchSchemaOnce.Do(func() {
-		benchSchemaErr = db.Transaction(func(tx *gorm.DB) error {
-			// Serialise with other test processes creating the same table.
-			if err := tx.Exec("SELECT pg_advisory_xact_lock(727002)").Error; err != nil {
-				return err
-			}
-			if err := tx.Exec(`
+	err := benchSchemaSetup.do(db, func(tx *gorm.DB) error {
+		if err := tx.Exec(`
 CREATE TABLE IF NOT EXISTS gft_bench_item (
 	id         bigint PRIMARY KEY,
 	name       text NOT NULL,
@@ -65,19 +57,18 @@ CREATE TABLE IF NOT EXISTS gft_bench_item (
 	created_at timestamptz NOT NULL,
 	tags       text[] NOT NULL
 )`).Error; err != nil {
-				return err
-			}
-			return tx.Exec(`
+			return err
+		}
+		return tx.Exec(`
 INSERT INTO gft_bench_item (id, name, price, qty, active, created_at, tags)
 SELECT i, 'item number ' || i, i * 1.25, i * 3, i % 2 = 0,
        timestamptz '2024-01-01 00:00:00+00' + i * interval '1 hour',
        ARRAY['tag' || i, 'common', 'bench']
 FROM generate_series(1, ?) AS i
 ON CONFLICT (id) DO NOTHING;`, benchItemRows).Error
-		})
 	})
-	if benchSchemaErr != nil {
-		unavailable(b, "PostgreSQL bench schema", benchSchemaErr)
+	if err != nil {
+		unavailable(b, "PostgreSQL bench schema", err)
 	}
 }
 

@@ -2,8 +2,6 @@ package gormflight
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"slices"
 	"strings"
@@ -23,13 +21,12 @@ import (
 // cascadeNames returns the replacer of a test's table names: {p} parent,
 // {c} child, {g} grandchild, and {P} {C} quoted mixed-case ones.
 func cascadeNames() (*strings.Replacer, map[string]string) {
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	base := "gft_cas_" + hex.EncodeToString(b[:])
+	suffix := randHex(4)
+	base := "gft_cas_" + suffix
 	n := map[string]string{
 		"{p}": base + "_p", "{c}": base + "_c", "{g}": base + "_g",
-		"{P}": `"Gft_Cas_` + hex.EncodeToString(b[:]) + `_P"`,
-		"{C}": `"Gft_Cas_` + hex.EncodeToString(b[:]) + `_C"`,
+		"{P}": `"Gft_Cas_` + suffix + `_P"`,
+		"{C}": `"Gft_Cas_` + suffix + `_C"`,
 	}
 	var pairs []string
 	for k, v := range n {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/md5"
-	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -21,7 +20,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/sony/gobreaker/v2"
 	"gorm.io/gorm"
 )
@@ -34,120 +32,7 @@ import (
 // reconfigured. Tests coordinate by waiting for conditions, never by
 // sleeping; latencies are recorded and only checked against generous bounds.
 
-// chaosBuffer collects a child process's output; the process writes while
-// the test reads.
-type chaosBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (c *chaosBuffer) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.b.Write(p)
-}
-
-func (c *chaosBuffer) String() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.b.String()
-}
-
-// startRedis starts a redis-server of the test's own on a free loopback
-// port, without persistence, and waits until it answers PING. stop kills it
-// (SIGKILL) and waits for it; restart starts it again on the same port, so
-// clients reconnect to the same address. args are added to the server's
-// command line (--maxmemory, --enable-debug-command). The server is stopped
-// when the test ends.
-func startRedis(t *testing.T, args ...string) (addr string, stop func(), restart func()) {
-	t.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		unavailable(t, "redis-server binary", err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr = l.Addr().String()
-	_, port, _ := net.SplitHostPort(addr)
-	_ = l.Close()
-	dir := t.TempDir()
-	out := new(chaosBuffer)
-
-	var mu sync.Mutex
-	var cmd *exec.Cmd
-	stop = func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if cmd == nil {
-			return
-		}
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		cmd = nil
-	}
-	restart = func() {
-		t.Helper()
-		mu.Lock()
-		if cmd != nil {
-			mu.Unlock()
-			t.Fatalf("redis-server on %s is already running", addr)
-		}
-		c := exec.Command("redis-server", append([]string{"--port", port, "--bind", "127.0.0.1",
-			"--save", "", "--appendonly", "no", "--dir", dir}, args...)...)
-		c.Stdout, c.Stderr = out, out
-		if err := c.Start(); err != nil {
-			mu.Unlock()
-			t.Fatalf("starting redis-server: %v", err)
-		}
-		cmd = c
-		mu.Unlock()
-
-		rdb := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: time.Second})
-		defer rdb.Close()
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			err := rdb.Ping(ctx).Err()
-			cancel()
-			if err == nil {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("redis-server on %s did not answer PING within 10s: %v\noutput:\n%s", addr, err, out)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
-	t.Cleanup(stop)
-	restart()
-	return addr, stop, restart
-}
-
-// chaosWaitFor polls cond until it holds and returns how long that took, or
-// fails the test after timeout.
-func chaosWaitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > timeout {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-	return time.Since(start)
-}
-
-func chaosRandHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-var (
-	chaosSchemaOnce sync.Once
-	chaosSchemaErr  error
-)
+var chaosSchemaSetup = schemaOnce{lock: schemaLockChaos}
 
 // chaosSchema creates gft_chaos_kv, a small table whose rows the tests can
 // check answers against (k -> "value-k"), and gft_chaos_probe, a query that
@@ -156,12 +41,8 @@ var (
 // sequences, which a RAISE does not roll back.
 func chaosSchema(t testing.TB, db *gorm.DB) {
 	t.Helper()
-	chaosSchemaOnce.Do(func() {
-		chaosSchemaErr = db.Transaction(func(tx *gorm.DB) error {
-			if err := tx.Exec("SELECT pg_advisory_xact_lock(727042)").Error; err != nil {
-				return err
-			}
-			return tx.Exec(`
+	err := chaosSchemaSetup.do(db, func(tx *gorm.DB) error {
+		return tx.Exec(`
 CREATE TABLE IF NOT EXISTS gft_chaos_kv (k int PRIMARY KEY, v text NOT NULL);
 INSERT INTO gft_chaos_kv (k, v) SELECT g, 'value-' || g FROM generate_series(0, 15) AS g ON CONFLICT (k) DO NOTHING;
 CREATE OR REPLACE FUNCTION gft_chaos_probe(p_tag text, p_execs text, p_overlaps text, p_ms int)
@@ -186,10 +67,9 @@ BEGIN
 	END IF;
 	RETURN 1;
 END $$;`).Error
-		})
 	})
-	if chaosSchemaErr != nil {
-		unavailable(t, "PostgreSQL chaos schema", chaosSchemaErr)
+	if err != nil {
+		unavailable(t, "PostgreSQL chaos schema", err)
 	}
 }
 
@@ -207,7 +87,7 @@ func newChaosProbe(t testing.TB, pg *gorm.DB) *chaosProbe {
 	chaosSchema(t, pg)
 	c := &chaosProbe{pg: pg, tag: uniqueTag(t)}
 	for _, seq := range []*string{&c.execs, &c.overlaps} {
-		*seq = "gft_chaos_seq_" + chaosRandHex(8)
+		*seq = "gft_chaos_seq_" + randHex(8)
 		if err := pg.Exec("CREATE SEQUENCE " + *seq).Error; err != nil {
 			t.Fatal(err)
 		}
@@ -275,27 +155,11 @@ func chaosKV(ctx context.Context, in *instance, k int) (string, error) {
 
 func chaosWant(k int) string { return fmt.Sprintf("value-%d", k) }
 
-// chaosInstances returns n instances sharing a fresh prefix, each with its
-// own client of the Redis at addr.
-func chaosInstances(t *testing.T, n int, addr string, mod func(*Config)) []*instance {
-	t.Helper()
-	prefix := testPrefix(t)
-	out := make([]*instance, n)
-	for i := range out {
-		cfg := testConfig(openRedis(t, addr), prefix)
-		if mod != nil {
-			mod(&cfg)
-		}
-		out[i] = newInstance(t, cfg)
-	}
-	return out
-}
-
 // chaosProc is a process of the example server.
 type chaosProc struct {
 	name   string
 	cmd    *exec.Cmd
-	out    *chaosBuffer
+	out    *syncBuffer
 	exited chan struct{}
 	addr   string // host:port it serves HTTP on
 }
@@ -306,7 +170,7 @@ var chaosListening = regexp.MustCompile(`listening on (\S+)`)
 // its "listening on ADDR" line. The process is killed when the test ends.
 func chaosStartServer(t *testing.T, bin, name string, args ...string) *chaosProc {
 	t.Helper()
-	p := &chaosProc{name: name, cmd: exec.Command(bin, args...), out: new(chaosBuffer), exited: make(chan struct{})}
+	p := &chaosProc{name: name, cmd: exec.Command(bin, args...), out: new(syncBuffer), exited: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("starting %s: %v", name, err)
@@ -316,42 +180,28 @@ func chaosStartServer(t *testing.T, bin, name string, args ...string) *chaosProc
 		close(p.exited)
 	}()
 	t.Cleanup(p.kill)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	listening := eventually(30*time.Second, func() bool {
 		if m := chaosListening.FindStringSubmatch(p.out.String()); m != nil {
 			p.addr = m[1]
-			return p
+			return true
 		}
 		select {
 		case <-p.exited:
 			t.Fatalf("%s exited before listening:\n%s", name, p.out)
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s did not report its address within 30s:\n%s", name, p.out)
-		}
-		time.Sleep(5 * time.Millisecond)
+		return false
+	})
+	if !listening {
+		t.Fatalf("%s did not report its address within 30s:\n%s", name, p.out)
 	}
+	return p
 }
 
 // kill sends SIGKILL and waits for the process to be gone.
 func (p *chaosProc) kill() {
 	_ = p.cmd.Process.Kill()
 	<-p.exited
-}
-
-// chaosDSN returns the test DSN with an application_name, by which
-// pg_stat_activity tells the processes apart.
-func chaosDSN(appName string) string {
-	dsn := testDSN()
-	if strings.Contains(dsn, "://") {
-		sep := "?"
-		if strings.Contains(dsn, "?") {
-			sep = "&"
-		}
-		return dsn + sep + "application_name=" + appName
-	}
-	return dsn + " application_name=" + appName
 }
 
 // chaosFetchRow is the example server's /fetch answer.
@@ -417,7 +267,7 @@ func TestChaosKillHolderProcess(t *testing.T) {
 		t.Fatalf("building the example server: %v\n%s", err, out)
 	}
 
-	run := chaosRandHex(6)
+	run := randHex(6)
 	prefix := testPrefix(t)
 	key := "key-" + run
 	sum := md5.Sum([]byte(key))
@@ -435,7 +285,7 @@ func TestChaosKillHolderProcess(t *testing.T) {
 			// Generous, so that a loaded CI machine does not turn slow
 			// Redis replies into fallbacks (extra executions).
 			"-redis-timeout", "3s",
-			"-dsn", chaosDSN(app))
+			"-dsn", dsnWith("application_name="+app))
 	}
 
 	// Each survivor request must answer within about lock expiry + query
@@ -470,7 +320,7 @@ func TestChaosKillHolderProcess(t *testing.T) {
 
 	// The holder is the process whose query PostgreSQL is running.
 	var running []string
-	chaosWaitFor(t, "the holder's query in pg_stat_activity", 30*time.Second, func() bool {
+	waitFor(t, "the holder's query in pg_stat_activity", waitTimeout, func() bool {
 		running = nil
 		err := pg.Raw(`SELECT application_name FROM pg_stat_activity
 WHERE query LIKE '%pg_sleep%' AND application_name LIKE ? AND state = 'active'`, appPrefix+"%").
@@ -488,7 +338,7 @@ WHERE query LIKE '%pg_sleep%' AND application_name LIKE ? AND state = 'active'`,
 
 	// Kill only once both survivors wait for the holder: then the lock
 	// they get is one whose holder stopped extending it.
-	chaosWaitFor(t, "both survivors waiting for the holder", 30*time.Second, func() bool {
+	waitFor(t, "both survivors waiting for the holder", waitTimeout, func() bool {
 		for _, s := range survivors {
 			var st Stats
 			if err := chaosGet(ctx, client, "http://"+s.addr+"/stats", &st); err != nil {
@@ -581,7 +431,7 @@ func TestChaosRedisKilledMidLoad(t *testing.T) {
 	addr, stop, restart := startRedis(t)
 	pg := openDB(t)
 	chaosSchema(t, pg)
-	ins := chaosInstances(t, 3, addr, func(c *Config) {
+	ins := newInstancesAt(t, addr, 3, func(c *Config) {
 		c.RedisTimeout = 200 * time.Millisecond
 		c.BreakerCooldown = 500 * time.Millisecond
 		c.LockExpiry = time.Second
@@ -643,13 +493,13 @@ func TestChaosRedisKilledMidLoad(t *testing.T) {
 		return s
 	}
 
-	chaosWaitFor(t, "the warm-up load", 30*time.Second, allDid(make([]int64, workers), warmup))
-	chaosWaitFor(t, "a cache hit before the kill", 30*time.Second, func() bool { return sumStats(ins...).Hits > 0 })
+	waitFor(t, "the warm-up load", waitTimeout, allDid(make([]int64, workers), warmup))
+	waitFor(t, "a cache hit before the kill", waitTimeout, func() bool { return sumStats(ins...).Hits > 0 })
 	before := sumStats(ins...)
 	atKill := snapshot()
 	stop()
 	killedAt := time.Now()
-	chaosWaitFor(t, "the load to go on without Redis", 30*time.Second, allDid(atKill, outage))
+	waitFor(t, "the load to go on without Redis", waitTimeout, allDid(atKill, outage))
 	during := sumStats(ins...)
 	atRestart := snapshot()
 	// The first hit may come before restart returns: watch for it from
@@ -673,7 +523,7 @@ func TestChaosRedisKilledMidLoad(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatalf("no cache hit within 15s of the restart; stats %+v", sumStats(ins...))
 	}
-	chaosWaitFor(t, "every breaker closed again", 15*time.Second, func() bool {
+	waitFor(t, "every breaker closed again", 15*time.Second, func() bool {
 		for _, in := range ins {
 			if in.p.engine.BreakerState() != gobreaker.StateClosed {
 				return false
@@ -720,7 +570,7 @@ func TestChaosFailingDatabaseNoHerd(t *testing.T) {
 	const instances, callers = 8, 100
 	addr, _, _ := startRedis(t)
 	probe := newChaosProbe(t, openDB(t))
-	ins := chaosInstances(t, instances, addr, nil)
+	ins := newInstancesAt(t, addr, instances, nil)
 	probe.fail(t)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -787,18 +637,6 @@ func TestChaosFailingDatabaseNoHerd(t *testing.T) {
 	}
 }
 
-// chaosGlob escapes the glob metacharacters of a PUBSUB CHANNELS pattern.
-func chaosGlob(s string) string {
-	var b strings.Builder
-	for _, r := range s {
-		if strings.ContainsRune(`*?[]\`, r) {
-			b.WriteByte('\\')
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
-}
-
 // TestChaosPubSubConnectionKilled cuts the waiters' pub/sub connections
 // (CLIENT KILL TYPE pubsub) while they wait for a slow load: every caller
 // still gets the right result and the query runs once. A second stampede
@@ -808,8 +646,8 @@ func TestChaosPubSubConnectionKilled(t *testing.T) {
 	addr, _, _ := startRedis(t)
 	admin := openRedis(t, addr)
 	pg := openDB(t)
-	ins := chaosInstances(t, 3, addr, nil)
-	pattern := chaosGlob(ins[0].p.cfg.Prefix) + ":*"
+	ins := newInstancesAt(t, addr, 3, nil)
+	pattern := escapeGlob(ins[0].p.cfg.Prefix) + ":*"
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
@@ -873,9 +711,9 @@ func TestChaosPubSubConnectionKilled(t *testing.T) {
 	probe := newChaosProbe(t, pg)
 	started := time.Now()
 	done, result := stampede(probe, "k1", 2500)
-	chaosWaitFor(t, "the holder's query", 30*time.Second, func() bool { return probe.runs(t) == 1 })
+	waitFor(t, "the holder's query", waitTimeout, func() bool { return probe.runs(t) == 1 })
 	var channel string
-	chaosWaitFor(t, "two instances subscribed to the ready channel", 30*time.Second, func() bool {
+	waitFor(t, "two instances subscribed to the ready channel", waitTimeout, func() bool {
 		chans, err := admin.PubSubChannels(ctx, pattern).Result()
 		if err != nil {
 			t.Fatal(err)
@@ -1079,7 +917,7 @@ func TestChaosRedisBlackholed(t *testing.T) {
 	proxy := chaosStartProxy(t, addr)
 	pg := openDB(t)
 	chaosSchema(t, pg)
-	ins := chaosInstances(t, 2, proxy.addr(), func(c *Config) {
+	ins := newInstancesAt(t, proxy.addr(), 2, func(c *Config) {
 		c.RedisTimeout = redisTimeout
 		c.BreakerFailures = breakerFailures
 		c.BreakerCooldown = breakerCooldown
@@ -1104,7 +942,7 @@ func TestChaosRedisBlackholed(t *testing.T) {
 	}
 
 	// Primed: the entry is stored and each instance has read it.
-	chaosWaitFor(t, "a cache hit on each instance", 15*time.Second, func() bool {
+	waitFor(t, "a cache hit on each instance", 15*time.Second, func() bool {
 		for _, in := range ins {
 			if in.p.Stats().Hits == 0 {
 				if _, err := query(in); err != nil {
@@ -1148,7 +986,7 @@ func TestChaosRedisBlackholed(t *testing.T) {
 	proxy.blackhole.Store(false)
 	healed := time.Now()
 	var recovery time.Duration
-	chaosWaitFor(t, "a cache hit after the network healed", 15*time.Second, func() bool {
+	waitFor(t, "a cache hit after the network healed", 15*time.Second, func() bool {
 		if _, err := query(ins[0]); err != nil {
 			t.Fatalf("query after the network healed: %v", err)
 		}
@@ -1207,7 +1045,7 @@ func TestChaosMaxWaitAndFailClosed(t *testing.T) {
 
 		held := make(chan error, 1)
 		go func() { held <- probe.query(ctx, holder, "k", queryMs) }()
-		chaosWaitFor(t, "the holder's query", 30*time.Second, func() bool { return probe.runs(t) == 1 })
+		waitFor(t, "the holder's query", waitTimeout, func() bool { return probe.runs(t) == 1 })
 		t0 := time.Now()
 		err := probe.query(ctx, waiter, "k", queryMs)
 		latency := time.Since(t0)
@@ -1333,14 +1171,14 @@ func TestChaosLockLostMidFill(t *testing.T) {
 	addr, _, _ := startRedis(t)
 	admin := openRedis(t, addr)
 	probe := newChaosProbe(t, openDB(t))
-	in := chaosInstances(t, 1, addr, func(c *Config) { c.LockExpiry = lockExpiry })[0]
+	in := newInstancesAt(t, addr, 1, func(c *Config) { c.LockExpiry = lockExpiry })[0]
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
 	held := make(chan error, 1)
 	go func() { held <- probe.query(ctx, in, "k", 2000) }()
-	chaosWaitFor(t, "the fill's query", 30*time.Second, func() bool { return probe.runs(t) == 1 })
-	locks, err := admin.Keys(ctx, chaosGlob(in.p.cfg.Prefix)+":*:l").Result()
+	waitFor(t, "the fill's query", waitTimeout, func() bool { return probe.runs(t) == 1 })
+	locks, err := admin.Keys(ctx, escapeGlob(in.p.cfg.Prefix)+":*:l").Result()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 // PostgreSQL session, so a test can tell whether the write had committed
 // when its bump ran.
 type connBumpProbe struct {
+	passHook
 	pg *gorm.DB
 	id int64
 
@@ -24,22 +25,17 @@ type connBumpProbe struct {
 	errs []error
 }
 
-func (p *connBumpProbe) DialHook(next redis.DialHook) redis.DialHook          { return next }
-func (p *connBumpProbe) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
 func (p *connBumpProbe) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		for _, c := range cmds {
-			if engine.ScriptOf(c) == engine.ScriptGenBump {
-				var val int64
-				err := p.pg.Raw("SELECT val FROM gft_cons_item WHERE id = ?", p.id).Scan(&val).Error
-				p.mu.Lock()
-				p.seen = append(p.seen, val)
-				if err != nil {
-					p.errs = append(p.errs, err)
-				}
-				p.mu.Unlock()
-				break
+		if runsScript(cmds, engine.ScriptGenBump) {
+			var val int64
+			err := p.pg.Raw("SELECT val FROM gft_cons_item WHERE id = ?", p.id).Scan(&val).Error
+			p.mu.Lock()
+			p.seen = append(p.seen, val)
+			if err != nil {
+				p.errs = append(p.errs, err)
 			}
+			p.mu.Unlock()
 		}
 		return next(ctx, cmds)
 	}

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -57,23 +55,15 @@ CREATE TABLE IF NOT EXISTS gft_cons_soft (
 	deleted_at timestamptz);
 CREATE TABLE IF NOT EXISTS gft_cons_trunc (id bigint, val bigint);`
 
-var (
-	consSchemaOnce sync.Once
-	consSchemaErr  error
-)
+var consSchemaSetup = schemaOnce{lock: schemaLockConsistency}
 
 func consSchema(t testing.TB, db *gorm.DB) {
 	t.Helper()
-	consSchemaOnce.Do(func() {
-		consSchemaErr = db.Session(&gorm.Session{NewDB: true}).Transaction(func(tx *gorm.DB) error {
-			if err := tx.Exec("SELECT pg_advisory_xact_lock(727101)").Error; err != nil {
-				return err
-			}
-			return tx.Exec(consSchemaSQL).Error
-		})
+	err := consSchemaSetup.do(db, func(tx *gorm.DB) error {
+		return tx.Exec(consSchemaSQL).Error
 	})
-	if consSchemaErr != nil {
-		t.Fatalf("consistency schema: %v", consSchemaErr)
+	if err != nil {
+		t.Fatalf("consistency schema: %v", err)
 	}
 }
 
@@ -1083,7 +1073,7 @@ func TestConsistencyFillNeverOverwritesNewer(t *testing.T) {
 
 func TestConsistencyHitRoundTrips(t *testing.T) {
 	rdb := openRedis(t, "")
-	trips := &behRoundTrips{}
+	trips := &roundTrips{}
 	rdb.AddHook(trips)
 	in := newInstance(t, testConfig(rdb, testPrefix(t)))
 	consSchema(t, in.db)
@@ -1216,69 +1206,9 @@ func TestConsistencyInvalidate(t *testing.T) {
 // ---------------------------------------------------------------------------
 // 8. The bump fails: Redis is down when the write commits.
 
-// consRedisServer is a redis-server of the test's own, which it may kill.
-type consRedisServer struct {
-	t    *testing.T
-	port string
-	dir  string
-	cmd  *exec.Cmd
-}
-
-func consStartRedis(t *testing.T) *consRedisServer {
-	t.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		unavailable(t, "redis-server binary", err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, port, _ := net.SplitHostPort(l.Addr().String())
-	_ = l.Close()
-	s := &consRedisServer{t: t, port: port, dir: t.TempDir()}
-	s.start()
-	t.Cleanup(s.stop)
-	return s
-}
-
-func (s *consRedisServer) addr() string { return "127.0.0.1:" + s.port }
-
-func (s *consRedisServer) start() {
-	s.t.Helper()
-	s.cmd = exec.Command("redis-server", "--port", s.port, "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", s.dir)
-	if err := s.cmd.Start(); err != nil {
-		s.t.Fatal(err)
-	}
-	c := redis.NewClient(&redis.Options{Addr: s.addr(), MaxRetries: -1})
-	defer c.Close()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		err := c.Ping(ctx).Err()
-		cancel()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			s.t.Fatalf("redis-server on %s did not answer: %v", s.addr(), err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-func (s *consRedisServer) stop() {
-	if s.cmd == nil || s.cmd.Process == nil {
-		return
-	}
-	_ = s.cmd.Process.Kill()
-	_ = s.cmd.Wait()
-	s.cmd = nil
-}
-
 func TestConsistencyBumpFailure(t *testing.T) {
-	srv := consStartRedis(t)
-	in := newInstance(t, testConfig(openRedis(t, srv.addr()), testPrefix(t)))
+	addr, stop, restart := startRedis(t)
+	in := newInstance(t, testConfig(openRedis(t, addr), testPrefix(t)))
 	consSchema(t, in.db)
 	id := consNewItem(t, in.db, consNextID(t, in.db), 1)
 	tag := uniqueTag(t)
@@ -1290,7 +1220,7 @@ func TestConsistencyBumpFailure(t *testing.T) {
 		t.Fatalf("PostgreSQL ran the query %d times, want 1", got)
 	}
 
-	srv.stop()
+	stop()
 	before := in.p.Stats()
 	if err := in.db.Model(&consItem{ID: id}).Update("val", 2).Error; err != nil {
 		t.Fatalf("the write failed because Redis is down: %v", err)
@@ -1310,13 +1240,9 @@ func TestConsistencyBumpFailure(t *testing.T) {
 	}
 
 	inv := in.p.Stats().Invalidations
-	srv.start()
-	deadline := time.Now().Add(30 * time.Second)
-	for in.p.Stats().Invalidations == inv {
-		if time.Now().After(deadline) {
-			t.Fatalf("the background retry never bumped the dirty table (stats %+v)", in.p.Stats())
-		}
-		time.Sleep(5 * time.Millisecond)
+	restart()
+	if !eventually(waitTimeout, func() bool { return in.p.Stats().Invalidations != inv }) {
+		t.Fatalf("the background retry never bumped the dirty table (stats %+v)", in.p.Stats())
 	}
 	if !in.p.engine.Dirty([]string{"gft_cons_item"}) {
 		t.Logf("gft_cons_item is clean again")
@@ -1346,24 +1272,18 @@ func TestConsistencyBumpFailure(t *testing.T) {
 // consBumpGate holds the first pipeline that bumps a generation (the
 // gen_bump script) on the client it hooks, until released.
 type consBumpGate struct {
+	passHook
 	armed   atomic.Bool
 	reached chan struct{}
 	release chan struct{}
 	once    sync.Once
 }
 
-func (g *consBumpGate) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (g *consBumpGate) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
-
 func (g *consBumpGate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		for _, c := range cmds {
-			if engine.ScriptOf(c) == engine.ScriptGenBump && g.armed.CompareAndSwap(true, false) {
-				close(g.reached)
-				<-g.release
-				break
-			}
+		if runsScript(cmds, engine.ScriptGenBump) && g.armed.CompareAndSwap(true, false) {
+			close(g.reached)
+			<-g.release
 		}
 		return next(ctx, cmds)
 	}

@@ -14,20 +14,20 @@ import (
 // would catch a declaration that did nothing.
 func TestDeclaredTables(t *testing.T) {
 	admin := openDB(t)
-	s := tsSuffix()
+	s := randHex(5)
 	base, view, fn := "gft_decl_base_"+s, "gft_decl_view_"+s, "gft_decl_func_"+s
-	tsExec(t, admin, "CREATE TABLE "+tsIdent(base)+" (id bigint PRIMARY KEY, name text NOT NULL)")
-	tsDropLater(t, admin,
-		"DROP VIEW IF EXISTS "+tsIdent(view),
-		"DROP FUNCTION IF EXISTS "+tsIdent(fn)+"()",
-		"DROP TABLE IF EXISTS "+tsIdent(base))
-	tsExec(t, admin, "INSERT INTO "+tsIdent(base)+" VALUES (1, 'one')")
-	tsExec(t, admin, "CREATE VIEW "+tsIdent(view)+" AS SELECT id, name FROM "+tsIdent(base))
-	tsExec(t, admin, "CREATE FUNCTION "+tsIdent(fn)+"() RETURNS TABLE (id bigint, name text) LANGUAGE sql STABLE AS $$ SELECT b.id, b.name FROM "+tsIdent(base)+" b $$")
+	adminExec(t, admin, "CREATE TABLE "+quotedIdent(base)+" (id bigint PRIMARY KEY, name text NOT NULL)")
+	dropAtEnd(t, admin,
+		"DROP VIEW IF EXISTS "+quotedIdent(view),
+		"DROP FUNCTION IF EXISTS "+quotedIdent(fn)+"()",
+		"DROP TABLE IF EXISTS "+quotedIdent(base))
+	adminExec(t, admin, "INSERT INTO "+quotedIdent(base)+" VALUES (1, 'one')")
+	adminExec(t, admin, "CREATE VIEW "+quotedIdent(view)+" AS SELECT id, name FROM "+quotedIdent(base))
+	adminExec(t, admin, "CREATE FUNCTION "+quotedIdent(fn)+"() RETURNS TABLE (id bigint, name text) LANGUAGE sql STABLE AS $$ SELECT b.id, b.name FROM "+quotedIdent(base)+" b $$")
 	ins := newInstances(t, 2, nil)
 	r, w := ins[0], ins[1]
 	truth := func() string {
-		return tsQuery(t, admin, "SELECT id, name FROM "+tsIdent(base)+" ORDER BY id")
+		return queryRows(t, admin, "SELECT id, name FROM "+quotedIdent(base)+" ORDER BY id")
 	}
 
 	next := int64(2)
@@ -36,20 +36,20 @@ func TestDeclaredTables(t *testing.T) {
 		query    string
 		declared string
 	}{
-		{"view", "SELECT * FROM " + tsIdent(view) + " ORDER BY id", base},
-		{"function", "SELECT * FROM " + tsIdent(fn) + "() ORDER BY id", base},
+		{"view", "SELECT * FROM " + quotedIdent(view) + " ORDER BY id", base},
+		{"function", "SELECT * FROM " + quotedIdent(fn) + "() ORDER BY id", base},
 		// Other texts than above, so the entries without Tables are new too.
-		{"view, schema-qualified declaration", "SELECT * FROM " + tsIdent(view) + " v ORDER BY v.id", "public." + base},
-		{"function, quoted declaration", "SELECT * FROM " + tsIdent(fn) + "() f ORDER BY f.id", tsIdent(base)},
+		{"view, schema-qualified declaration", "SELECT * FROM " + quotedIdent(view) + " v ORDER BY v.id", "public." + base},
+		{"function, quoted declaration", "SELECT * FROM " + quotedIdent(fn) + "() f ORDER BY f.id", quotedIdent(base)},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			read := func(in *instance, opts ...Option) string {
 				t.Helper()
-				var rows []tsRow
+				var rows []idName
 				if err := in.db.Scopes(Cache(time.Minute, opts...)).Raw(c.query).Scan(&rows).Error; err != nil {
 					t.Fatalf("%s: %v", c.query, err)
 				}
-				return tsRender(rows)
+				return renderRows(rows)
 			}
 			declared := Tables(c.declared)
 			before := truth()
@@ -66,7 +66,7 @@ func TestDeclaredTables(t *testing.T) {
 				}
 			}
 
-			row := tsRow{ID: next, Name: fmt.Sprintf("row-%d", next)}
+			row := idName{ID: next, Name: fmt.Sprintf("row-%d", next)}
 			next++
 			if err := w.db.Table(base).Create(&row).Error; err != nil {
 				t.Fatal(err)

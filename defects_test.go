@@ -236,13 +236,13 @@ func TestLostAnnouncementEndsOnItsOwn(t *testing.T) {
 func TestDDLInvalidates(t *testing.T) {
 	ins := newInstances(t, 2, nil)
 	w, r := ins[0], ins[1]
-	sfx := tsSuffix()
+	sfx := randHex(5)
 	base, va, vb, created := "gft_ddl_b"+sfx, "gft_ddl_va"+sfx, "gft_ddl_vb"+sfx, "gft_ddl_new"+sfx
 	admin := openDB(t)
-	tsDropLater(t, admin, "DROP VIEW IF EXISTS "+va, "DROP VIEW IF EXISTS "+vb, "DROP TABLE IF EXISTS "+base, "DROP TABLE IF EXISTS "+created)
-	tsExec(t, admin, "CREATE TABLE "+base+" (id int PRIMARY KEY, v text NOT NULL)")
-	tsExec(t, admin, "INSERT INTO "+base+" VALUES (1, 'one'), (2, 'two')")
-	tsExec(t, admin, "CREATE VIEW "+va+" AS SELECT id, v FROM "+base+" WHERE id = 1")
+	dropAtEnd(t, admin, "DROP VIEW IF EXISTS "+va, "DROP VIEW IF EXISTS "+vb, "DROP TABLE IF EXISTS "+base, "DROP TABLE IF EXISTS "+created)
+	adminExec(t, admin, "CREATE TABLE "+base+" (id int PRIMARY KEY, v text NOT NULL)")
+	adminExec(t, admin, "INSERT INTO "+base+" VALUES (1, 'one'), (2, 'two')")
+	adminExec(t, admin, "CREATE VIEW "+va+" AS SELECT id, v FROM "+base+" WHERE id = 1")
 
 	cached := func(q string) (string, error) {
 		var vs []string
@@ -302,8 +302,8 @@ func TestAnnouncementNotReappliedByLaterStatements(t *testing.T) {
 	ins := newInstances(t, 2, nil)
 	a, b := ins[0], ins[1]
 	pg := openDB(t)
-	tsExec(t, pg, `CREATE TABLE IF NOT EXISTS gft_def_tok (id bigint PRIMARY KEY, v bigint NOT NULL)`)
-	tsExec(t, pg, `INSERT INTO gft_def_tok VALUES (1, 0) ON CONFLICT (id) DO NOTHING`)
+	adminExec(t, pg, `CREATE TABLE IF NOT EXISTS gft_def_tok (id bigint PRIMARY KEY, v bigint NOT NULL)`)
+	adminExec(t, pg, `INSERT INTO gft_def_tok VALUES (1, 0) ON CONFLICT (id) DO NOTHING`)
 	tag := uniqueTag(t)
 	read := func() {
 		t.Helper()

@@ -30,14 +30,11 @@ var errDirtyRefused = errors.New("dirty_test: pipeline refused by the test hook"
 // script (gen_bump, write_begin) on the client it hooks. Everything else
 // passes through.
 type dirtyRefuser struct {
+	passHook
 	bumps     atomic.Bool // refuse pipelines running gen_bump.lua
 	announces atomic.Bool // refuse pipelines running write_begin.lua
 	refused   atomic.Int64
 }
-
-func (h *dirtyRefuser) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (h *dirtyRefuser) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
 
 func (h *dirtyRefuser) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
@@ -182,13 +179,12 @@ func dirtyReadsFromDB(t *testing.T, what string, in *instance, read func(*gorm.D
 // table: Invalidations grew past inv and the table is clean.
 func dirtyAwaitRetry(t *testing.T, what string, w *instance, table string, inv uint64) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for w.p.Stats().Invalidations == inv || w.p.engine.Dirty([]string{table}) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: the background retry never bumped %s (dirty: %v, stats %+v)",
-				what, table, w.p.engine.Dirty([]string{table}), w.p.Stats())
-		}
-		time.Sleep(5 * time.Millisecond)
+	bumped := eventually(waitTimeout, func() bool {
+		return w.p.Stats().Invalidations != inv && !w.p.engine.Dirty([]string{table})
+	})
+	if !bumped {
+		t.Fatalf("%s: the background retry never bumped %s (dirty: %v, stats %+v)",
+			what, table, w.p.engine.Dirty([]string{table}), w.p.Stats())
 	}
 	if got := w.p.Stats().Invalidations - inv; got != 1 {
 		t.Errorf("%s: the retry counted %d invalidations, want 1", what, got)

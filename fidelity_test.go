@@ -56,10 +56,7 @@ INSERT INTO gft_fid_item VALUES (1, 1, 'a', 1.10, '{x,y}'), (2, 1, 'b', 2.20, NU
 func fidSetup(t *testing.T, db *gorm.DB) {
 	t.Helper()
 	// One transaction: concurrent runs see the old or the new rows, never none.
-	err := db.Transaction(func(tx *gorm.DB) error {
-		if err := tx.Exec("SELECT pg_advisory_xact_lock(727042)").Error; err != nil {
-			return err
-		}
+	err := withSchemaLock(db, schemaLockFidelity, func(tx *gorm.DB) error {
 		return tx.Exec(fidSchema).Error
 	})
 	if err != nil {
@@ -756,14 +753,8 @@ func fidTZInstance(t *testing.T, tz string, simple bool) *instance {
 	if strings.Contains(dsn, "://") {
 		t.Skip("needs a key=value GORMFLIGHT_PG_DSN to add TimeZone")
 	}
-	db, err := gorm.Open(postgres.New(postgres.Config{DSN: dsn + " TimeZone=" + tz, PreferSimpleProtocol: simple}),
+	db := openHandle(t, postgres.New(postgres.Config{DSN: dsn + " TimeZone=" + tz, PreferSimpleProtocol: simple}),
 		&gorm.Config{Logger: logger.Discard})
-	if err != nil {
-		unavailable(t, "PostgreSQL", err)
-	}
-	if sqlDB, err := db.DB(); err == nil {
-		t.Cleanup(func() { _ = sqlDB.Close() })
-	}
 	p, err := New(testConfig(openRedis(t, ""), testPrefix(t)))
 	if err != nil {
 		t.Fatal(err)

@@ -87,11 +87,11 @@ const writeRigRows = 4
 // wrdb) and two readers on the Redis at addr, and caches every row on both
 // readers.
 func newWriteRig(t *testing.T, addr string, wrdb *redis.Client) *writeRig {
-	r := &writeRig{t: t, db: openDB(t), table: "gft_rig_" + tsSuffix(), tag: uniqueTag(t)}
+	r := &writeRig{t: t, db: openDB(t), table: "gft_rig_" + randHex(5), tag: uniqueTag(t)}
 	setupSchema(t, r.db)
-	tsExec(t, r.db, "CREATE TABLE "+r.table+" (id int PRIMARY KEY, v int NOT NULL)")
-	tsDropLater(t, r.db, "DROP TABLE IF EXISTS "+r.table)
-	tsExec(t, r.db, "INSERT INTO "+r.table+" SELECT g, 0 FROM generate_series(1, ?) g", writeRigRows)
+	adminExec(t, r.db, "CREATE TABLE "+r.table+" (id int PRIMARY KEY, v int NOT NULL)")
+	dropAtEnd(t, r.db, "DROP TABLE IF EXISTS "+r.table)
+	adminExec(t, r.db, "INSERT INTO "+r.table+" SELECT g, 0 FROM generate_series(1, ?) g", writeRigRows)
 	prefix := testPrefix(t)
 	cfg := func(rdb *redis.Client) Config {
 		c := testConfig(rdb, prefix)
@@ -152,7 +152,7 @@ func (r *writeRig) writeWhileReading(writes int) (reads, stale int64) {
 	for n := 1; n <= writes; n++ {
 		// Reads between writes: some meet the write, some follow it.
 		next := nreads.Load() + 8
-		chaosWaitFor(t, "reads between writes", time.Minute, func() bool { return nreads.Load() >= next })
+		waitFor(t, "reads between writes", time.Minute, func() bool { return nreads.Load() >= next })
 		id := 1 + n%writeRigRows
 		if err := r.writer.db.Exec("UPDATE "+r.table+" SET v = ? WHERE id = ?", n, id).Error; err != nil {
 			t.Fatal(err)
@@ -169,7 +169,7 @@ func (r *writeRig) writeWhileReading(writes int) (reads, stale int64) {
 func (r *writeRig) cachedAgain() {
 	for id := 1; id <= writeRigRows; id++ {
 		want := r.committed[id].Load()
-		chaosWaitFor(r.t, fmt.Sprintf("row %d to be cached again", id), 30*time.Second, func() bool {
+		waitFor(r.t, fmt.Sprintf("row %d to be cached again", id), waitTimeout, func() bool {
 			before := calls(r.t, r.db, r.tag)
 			for _, in := range r.readers {
 				if v := r.read(in, id); int64(v) != want {

@@ -1,21 +1,32 @@
 package gormflight
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
+	"net"
+	"net/url"
 	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/gormflight/gormflight/internal/engine"
 	"github.com/redis/go-redis/v9"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 )
 
+// The test support of the package, in one place: the services (PostgreSQL,
+// the shared Redis, redis-servers of a test's own), application instances,
+// schema setups, unique names, waits and Redis hooks. A test file keeps only
+// what its own tests use.
+//
 // The tests run against a real PostgreSQL and Redis. Without them they skip,
 // unless GORMFLIGHT_TEST_REQUIRED=1 (as in CI), when they fail.
 
@@ -45,6 +56,9 @@ func unavailable(t testing.TB, what string, err error) {
 	t.Skipf("%s unavailable (set GORMFLIGHT_TEST_REQUIRED=1 to fail instead): %v", what, err)
 }
 
+// ---------------------------------------------------------------------------
+// PostgreSQL handles
+
 // openDB opens a GORM handle of its own, as one application instance has.
 func openDB(t testing.TB) *gorm.DB {
 	t.Helper()
@@ -54,18 +68,80 @@ func openDB(t testing.TB) *gorm.DB {
 // openDBWith is openDB with a GORM configuration of the test's choosing.
 func openDBWith(t testing.TB, gcfg *gorm.Config) *gorm.DB {
 	t.Helper()
-	db, err := gorm.Open(postgres.Open(testDSN()), gcfg)
+	db := openHandle(t, postgres.Open(testDSN()), gcfg)
+	setupSchema(t, db)
+	return db
+}
+
+// openHandle opens a GORM handle on dial, closed when the test ends, and
+// creates nothing. A dial that cannot connect means PostgreSQL is
+// unavailable: dial must be the test DSN with at most driver options
+// changed.
+func openHandle(t testing.TB, dial gorm.Dialector, gcfg *gorm.Config) *gorm.DB {
+	t.Helper()
+	db, err := gorm.Open(dial, gcfg)
 	if err != nil {
 		unavailable(t, "PostgreSQL", err)
 	}
+	return closeWhenDone(t, db)
+}
+
+// openDSN opens a GORM handle of its own on dsn, closed when the test
+// ends. Unlike openDB it creates nothing: the recording schema must not land
+// in whatever schema or role the DSN selects, so the caller opens openDB
+// first, and a dsn that does not connect fails the test.
+func openDSN(t testing.TB, dsn string) *gorm.DB {
+	t.Helper()
+	return openDSNWith(t, dsn, &gorm.Config{Logger: logger.Discard})
+}
+
+// openDSNWith is openDSN with a GORM configuration of the test's choosing.
+func openDSNWith(t testing.TB, dsn string, gcfg *gorm.Config) *gorm.DB {
+	t.Helper()
+	db, err := gorm.Open(postgres.Open(dsn), gcfg)
+	if err != nil {
+		t.Fatalf("open %q: %v", dsn, err)
+	}
+	return closeWhenDone(t, db)
+}
+
+// closeWhenDone closes db's connections when the test ends.
+func closeWhenDone(t testing.TB, db *gorm.DB) *gorm.DB {
+	t.Helper()
 	sqlDB, err := db.DB()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sqlDB.Close() })
-	setupSchema(t, db)
 	return db
 }
+
+// dsnWith returns the test DSN with extra settings ("key=value"), which
+// override the test DSN's own: pgx keeps the last value of a repeated
+// keyword, and the query parameters of a URL over its user part.
+func dsnWith(settings ...string) string {
+	dsn := testDSN()
+	if strings.Contains(dsn, "://") {
+		u, err := url.Parse(dsn)
+		if err == nil {
+			q := u.Query()
+			for _, s := range settings {
+				k, v, _ := strings.Cut(s, "=")
+				q.Set(k, v)
+			}
+			u.RawQuery = q.Encode()
+			return u.String()
+		}
+	}
+	for _, s := range settings {
+		k, v, _ := strings.Cut(s, "=")
+		dsn += " " + k + "='" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(v) + "'"
+	}
+	return dsn
+}
+
+// ---------------------------------------------------------------------------
+// Redis clients and servers
 
 // openRedis opens a Redis client of its own on addr (default: the shared
 // test Redis).
@@ -85,13 +161,102 @@ func openRedis(t testing.TB, addr string) *redis.Client {
 	return rdb
 }
 
-// testPrefix returns a key prefix no other test (or earlier run) uses.
-func testPrefix(t testing.TB) string {
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	name := strings.NewReplacer("/", ".", " ", "_", "{", "(", "}", ")").Replace(t.Name())
-	return "gft-test:" + name + ":" + hex.EncodeToString(b[:])
+// startRedis starts a redis-server of the test's own on a free loopback
+// port, without persistence, and waits until it answers PING. stop kills it
+// (SIGKILL) and waits for it; restart starts it again on the same port, so
+// clients reconnect to the same address. args are added to the server's
+// command line (--maxmemory, --enable-debug-command). The server is stopped
+// when the test ends. Everything destructive (killing, flushing,
+// reconfiguring) happens to such a server, never to the shared Redis.
+func startRedis(t *testing.T, args ...string) (addr string, stop func(), restart func()) {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		unavailable(t, "redis-server binary", err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr = l.Addr().String()
+	_, port, _ := net.SplitHostPort(addr)
+	_ = l.Close()
+	dir := t.TempDir()
+	out := new(syncBuffer)
+
+	var mu sync.Mutex
+	var cmd *exec.Cmd
+	stop = func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if cmd == nil {
+			return
+		}
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		cmd = nil
+	}
+	restart = func() {
+		t.Helper()
+		mu.Lock()
+		if cmd != nil {
+			mu.Unlock()
+			t.Fatalf("redis-server on %s is already running", addr)
+		}
+		c := exec.Command("redis-server", append([]string{"--port", port, "--bind", "127.0.0.1",
+			"--save", "", "--appendonly", "no", "--dir", dir}, args...)...)
+		c.Stdout, c.Stderr = out, out
+		if err := c.Start(); err != nil {
+			mu.Unlock()
+			t.Fatalf("starting redis-server: %v", err)
+		}
+		cmd = c
+		mu.Unlock()
+		awaitPing(t, addr, out)
+	}
+	t.Cleanup(stop)
+	restart()
+	return addr, stop, restart
 }
+
+// awaitPing waits until the redis-server at addr, just started, answers
+// PING; out is its output, for the message if it never does.
+func awaitPing(t testing.TB, addr string, out fmt.Stringer) {
+	t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: time.Second})
+	defer rdb.Close()
+	var err error
+	answered := eventually(20*time.Second, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		err = rdb.Ping(ctx).Err()
+		return err == nil
+	})
+	if !answered {
+		t.Fatalf("redis-server on %s did not answer PING within 20s: %v\noutput:\n%s", addr, err, out)
+	}
+}
+
+// syncBuffer collects a child process's output; the process writes while
+// the test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (c *syncBuffer) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.b.Write(p)
+}
+
+func (c *syncBuffer) String() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.b.String()
+}
+
+// ---------------------------------------------------------------------------
+// Application instances
 
 // instance is one application instance: its own *gorm.DB, Redis client and
 // Plugin.
@@ -134,13 +299,20 @@ func installPlugin(t testing.TB, db *gorm.DB, cfg Config) *instance {
 	return &instance{db: db, p: p}
 }
 
-// newInstances returns n instances sharing one prefix.
+// newInstances returns n instances sharing one prefix, on the shared Redis.
 func newInstances(t testing.TB, n int, mod func(*Config)) []*instance {
+	t.Helper()
+	return newInstancesAt(t, "", n, mod)
+}
+
+// newInstancesAt returns n instances sharing a fresh prefix, each with its
+// own client of the Redis at addr (default: the shared test Redis).
+func newInstancesAt(t testing.TB, addr string, n int, mod func(*Config)) []*instance {
 	t.Helper()
 	prefix := testPrefix(t)
 	out := make([]*instance, n)
 	for i := range out {
-		cfg := testConfig(openRedis(t, ""), prefix)
+		cfg := testConfig(openRedis(t, addr), prefix)
 		if mod != nil {
 			mod(&cfg)
 		}
@@ -148,59 +320,6 @@ func newInstances(t testing.TB, n int, mod func(*Config)) []*instance {
 	}
 	return out
 }
-
-var schemaOnce sync.Once
-var schemaErr error
-
-// setupSchema creates the recording function the tests count executions
-// with: gft_record(tag, ms) inserts a row into gft_calls, sleeps ms
-// milliseconds and returns 1. PostgreSQL, not the plugin, does the counting.
-func setupSchema(t testing.TB, db *gorm.DB) {
-	t.Helper()
-	schemaOnce.Do(func() {
-		schemaErr = db.Transaction(func(tx *gorm.DB) error {
-			// Serialise with other test processes creating the same objects.
-			if err := tx.Exec("SELECT pg_advisory_xact_lock(727001)").Error; err != nil {
-				return err
-			}
-			return tx.Exec(`
-CREATE TABLE IF NOT EXISTS gft_calls (tag text NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp());
-CREATE INDEX IF NOT EXISTS gft_calls_tag ON gft_calls (tag);
-CREATE OR REPLACE FUNCTION gft_record(p_tag text, p_ms int) RETURNS int LANGUAGE plpgsql VOLATILE AS $$
-BEGIN
-	INSERT INTO gft_calls(tag) VALUES (p_tag);
-	IF p_ms > 0 THEN PERFORM pg_sleep(p_ms / 1000.0); END IF;
-	RETURN 1;
-END $$;
-CREATE TABLE IF NOT EXISTS gft_fail (tag text PRIMARY KEY);
-CREATE OR REPLACE FUNCTION gft_maybe_fail(p_tag text) RETURNS int LANGUAGE plpgsql VOLATILE AS $$
-BEGIN
-	INSERT INTO gft_calls(tag) VALUES (p_tag);
-	IF EXISTS (SELECT 1 FROM gft_fail WHERE tag = p_tag) THEN
-		RAISE EXCEPTION 'gft_maybe_fail: % is failing', p_tag;
-	END IF;
-	RETURN 1;
-END $$;`).Error
-		})
-	})
-	if schemaErr != nil {
-		unavailable(t, "PostgreSQL schema", schemaErr)
-	}
-}
-
-// calls returns how many times PostgreSQL executed a recording function
-// with tag.
-func calls(t testing.TB, db *gorm.DB, tag string) int64 {
-	t.Helper()
-	var n int64
-	if err := db.Session(&gorm.Session{NewDB: true}).Raw("SELECT count(*) FROM gft_calls WHERE tag = ?", tag).Scan(&n).Error; err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
-// uniqueTag returns a recording tag no other test uses.
-func uniqueTag(t testing.TB) string { return testPrefix(t) }
 
 // sumStats adds up the counters of instances: the cluster's view.
 func sumStats(ins ...*instance) Stats {
@@ -224,4 +343,287 @@ func sumStats(ins ...*instance) Stats {
 		s.InvalidationErrors += st.InvalidationErrors
 	}
 	return s
+}
+
+// ---------------------------------------------------------------------------
+// Schema setups
+
+// schemaLock is the advisory lock of one schema setup. A setup runs in a
+// transaction that takes its lock first, so that the same setup in another
+// test process (go test runs packages at once; CI jobs may share a
+// database) waits for it instead of racing its CREATE OR REPLACE. Every
+// setup has a lock of its own, listed here once, so that no two setups wait
+// for each other. They are two-key locks (schemaLockClass, id): a key space
+// apart from the one-key locks tests take as gates (behGate) and probes
+// (gft_chaos_probe), so that no gate or probe waits for, or is counted
+// against, a schema setup.
+type schemaLock int32
+
+const schemaLockClass = 727
+
+const (
+	schemaLockRecording       schemaLock = iota + 1 // setupSchema: gft_calls, gft_record, gft_fail, gft_maybe_fail
+	schemaLockBehaviour                             // behSchema: gft_beh_tx, gft_beh_bump
+	schemaLockBench                                 // setupBenchSchema: gft_bench_item
+	schemaLockChaos                                 // chaosSchema: gft_chaos_kv, gft_chaos_probe
+	schemaLockFidelity                              // fidSetup: gft_fid_*
+	schemaLockConsistency                           // consSchema: gft_cons_*
+	schemaLockLinearizability                       // linSchema: gft_lin_*
+	schemaLockInstall                               // installSchema: gft_install_runs, gft_install_run
+)
+
+// withSchemaLock runs setup in one transaction that first takes lock.
+func withSchemaLock(db *gorm.DB, lock schemaLock, setup func(tx *gorm.DB) error) error {
+	return db.Session(&gorm.Session{NewDB: true}).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Exec("SELECT pg_advisory_xact_lock(?, ?)", schemaLockClass, int32(lock)).Error; err != nil {
+			return err
+		}
+		return setup(tx)
+	})
+}
+
+// schemaOnce is a schema setup run once per process under its lock; every
+// call reports the first run's error.
+type schemaOnce struct {
+	lock schemaLock
+	once sync.Once
+	err  error
+}
+
+func (s *schemaOnce) do(db *gorm.DB, setup func(tx *gorm.DB) error) error {
+	s.once.Do(func() { s.err = withSchemaLock(db, s.lock, setup) })
+	return s.err
+}
+
+var recordingSchema = schemaOnce{lock: schemaLockRecording}
+
+// setupSchema creates the recording function the tests count executions
+// with: gft_record(tag, ms) inserts a row into gft_calls, sleeps ms
+// milliseconds and returns 1. PostgreSQL, not the plugin, does the counting.
+func setupSchema(t testing.TB, db *gorm.DB) {
+	t.Helper()
+	err := recordingSchema.do(db, func(tx *gorm.DB) error {
+		return tx.Exec(`
+CREATE TABLE IF NOT EXISTS gft_calls (tag text NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp());
+CREATE INDEX IF NOT EXISTS gft_calls_tag ON gft_calls (tag);
+CREATE OR REPLACE FUNCTION gft_record(p_tag text, p_ms int) RETURNS int LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+	INSERT INTO gft_calls(tag) VALUES (p_tag);
+	IF p_ms > 0 THEN PERFORM pg_sleep(p_ms / 1000.0); END IF;
+	RETURN 1;
+END $$;
+CREATE TABLE IF NOT EXISTS gft_fail (tag text PRIMARY KEY);
+CREATE OR REPLACE FUNCTION gft_maybe_fail(p_tag text) RETURNS int LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+	INSERT INTO gft_calls(tag) VALUES (p_tag);
+	IF EXISTS (SELECT 1 FROM gft_fail WHERE tag = p_tag) THEN
+		RAISE EXCEPTION 'gft_maybe_fail: % is failing', p_tag;
+	END IF;
+	RETURN 1;
+END $$;`).Error
+	})
+	if err != nil {
+		unavailable(t, "PostgreSQL schema", err)
+	}
+}
+
+// calls returns how many times PostgreSQL executed a recording function
+// with tag.
+func calls(t testing.TB, db *gorm.DB, tag string) int64 {
+	t.Helper()
+	var n int64
+	if err := db.Session(&gorm.Session{NewDB: true}).Raw("SELECT count(*) FROM gft_calls WHERE tag = ?", tag).Scan(&n).Error; err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// ---------------------------------------------------------------------------
+// Unique names
+
+// randHex returns 2n random lower-case hex digits: a suffix no other test
+// run uses, so that keys, tags, schemas, roles and tables created by
+// concurrent runs never collide.
+func randHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// testPrefix returns a key prefix no other test (or earlier run) uses.
+func testPrefix(t testing.TB) string {
+	name := strings.NewReplacer("/", ".", " ", "_", "{", "(", "}", ")").Replace(t.Name())
+	return "gft-test:" + name + ":" + randHex(6)
+}
+
+// uniqueTag returns a recording tag no other test uses.
+func uniqueTag(t testing.TB) string { return testPrefix(t) }
+
+// escapeGlob escapes the glob metacharacters of a Redis KEYS or PUBSUB
+// CHANNELS pattern.
+func escapeGlob(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`*?[]\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// quotedIdent quotes a PostgreSQL identifier.
+func quotedIdent(name string) string {
+	return `"` + strings.ReplaceAll(name, `"`, `""`) + `"`
+}
+
+// ---------------------------------------------------------------------------
+// Database objects of a test's own (schemas, roles, views, functions)
+
+// adminExec runs statements as the administrator, failing the test on error.
+func adminExec(t testing.TB, admin *gorm.DB, sql string, args ...any) {
+	t.Helper()
+	if err := admin.Session(&gorm.Session{NewDB: true}).Exec(sql, args...).Error; err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+// dropAtEnd runs statements when the test ends, before the handles opened
+// earlier close (cleanups run last-in first-out). Register it right after
+// creating the objects, before opening connections that use them, so those
+// connections are closed when the objects are dropped.
+func dropAtEnd(t testing.TB, admin *gorm.DB, statements ...string) {
+	t.Helper()
+	t.Cleanup(func() {
+		for _, s := range statements {
+			if err := admin.Session(&gorm.Session{NewDB: true}).Exec(s).Error; err != nil {
+				t.Errorf("cleanup %s: %v", s, err)
+			}
+		}
+	})
+}
+
+// idName is the row shape of the tenant, role and declared-table tests.
+type idName struct {
+	ID   int64
+	Name string
+}
+
+// renderRows renders rows for comparison and messages.
+func renderRows(rows []idName) string {
+	parts := make([]string, len(rows))
+	for i, r := range rows {
+		parts[i] = fmt.Sprintf("%d:%s", r.ID, r.Name)
+	}
+	return "[" + strings.Join(parts, " ") + "]"
+}
+
+// queryRows runs query uncached on db and renders its rows.
+func queryRows(t testing.TB, db *gorm.DB, query string, args ...any) string {
+	t.Helper()
+	var rows []idName
+	if err := db.Session(&gorm.Session{NewDB: true}).Raw(query, args...).Scan(&rows).Error; err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	return renderRows(rows)
+}
+
+// ---------------------------------------------------------------------------
+// Waits
+
+// waitTimeout bounds the usual wait for a condition: long enough for a
+// loaded 2-core CI machine running -race. It guards against a hung test; it
+// is not a timing assertion.
+const waitTimeout = 30 * time.Second
+
+// eventually polls cond until it holds and reports whether it did within
+// timeout. It is for conditions the test cannot be notified of (a session
+// blocked in PostgreSQL, a subscription confirmed by Redis, a server
+// starting); it is a wait, never an assertion about timing. cond runs on
+// the caller's goroutine, so it may fail the test itself.
+func eventually(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return true
+}
+
+// waitFor waits until cond holds, failing the test after timeout.
+func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	if !eventually(timeout, cond) {
+		t.Fatalf("timed out after %v waiting for %s", timeout, what)
+	}
+}
+
+// ---------------------------------------------------------------------------
+// Redis hooks
+
+// passHook is a redis.Hook that passes dials, commands and pipelines through
+// untouched. A test's hook embeds it and overrides only the stage it
+// watches.
+type passHook struct{}
+
+func (passHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (passHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+
+func (passHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// runsScript reports whether a pipeline runs one of the engine's scripts
+// (engine.ScriptGenBump, engine.ScriptWriteBegin, ...). engine.ScriptOf
+// recognises a script sent as EVAL and as EVALSHA alike.
+func runsScript(cmds []redis.Cmder, script string) bool {
+	for _, c := range cmds {
+		if engine.ScriptOf(c) == script {
+			return true
+		}
+	}
+	return false
+}
+
+// roundTrips counts Redis round trips: each command or pipeline is one.
+type roundTrips struct {
+	passHook
+	mu    sync.Mutex
+	trips []string
+}
+
+func (h *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.add(cmd.Name())
+		return next(ctx, cmd)
+	}
+}
+
+func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		names := make([]string, len(cmds))
+		for i, c := range cmds {
+			names[i] = c.Name()
+		}
+		h.add("pipeline[" + strings.Join(names, " ") + "]")
+		return next(ctx, cmds)
+	}
+}
+
+func (h *roundTrips) add(s string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.trips = append(h.trips, s)
+}
+
+// take returns the round trips counted since the last take.
+func (h *roundTrips) take() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := h.trips
+	h.trips = nil
+	return out
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"maps"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -109,16 +108,7 @@ func installDB(t *testing.T, app string, prepare bool) *gorm.DB {
 	db := openDB(t) // creates the recording function
 	consSchema(t, db)
 	installSchema(t, db)
-	db, err := gorm.Open(postgres.Open(tsDSN("application_name="+app)), &gorm.Config{Logger: logger.Discard, PrepareStmt: prepare})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sqlDB, err := db.DB()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sqlDB.Close() })
-	return db
+	return openDSNWith(t, dsnWith("application_name="+app), &gorm.Config{Logger: logger.Discard, PrepareStmt: prepare})
 }
 
 // installResolver returns dbresolver sending writes to a source and reads to
@@ -126,8 +116,8 @@ func installDB(t *testing.T, app string, prepare bool) *gorm.DB {
 func installResolver(t *testing.T) *dbresolver.DBResolver {
 	t.Helper()
 	r := dbresolver.Register(dbresolver.Config{
-		Sources:  []gorm.Dialector{postgres.Open(tsDSN("application_name=gft_source"))},
-		Replicas: []gorm.Dialector{postgres.Open(tsDSN("application_name=gft_replica"))},
+		Sources:  []gorm.Dialector{postgres.Open(dsnWith("application_name=gft_source"))},
+		Replicas: []gorm.Dialector{postgres.Open(dsnWith("application_name=gft_replica"))},
 	})
 	t.Cleanup(func() {
 		_ = r.Call(func(pool gorm.ConnPool) error {
@@ -140,8 +130,7 @@ func installResolver(t *testing.T) *dbresolver.DBResolver {
 	return r
 }
 
-var installSchemaOnce sync.Once
-var installSchemaErr error
+var installSchemaSetup = schemaOnce{lock: schemaLockInstall}
 
 // installRead is a cached read that PostgreSQL records under tag, with the
 // application name of the connection that ran it. The cached SQL calls no
@@ -157,20 +146,15 @@ func installRead(t *testing.T, db *gorm.DB, tag string) {
 // installSchema creates installRead's function and the table it records in.
 func installSchema(t *testing.T, db *gorm.DB) {
 	t.Helper()
-	installSchemaOnce.Do(func() {
-		installSchemaErr = db.Session(&gorm.Session{NewDB: true}).Transaction(func(tx *gorm.DB) error {
-			if err := tx.Exec("SELECT pg_advisory_xact_lock(727201)").Error; err != nil {
-				return err
-			}
-			return tx.Exec(`
+	err := installSchemaSetup.do(db, func(tx *gorm.DB) error {
+		return tx.Exec(`
 CREATE TABLE IF NOT EXISTS gft_install_runs (tag text NOT NULL, app text NOT NULL);
 CREATE OR REPLACE FUNCTION gft_install_run(p_tag text) RETURNS int LANGUAGE sql VOLATILE AS $$
 	INSERT INTO gft_install_runs VALUES (p_tag, current_setting('application_name')) RETURNING 1
 $$;`).Error
-		})
 	})
-	if installSchemaErr != nil {
-		t.Fatalf("install schema: %v", installSchemaErr)
+	if err != nil {
+		t.Fatalf("install schema: %v", err)
 	}
 }
 
@@ -283,7 +267,7 @@ func installFollowed(t *testing.T, in *instance) {
 func TestInstallDBResolverDefaultSource(t *testing.T) {
 	in := installPlugin(t, installDB(t, "gft_main", false), testConfig(openRedis(t, ""), testPrefix(t)))
 	r := dbresolver.Register(dbresolver.Config{
-		Replicas: []gorm.Dialector{postgres.Open(tsDSN("application_name=gft_replica"))},
+		Replicas: []gorm.Dialector{postgres.Open(dsnWith("application_name=gft_replica"))},
 	})
 	if err := in.db.Use(r); err != nil {
 		t.Fatal(err)

@@ -1,8 +1,6 @@
 package gormflight
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"testing"
 	"time"
@@ -22,16 +20,7 @@ import (
 func openDBProtocol(t *testing.T, simple bool) *gorm.DB {
 	t.Helper()
 	dial := postgres.New(postgres.Config{DSN: testDSN(), PreferSimpleProtocol: simple})
-	db, err := gorm.Open(dial, &gorm.Config{Logger: logger.Discard})
-	if err != nil {
-		unavailable(t, "PostgreSQL", err)
-	}
-	sqlDB, err := db.DB()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sqlDB.Close() })
-	return db
+	return openHandle(t, dial, &gorm.Config{Logger: logger.Discard})
 }
 
 // TestQueryKeyDriverDistinctArgs runs, cached and live, queries whose
@@ -62,9 +51,7 @@ func TestQueryKeyDriverDistinctArgs(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			db := openDBProtocol(t, tt.simple)
-			var rnd [6]byte
-			_, _ = rand.Read(rnd[:])
-			table := "gft_key_" + hex.EncodeToString(rnd[:])
+			table := "gft_key_" + randHex(6)
 			if err := db.Exec("CREATE TABLE " + table + " (v " + tt.column + ")").Error; err != nil {
 				t.Fatal(err)
 			}

@@ -27,26 +27,18 @@ import (
 
 const linRegisters = 4
 
-var (
-	linSchemaOnce sync.Once
-	linSchemaErr  error
-)
+var linSchemaSetup = schemaOnce{lock: schemaLockLinearizability}
 
 func linSchema(t testing.TB, db *gorm.DB) {
 	t.Helper()
-	linSchemaOnce.Do(func() {
-		linSchemaErr = db.Session(&gorm.Session{NewDB: true}).Transaction(func(tx *gorm.DB) error {
-			if err := tx.Exec("SELECT pg_advisory_xact_lock(727102)").Error; err != nil {
-				return err
-			}
-			return tx.Exec(`
+	err := linSchemaSetup.do(db, func(tx *gorm.DB) error {
+		return tx.Exec(`
 CREATE SEQUENCE IF NOT EXISTS gft_lin_ids;
 CREATE TABLE IF NOT EXISTS gft_lin_reg (id bigint PRIMARY KEY, val bigint NOT NULL);
 CREATE TABLE IF NOT EXISTS gft_lin_name (id bigint PRIMARY KEY, name text NOT NULL);`).Error
-		})
 	})
-	if linSchemaErr != nil {
-		t.Fatalf("linearizability schema: %v", linSchemaErr)
+	if err != nil {
+		t.Fatalf("linearizability schema: %v", err)
 	}
 }
 

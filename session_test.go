@@ -103,23 +103,23 @@ func TestSessionChangesStopPoolCaching(t *testing.T) {
 // cache and renders the rows.
 func sessRows(t *testing.T, db *gorm.DB, query string) string {
 	t.Helper()
-	var rows []tsRow
+	var rows []idName
 	// A session of its own: in db.Connection, GORM runs every statement of
 	// the handle it passes on one Statement, whose settings would carry the
 	// scope to the uncached reads compared with this one.
 	if err := db.Session(&gorm.Session{}).Scopes(Cache(time.Minute)).Raw(query).Scan(&rows).Error; err != nil {
 		t.Fatal(err)
 	}
-	return tsRender(rows)
+	return renderRows(rows)
 }
 
 // sessTable creates a table with rows 1 and 2 and returns its name.
 func sessTable(t *testing.T, admin *gorm.DB) string {
 	t.Helper()
-	name := "gft_sess_" + tsSuffix()
-	tsExec(t, admin, "CREATE TABLE "+name+" (id bigint PRIMARY KEY, name text NOT NULL, owner text NOT NULL DEFAULT '')")
-	tsExec(t, admin, "INSERT INTO "+name+" (id, name) VALUES (1, 'real-1'), (2, 'real-2')")
-	tsDropLater(t, admin, "DROP TABLE IF EXISTS "+name)
+	name := "gft_sess_" + randHex(5)
+	adminExec(t, admin, "CREATE TABLE "+name+" (id bigint PRIMARY KEY, name text NOT NULL, owner text NOT NULL DEFAULT '')")
+	adminExec(t, admin, "INSERT INTO "+name+" (id, name) VALUES (1, 'real-1'), (2, 'real-2')")
+	dropAtEnd(t, admin, "DROP TABLE IF EXISTS "+name)
 	return name
 }
 
@@ -147,10 +147,10 @@ func TestSessionTempTableIsItsOwn(t *testing.T) {
 	q := "SELECT id, name FROM " + table + " ORDER BY id"
 	ins := newInstances(t, 2, nil)
 	a, b := ins[0], ins[1]
-	want := tsQuery(t, admin, q)
+	want := queryRows(t, admin, q)
 	err := a.db.Connection(func(c *gorm.DB) error {
-		tsExec(t, c, "CREATE TEMP TABLE "+table+" (id bigint, name text)")
-		tsExec(t, c, "INSERT INTO "+table+" VALUES (9, 'temp-9')")
+		adminExec(t, c, "CREATE TEMP TABLE "+table+" (id bigint, name text)")
+		adminExec(t, c, "INSERT INTO "+table+" VALUES (9, 'temp-9')")
 		if got := sessRows(t, c, q); got == want {
 			t.Errorf("the session with the temporary table read %s, the real table's rows", got)
 		}
@@ -175,19 +175,19 @@ func TestSessionTempTableIsItsOwn(t *testing.T) {
 func TestSessionRoleSurvivesResetAll(t *testing.T) {
 	admin := openDB(t)
 	table := sessTable(t, admin)
-	role := "gft_sess_r" + tsSuffix()
-	tsExec(t, admin, "UPDATE "+table+" SET owner = '"+role+"' WHERE id = 1")
-	tsExec(t, admin, "CREATE ROLE "+role)
-	tsDropLater(t, admin, "DROP OWNED BY "+role, "DROP ROLE IF EXISTS "+role)
-	tsExec(t, admin, "ALTER TABLE "+table+" ENABLE ROW LEVEL SECURITY")
-	tsExec(t, admin, "CREATE POLICY own ON "+table+" USING (owner = current_user)")
-	tsExec(t, admin, "GRANT SELECT ON "+table+" TO "+role)
+	role := "gft_sess_r" + randHex(5)
+	adminExec(t, admin, "UPDATE "+table+" SET owner = '"+role+"' WHERE id = 1")
+	adminExec(t, admin, "CREATE ROLE "+role)
+	dropAtEnd(t, admin, "DROP OWNED BY "+role, "DROP ROLE IF EXISTS "+role)
+	adminExec(t, admin, "ALTER TABLE "+table+" ENABLE ROW LEVEL SECURITY")
+	adminExec(t, admin, "CREATE POLICY own ON "+table+" USING (owner = current_user)")
+	adminExec(t, admin, "GRANT SELECT ON "+table+" TO "+role)
 	q := "SELECT id, name FROM " + table + " ORDER BY id"
-	want := tsQuery(t, admin, q) // a superuser sees both rows
+	want := queryRows(t, admin, q) // a superuser sees both rows
 
 	l, b := sessOneConnAndOther(t)
 	err := l.db.Connection(func(c *gorm.DB) error {
-		tsExec(t, c, "SET ROLE "+role)
+		adminExec(t, c, "SET ROLE "+role)
 		return c.Exec("RESET ALL").Error
 	})
 	if err != nil {
@@ -206,14 +206,14 @@ func TestSessionViewReadsSetting(t *testing.T) {
 	admin := openDB(t)
 	table := sessTable(t, admin)
 	view := table + "_v"
-	tsExec(t, admin, "CREATE VIEW "+view+" AS SELECT id, name FROM "+table+" WHERE name = 'real-' || current_setting('app.gft_rev', true)")
-	tsDropLater(t, admin, "DROP VIEW IF EXISTS "+view)
+	adminExec(t, admin, "CREATE VIEW "+view+" AS SELECT id, name FROM "+table+" WHERE name = 'real-' || current_setting('app.gft_rev', true)")
+	dropAtEnd(t, admin, "DROP VIEW IF EXISTS "+view)
 	q := "SELECT id, name FROM " + view + " ORDER BY id"
 	in := newInstances(t, 1, nil)[0]
 	for _, v := range []string{"1", "2", "1"} {
 		err := in.db.Connection(func(c *gorm.DB) error {
-			tsExec(t, c, "SELECT set_config('app.gft_rev', ?, false)", v)
-			if got, want := sessRows(t, c, q), tsQuery(t, c, q); got != want {
+			adminExec(t, c, "SELECT set_config('app.gft_rev', ?, false)", v)
+			if got, want := sessRows(t, c, q), queryRows(t, c, q); got != want {
 				t.Errorf("app.gft_rev=%s: cached %s, live %s", v, got, want)
 			}
 			return c.Exec("RESET ALL").Error
@@ -230,16 +230,16 @@ func TestSessionViewReadsSetting(t *testing.T) {
 func TestSessionUnseenChangeIsNotStored(t *testing.T) {
 	admin := openDB(t)
 	table := sessTable(t, admin)
-	schema := "gft_sess_s" + tsSuffix()
-	tsExec(t, admin, "CREATE SCHEMA "+schema)
-	tsDropLater(t, admin, "DROP SCHEMA IF EXISTS "+schema+" CASCADE")
-	tsExec(t, admin, "CREATE TABLE "+schema+"."+table+" (id bigint, name text)")
-	tsExec(t, admin, "INSERT INTO "+schema+"."+table+" VALUES (7, 'other-7')")
-	fn := "gft_sess_f" + tsSuffix()
-	tsExec(t, admin, "CREATE FUNCTION "+fn+"(s text) RETURNS int LANGUAGE sql AS $$ SELECT 1 FROM (SELECT set_config('search_path', s, false)) x $$")
-	tsDropLater(t, admin, "DROP FUNCTION IF EXISTS "+fn+"(text)")
+	schema := "gft_sess_s" + randHex(5)
+	adminExec(t, admin, "CREATE SCHEMA "+schema)
+	dropAtEnd(t, admin, "DROP SCHEMA IF EXISTS "+schema+" CASCADE")
+	adminExec(t, admin, "CREATE TABLE "+schema+"."+table+" (id bigint, name text)")
+	adminExec(t, admin, "INSERT INTO "+schema+"."+table+" VALUES (7, 'other-7')")
+	fn := "gft_sess_f" + randHex(5)
+	adminExec(t, admin, "CREATE FUNCTION "+fn+"(s text) RETURNS int LANGUAGE sql AS $$ SELECT 1 FROM (SELECT set_config('search_path', s, false)) x $$")
+	dropAtEnd(t, admin, "DROP FUNCTION IF EXISTS "+fn+"(text)")
 	q := "SELECT id, name FROM " + table + " ORDER BY id"
-	want := tsQuery(t, admin, q)
+	want := queryRows(t, admin, q)
 
 	l, b := sessOneConnAndOther(t)
 	var one int
@@ -269,12 +269,12 @@ func TestSessionNewSettingReaderKeepsPoolCached(t *testing.T) {
 	q := "SELECT id, name FROM " + table + " ORDER BY id"
 	sessRows(t, in.db, q)
 	view := table + "_nv"
-	tsExec(t, admin, "CREATE VIEW "+view+" AS SELECT * FROM "+table+" WHERE name <> current_setting('app.gft_new"+tsSuffix()+"', true)")
-	tsDropLater(t, admin, "DROP VIEW IF EXISTS "+view)
+	adminExec(t, admin, "CREATE VIEW "+view+" AS SELECT * FROM "+table+" WHERE name <> current_setting('app.gft_new"+randHex(5)+"', true)")
+	dropAtEnd(t, admin, "DROP VIEW IF EXISTS "+view)
 	if err := in.db.Exec("UPDATE " + table + " SET name = 'new-1' WHERE id = 1").Error; err != nil {
 		t.Fatal(err)
 	}
-	want := tsQuery(t, admin, q)
+	want := queryRows(t, admin, q)
 	for i := 0; i < 2; i++ {
 		if got := sessRows(t, in.db, q); got != want {
 			t.Fatalf("read %d: %s, want %s", i+1, got, want)

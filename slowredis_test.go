@@ -111,7 +111,7 @@ func TestSlowRedisRecovers(t *testing.T) {
 		slowReads: slowReads{t: t, ctx: ctx, tag: uniqueTag(t)},
 		pg:        pg,
 		proxy:     proxy,
-		ins:       chaosInstances(t, 2, proxy.addr(), slowConfig),
+		ins:       newInstancesAt(t, proxy.addr(), 2, slowConfig),
 	}
 	r.prime()
 	r.slow()

@@ -24,20 +24,16 @@ import (
 // server wakes), and returns only after the stall has ended, so the write's
 // next operations meet a healthy Redis. failed records the pipeline's error.
 type stallAnnouncements struct {
+	passHook
 	addr   string
 	sleep  time.Duration
 	armed  atomic.Bool
 	failed atomic.Value // error
 }
 
-func (s *stallAnnouncements) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (s *stallAnnouncements) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return next
-}
-
 func (s *stallAnnouncements) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		if !announces(cmds) || !s.armed.CompareAndSwap(true, false) {
+		if !runsScript(cmds, engine.ScriptWriteBegin) || !s.armed.CompareAndSwap(true, false) {
 			return next(ctx, cmds)
 		}
 		slept := make(chan error, 1)
@@ -56,16 +52,6 @@ func (s *stallAnnouncements) ProcessPipelineHook(next redis.ProcessPipelineHook)
 		}
 		return err
 	}
-}
-
-// announces reports whether a pipeline runs write_begin.lua.
-func announces(cmds []redis.Cmder) bool {
-	for _, c := range cmds {
-		if engine.ScriptOf(c) == engine.ScriptWriteBegin {
-			return true
-		}
-	}
-	return false
 }
 
 // waitStalled returns once a PING to addr goes unanswered for 50ms: the
@@ -97,10 +83,10 @@ func TestStalledAnnouncementIsEnded(t *testing.T) {
 	prefix := testPrefix(t)
 	db := openDB(t)
 	setupSchema(t, db)
-	table := "gft_stall_" + tsSuffix()
-	tsExec(t, db, "CREATE TABLE "+table+" (id int PRIMARY KEY, v text NOT NULL)")
-	tsDropLater(t, db, "DROP TABLE IF EXISTS "+table)
-	tsExec(t, db, "INSERT INTO "+table+" VALUES (1, 'old')")
+	table := "gft_stall_" + randHex(5)
+	adminExec(t, db, "CREATE TABLE "+table+" (id int PRIMARY KEY, v text NOT NULL)")
+	dropAtEnd(t, db, "DROP TABLE IF EXISTS "+table)
+	adminExec(t, db, "INSERT INTO "+table+" VALUES (1, 'old')")
 
 	stall := &stallAnnouncements{addr: addr, sleep: 600 * time.Millisecond}
 	wrdb := openRedis(t, addr)

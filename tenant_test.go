@@ -24,16 +24,16 @@ import (
 // Table, and Raw SQL.
 var tenReads = []struct {
 	name string
-	read func(db *gorm.DB, table string) ([]tsRow, error)
+	read func(db *gorm.DB, table string) ([]idName, error)
 }{
-	{"Find", func(db *gorm.DB, table string) ([]tsRow, error) {
-		var rows []tsRow
+	{"Find", func(db *gorm.DB, table string) ([]idName, error) {
+		var rows []idName
 		err := db.Scopes(Cache(time.Minute)).Table(table).Select("id", "name").Order("id").Find(&rows).Error
 		return rows, err
 	}},
-	{"Raw", func(db *gorm.DB, table string) ([]tsRow, error) {
-		var rows []tsRow
-		err := db.Scopes(Cache(time.Minute)).Raw("SELECT id, name FROM " + tsIdent(table) + " ORDER BY id").Scan(&rows).Error
+	{"Raw", func(db *gorm.DB, table string) ([]idName, error) {
+		var rows []idName
+		err := db.Scopes(Cache(time.Minute)).Raw("SELECT id, name FROM " + quotedIdent(table) + " ORDER BY id").Scan(&rows).Error
 		return rows, err
 	}},
 }
@@ -50,7 +50,7 @@ func tenExpect(t testing.TB, what string, db *gorm.DB, table string, truth map[s
 			t.Errorf("%s (%s): tenant %s: %v", what, r.name, tenant, err)
 			continue
 		}
-		got := tsRender(rows)
+		got := renderRows(rows)
 		if got == want {
 			continue
 		}
@@ -74,7 +74,7 @@ type tenSchemas struct {
 
 func newTenSchemas(t *testing.T, admin *gorm.DB) *tenSchemas {
 	t.Helper()
-	s := tsSuffix()
+	s := randHex(5)
 	f := &tenSchemas{admin: admin, table: "gft_ten_" + s, schemas: map[string]string{
 		"a":       "gft_tenant_a_" + s,
 		"b":       "gft_tenant_b_" + s,
@@ -83,21 +83,21 @@ func newTenSchemas(t *testing.T, admin *gorm.DB) *tenSchemas {
 	rows := map[string]int{"a": 2, "b": 3, "default": 1}
 	for tenant, schema := range f.schemas {
 		if schema != "public" {
-			tsExec(t, admin, "CREATE SCHEMA "+tsIdent(schema))
-			tsDropLater(t, admin, "DROP SCHEMA IF EXISTS "+tsIdent(schema)+" CASCADE")
+			adminExec(t, admin, "CREATE SCHEMA "+quotedIdent(schema))
+			dropAtEnd(t, admin, "DROP SCHEMA IF EXISTS "+quotedIdent(schema)+" CASCADE")
 		} else {
-			tsDropLater(t, admin, "DROP TABLE IF EXISTS "+f.qualified(tenant))
+			dropAtEnd(t, admin, "DROP TABLE IF EXISTS "+f.qualified(tenant))
 		}
-		tsExec(t, admin, "CREATE TABLE "+f.qualified(tenant)+" (id bigint PRIMARY KEY, name text NOT NULL)")
+		adminExec(t, admin, "CREATE TABLE "+f.qualified(tenant)+" (id bigint PRIMARY KEY, name text NOT NULL)")
 		for i := 1; i <= rows[tenant]; i++ {
-			tsExec(t, admin, "INSERT INTO "+f.qualified(tenant)+" VALUES (?, ?)", i, fmt.Sprintf("%s-%d", tenant, i))
+			adminExec(t, admin, "INSERT INTO "+f.qualified(tenant)+" VALUES (?, ?)", i, fmt.Sprintf("%s-%d", tenant, i))
 		}
 	}
 	return f
 }
 
 func (f *tenSchemas) qualified(tenant string) string {
-	return tsIdent(f.schemas[tenant]) + "." + tsIdent(f.table)
+	return quotedIdent(f.schemas[tenant]) + "." + quotedIdent(f.table)
 }
 
 // truth reads every tenant's rows uncached, by qualified name.
@@ -105,7 +105,7 @@ func (f *tenSchemas) truth(t testing.TB) map[string]string {
 	t.Helper()
 	out := make(map[string]string, len(f.schemas))
 	for tenant := range f.schemas {
-		out[tenant] = tsQuery(t, f.admin, "SELECT id, name FROM "+f.qualified(tenant)+" ORDER BY id")
+		out[tenant] = queryRows(t, f.admin, "SELECT id, name FROM "+f.qualified(tenant)+" ORDER BY id")
 	}
 	return out
 }
@@ -114,7 +114,7 @@ func (f *tenSchemas) truth(t testing.TB) map[string]string {
 // writer's plugin bumps the table.
 func (f *tenSchemas) insert(t testing.TB, db *gorm.DB, id int64, name string) {
 	t.Helper()
-	if err := db.Table(f.table).Create(&tsRow{ID: id, Name: name}).Error; err != nil {
+	if err := db.Table(f.table).Create(&idName{ID: id, Name: name}).Error; err != nil {
 		t.Fatalf("insert into %s: %v", f.table, err)
 	}
 }
@@ -126,8 +126,8 @@ func TestTenantSearchPathInDSN(t *testing.T) {
 	admin := openDB(t)
 	f := newTenSchemas(t, admin)
 	prefix := testPrefix(t)
-	a := installPlugin(t, tsOpenDSN(t, tsDSN("search_path="+f.schemas["a"])), testConfig(openRedis(t, ""), prefix))
-	b := installPlugin(t, tsOpenDSN(t, tsDSN("search_path="+f.schemas["b"])), testConfig(openRedis(t, ""), prefix))
+	a := installPlugin(t, openDSN(t, dsnWith("search_path="+f.schemas["a"])), testConfig(openRedis(t, ""), prefix))
+	b := installPlugin(t, openDSN(t, dsnWith("search_path="+f.schemas["b"])), testConfig(openRedis(t, ""), prefix))
 
 	truth := f.truth(t)
 	tenExpect(t, "A first (fills)", a.db, f.table, truth, "a")
@@ -150,7 +150,7 @@ func TestTenantSearchPathInDSN(t *testing.T) {
 func tenInSchema(t *testing.T, db *gorm.DB, schema string, leak bool, check func(c *gorm.DB)) {
 	t.Helper()
 	err := db.Connection(func(c *gorm.DB) error {
-		if err := c.Exec("SET search_path TO " + tsIdent(schema)).Error; err != nil {
+		if err := c.Exec("SET search_path TO " + quotedIdent(schema)).Error; err != nil {
 			return err
 		}
 		check(c)
@@ -215,7 +215,7 @@ func TestTenantSearchPathInConnection(t *testing.T) {
 		tenInSchema(t, l.db, f.schemas["a"], true, func(c *gorm.DB) {
 			tenExpect(t, "L in tenant a's connection", c, f.table, truth, "a")
 		})
-		if got := tsQuery(t, l.db, "SELECT id, name FROM "+tsIdent(f.table)+" ORDER BY id"); got != truth["a"] {
+		if got := queryRows(t, l.db, "SELECT id, name FROM "+quotedIdent(f.table)+" ORDER BY id"); got != truth["a"] {
 			t.Fatalf("L's pool reads %s uncached, not tenant a's rows %s: the SET did not leak, the test proves nothing", got, truth["a"])
 		}
 		for round := 0; round < 2; round++ {
@@ -241,16 +241,16 @@ type tenRLS struct {
 
 func newTenRLS(t *testing.T, admin *gorm.DB) *tenRLS {
 	t.Helper()
-	s := tsSuffix()
+	s := randHex(5)
 	f := &tenRLS{admin: admin, table: "gft_rls_" + s, role: "gft_rls_" + s}
-	tbl := tsIdent(f.table)
-	tsExec(t, admin, "CREATE TABLE "+tbl+" (id bigint PRIMARY KEY, tenant text NOT NULL, name text NOT NULL)")
-	tsExec(t, admin, "CREATE ROLE "+tsIdent(f.role)+" LOGIN")
-	tsDropLater(t, admin, "DROP TABLE IF EXISTS "+tbl, "DROP OWNED BY "+tsIdent(f.role), "DROP ROLE IF EXISTS "+tsIdent(f.role))
-	tsExec(t, admin, `INSERT INTO `+tbl+` VALUES (1, 'a', 'a-1'), (2, 'b', 'b-2'), (3, 'a', 'a-3'), (4, 'b', 'b-4'), (5, 'b', 'b-5')`)
-	tsExec(t, admin, "ALTER TABLE "+tbl+" ENABLE ROW LEVEL SECURITY")
-	tsExec(t, admin, "CREATE POLICY tenant_isolation ON "+tbl+" USING (tenant = current_setting('app.tenant'))")
-	tsExec(t, admin, "GRANT SELECT ON "+tbl+" TO "+tsIdent(f.role))
+	tbl := quotedIdent(f.table)
+	adminExec(t, admin, "CREATE TABLE "+tbl+" (id bigint PRIMARY KEY, tenant text NOT NULL, name text NOT NULL)")
+	adminExec(t, admin, "CREATE ROLE "+quotedIdent(f.role)+" LOGIN")
+	dropAtEnd(t, admin, "DROP TABLE IF EXISTS "+tbl, "DROP OWNED BY "+quotedIdent(f.role), "DROP ROLE IF EXISTS "+quotedIdent(f.role))
+	adminExec(t, admin, `INSERT INTO `+tbl+` VALUES (1, 'a', 'a-1'), (2, 'b', 'b-2'), (3, 'a', 'a-3'), (4, 'b', 'b-4'), (5, 'b', 'b-5')`)
+	adminExec(t, admin, "ALTER TABLE "+tbl+" ENABLE ROW LEVEL SECURITY")
+	adminExec(t, admin, "CREATE POLICY tenant_isolation ON "+tbl+" USING (tenant = current_setting('app.tenant'))")
+	adminExec(t, admin, "GRANT SELECT ON "+tbl+" TO "+quotedIdent(f.role))
 	return f
 }
 
@@ -259,7 +259,7 @@ func (f *tenRLS) truth(t testing.TB) map[string]string {
 	t.Helper()
 	out := map[string]string{}
 	for _, tenant := range []string{"a", "b"} {
-		out[tenant] = tsQuery(t, f.admin, "SELECT id, name FROM "+tsIdent(f.table)+" WHERE tenant = ? ORDER BY id", tenant)
+		out[tenant] = queryRows(t, f.admin, "SELECT id, name FROM "+quotedIdent(f.table)+" WHERE tenant = ? ORDER BY id", tenant)
 	}
 	return out
 }
@@ -303,9 +303,9 @@ func TestTenantRowLevelSecurity(t *testing.T) {
 	admin := openDB(t)
 	f := newTenRLS(t, admin)
 	prefix := testPrefix(t)
-	dsn := tsDSN("user=" + f.role)
-	a := installPlugin(t, tsOpenDSN(t, dsn), testConfig(openRedis(t, ""), prefix))
-	b := installPlugin(t, tsOpenDSN(t, dsn), testConfig(openRedis(t, ""), prefix))
+	dsn := dsnWith("user=" + f.role)
+	a := installPlugin(t, openDSN(t, dsn), testConfig(openRedis(t, ""), prefix))
+	b := installPlugin(t, openDSN(t, dsn), testConfig(openRedis(t, ""), prefix))
 	truth := f.truth(t)
 
 	t.Run("in turn", func(t *testing.T) {
@@ -347,31 +347,31 @@ func TestTenantRowLevelSecurity(t *testing.T) {
 // superuser, who bypasses RLS, before and after SET ROLE in db.Connection.
 func TestTenantRoles(t *testing.T) {
 	admin := openDB(t)
-	s := tsSuffix()
+	s := randHex(5)
 	table := "gft_roles_" + s
 	roles := map[string]string{"a": "gft_role_a_" + s, "b": "gft_role_b_" + s, "none": "gft_role_none_" + s}
-	tbl := tsIdent(table)
-	tsExec(t, admin, "CREATE TABLE "+tbl+" (id bigint PRIMARY KEY, tenant text NOT NULL, name text NOT NULL)")
+	tbl := quotedIdent(table)
+	adminExec(t, admin, "CREATE TABLE "+tbl+" (id bigint PRIMARY KEY, tenant text NOT NULL, name text NOT NULL)")
 	drops := []string{"DROP TABLE IF EXISTS " + tbl}
 	for _, r := range roles {
-		tsExec(t, admin, "CREATE ROLE "+tsIdent(r)+" LOGIN")
-		drops = append(drops, "DROP OWNED BY "+tsIdent(r), "DROP ROLE IF EXISTS "+tsIdent(r))
+		adminExec(t, admin, "CREATE ROLE "+quotedIdent(r)+" LOGIN")
+		drops = append(drops, "DROP OWNED BY "+quotedIdent(r), "DROP ROLE IF EXISTS "+quotedIdent(r))
 	}
-	tsDropLater(t, admin, drops...)
-	tsExec(t, admin, `INSERT INTO `+tbl+` VALUES (1, 'a', 'a-1'), (2, 'b', 'b-2'), (3, 'a', 'a-3'), (4, 'b', 'b-4')`)
-	tsExec(t, admin, "ALTER TABLE "+tbl+" ENABLE ROW LEVEL SECURITY")
+	dropAtEnd(t, admin, drops...)
+	adminExec(t, admin, `INSERT INTO `+tbl+` VALUES (1, 'a', 'a-1'), (2, 'b', 'b-2'), (3, 'a', 'a-3'), (4, 'b', 'b-4')`)
+	adminExec(t, admin, "ALTER TABLE "+tbl+" ENABLE ROW LEVEL SECURITY")
 	for _, tenant := range []string{"a", "b"} {
-		tsExec(t, admin, "GRANT SELECT ON "+tbl+" TO "+tsIdent(roles[tenant]))
-		tsExec(t, admin, "CREATE POLICY "+tsIdent("own_"+tenant)+" ON "+tbl+" TO "+tsIdent(roles[tenant])+" USING (tenant = '"+tenant+"')")
+		adminExec(t, admin, "GRANT SELECT ON "+tbl+" TO "+quotedIdent(roles[tenant]))
+		adminExec(t, admin, "CREATE POLICY "+quotedIdent("own_"+tenant)+" ON "+tbl+" TO "+quotedIdent(roles[tenant])+" USING (tenant = '"+tenant+"')")
 	}
-	truth := map[string]string{"superuser": tsQuery(t, admin, "SELECT id, name FROM "+tbl+" ORDER BY id")}
+	truth := map[string]string{"superuser": queryRows(t, admin, "SELECT id, name FROM "+tbl+" ORDER BY id")}
 	for _, tenant := range []string{"a", "b"} {
-		truth[tenant] = tsQuery(t, admin, "SELECT id, name FROM "+tbl+" WHERE tenant = ? ORDER BY id", tenant)
+		truth[tenant] = queryRows(t, admin, "SELECT id, name FROM "+tbl+" WHERE tenant = ? ORDER BY id", tenant)
 	}
 
 	prefix := testPrefix(t)
 	as := func(role string) *instance {
-		return installPlugin(t, tsOpenDSN(t, tsDSN("user="+role)), testConfig(openRedis(t, ""), prefix))
+		return installPlugin(t, openDSN(t, dsnWith("user="+role)), testConfig(openRedis(t, ""), prefix))
 	}
 	su := newInstance(t, testConfig(openRedis(t, ""), prefix))
 	a, b, none := as(roles["a"]), as(roles["b"]), as(roles["none"])
@@ -380,14 +380,14 @@ func TestTenantRoles(t *testing.T) {
 		for _, r := range tenReads {
 			rows, err := r.read(none.db, table)
 			if err == nil || !strings.Contains(err.Error(), "42501") {
-				t.Errorf("%s (%s): a role without SELECT got rows %s, error %v; want permission denied (SQLSTATE 42501)", what, r.name, tsRender(rows), err)
+				t.Errorf("%s (%s): a role without SELECT got rows %s, error %v; want permission denied (SQLSTATE 42501)", what, r.name, renderRows(rows), err)
 			}
 		}
 	}
 	asRole := func(tenant, what string) {
 		t.Helper()
 		err := su.db.Connection(func(c *gorm.DB) error {
-			if err := c.Exec("SET ROLE " + tsIdent(roles[tenant])).Error; err != nil {
+			if err := c.Exec("SET ROLE " + quotedIdent(roles[tenant])).Error; err != nil {
 				return err
 			}
 			tenExpect(t, what, c, table, truth, tenant)

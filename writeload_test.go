@@ -76,12 +76,12 @@ type wlStale struct {
 
 func wlRun(t *testing.T, n int) {
 	admin := openDB(t)
-	table := "gft_wl_" + tsSuffix()
-	tsExec(t, admin, "CREATE TABLE "+tsIdent(table)+" (id bigint PRIMARY KEY, val bigint NOT NULL)")
-	tsDropLater(t, admin, "DROP TABLE IF EXISTS "+tsIdent(table))
-	tsExec(t, admin, "INSERT INTO "+tsIdent(table)+" VALUES (1, 0)")
+	table := "gft_wl_" + randHex(5)
+	adminExec(t, admin, "CREATE TABLE "+quotedIdent(table)+" (id bigint PRIMARY KEY, val bigint NOT NULL)")
+	dropAtEnd(t, admin, "DROP TABLE IF EXISTS "+quotedIdent(table))
+	adminExec(t, admin, "INSERT INTO "+quotedIdent(table)+" VALUES (1, 0)")
 	tag := uniqueTag(t)
-	query := "SELECT val, gft_record(?, 0) AS n FROM " + tsIdent(table) + " WHERE id = 1"
+	query := "SELECT val, gft_record(?, 0) AS n FROM " + quotedIdent(table) + " WHERE id = 1"
 	read := func(db *gorm.DB) (int64, error) {
 		var r struct {
 			Val int64
