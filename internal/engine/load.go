@@ -8,47 +8,65 @@ import (
 
 	"github.com/go-redsync/redsync/v4"
 	"github.com/gormflight/gormflight/internal/rowcodec"
+	"github.com/redis/go-redis/v9"
 )
 
 // load tries the key's lock once and, if it wins, runs the fill. It fails
 // with errLockTaken when another instance holds the lock, and with
 // errWriting when a write to one of the tables began before the fill could
 // stamp its query: the flight then waits for it.
+//
+// A loader costs four round trips: the flight's look, the lock (which also
+// looks again and reads the stamp), the store (which also wakes the
+// waiters) and the unlock.
 func (e *Engine) load(ctx context.Context, req request, polled bool) (*flightResult, error) {
-	m, err := e.tryLock(ctx, req.keys)
+	readAt := time.Now()
+	var look *lookupCmds
+	var stamp []*redis.Cmd
+	m, err := e.tryLock(ctx, req.keys, func(ctx context.Context, pipe redis.Pipeliner) {
+		// The holder before us may have stored the entry and unlocked
+		// between our last look and our lock: look again.
+		look = e.queueLookup(ctx, pipe, req)
+		stamp = e.queueStamp(ctx, pipe, req.tables)
+	})
 	if errors.Is(err, errLockTaken) {
 		return nil, err
 	}
 	if err != nil {
 		return e.withoutRedis(ctx, req, err)
 	}
-	// The holder before us may have stored the entry and unlocked between
-	// our last look and our lock: look again.
-	if res, _, err := e.hit(ctx, req); err == nil && res != nil {
+	if f, err := look.result(e, req); err == nil && f.entry != nil {
 		e.unlock(m)
-		return res, nil
+		e.stats.Hits.Add(1)
+		return &flightResult{entry: f.entry, readAt: readAt}, nil
 	}
 	if polled {
 		e.stats.LockTakeovers.Add(1)
 		e.Warnf(LogTakeover, "gormflight: took over a lock whose holder stopped extending it")
 	}
-	return e.fill(ctx, req, m)
+	return e.fill(ctx, req, m, stamp)
 }
 
 // fill runs the query as the lock holder, stores the result and wakes the
 // waiters. Errors are never stored. Whatever happens, even a panic in the
 // query, the lock is released and the waiters are woken.
-func (e *Engine) fill(ctx context.Context, req request, m *redsync.Mutex) (res *flightResult, err error) {
+//
+// The stamp was read before the query (stampCmds, in the lock's round
+// trip): a write that commits while the query runs bumps past it, so the
+// entry is stale from that bump on.
+func (e *Engine) fill(ctx context.Context, req request, m *redsync.Mutex, stampCmds []*redis.Cmd) (res *flightResult, err error) {
 	stop := e.keepLock(m)
 	payload := readyFailed // until there is a result
+	woken := false         // the store's round trip carried the ready message
 	defer func() {
 		stop()
+		// Unlocked first: a waiter told to try the lock must find it free.
 		e.unlock(m)
-		e.publish(req.keys, payload)
+		if !woken {
+			e.publish(req.keys, payload)
+		}
 	}()
-	// The stamp is read before the query: a write that commits while the
-	// query runs bumps past it, so the entry is stale from that bump on.
-	stamp, err := e.readStamp(ctx, req.tables)
+	stamp, err := stampOf(stampCmds)
 	switch {
 	case errors.Is(err, errWriting):
 		// Waiters re-check ("e"), find the write and wait for its bump,
@@ -69,10 +87,7 @@ func (e *Engine) fill(ctx context.Context, req request, m *redsync.Mutex) (res *
 	}
 	stop()
 	e.at(SeamLoaded, req.keys)
-	payload = readyStored
-	if !e.store(ctx, req, stamp, ent) {
-		payload = readyUncached
-	}
+	payload, woken = e.store(ctx, req, stamp, ent)
 	return &flightResult{entry: ent, readAt: readAt}, nil
 }
 
@@ -112,20 +127,39 @@ func (e *Engine) withoutRedis(ctx context.Context, req request, err error) (*fli
 	return e.fallback(ctx, req)
 }
 
-// store writes the entry with its TTL. It reports false when the entry was
-// not stored: too large, not encodable, or refused by Redis. Waiters are
-// then told to query themselves, as they would one by one anyway.
-func (e *Engine) store(ctx context.Context, req request, stamp string, ent *rowcodec.Entry) bool {
-	if ent.Local {
-		e.stats.Uncached.Add(1)
-		return false
+// store writes the entry with its TTL unless the entry there was computed
+// under newer generations (lua/fill.lua), and in the same round trip tells
+// the waiters: "stored", or "query yourselves" when the entry cannot be
+// stored (too large, not encodable). Redis runs the pipeline in order, so a
+// woken waiter finds the entry. It returns the payload and whether it went
+// out; when Redis fails, the payload is "query yourselves", for fill to
+// send after the unlock.
+func (e *Engine) store(ctx context.Context, req request, stamp string, ent *rowcodec.Entry) (payload string, sent bool) {
+	var data []byte
+	payload = readyUncached
+	if !ent.Local {
+		if d, err := EncodeStored(stamp, ent, e.cfg.MaxEntrySize); err == nil {
+			data, payload = d, readyStored
+		}
 	}
-	data, err := EncodeStored(stamp, ent, e.cfg.MaxEntrySize)
+	if payload == readyUncached {
+		e.stats.Uncached.Add(1)
+	}
+	ctx, cancel := context.WithTimeout(ctx, e.cfg.RedisTimeout)
+	defer cancel()
+	err := e.guard(func() error {
+		pipe := e.rdb.Pipeline()
+		if payload == readyStored {
+			fillScript.Eval(ctx, pipe, []string{req.keys.entry}, stamp, data, e.jitter(req.ttl).Milliseconds())
+		}
+		pipe.Publish(ctx, req.keys.ready, payload)
+		_, err := pipe.Exec(ctx)
+		return err
+	})
 	if err != nil {
-		e.stats.Uncached.Add(1)
-		return false
+		return readyUncached, false
 	}
-	return e.storeStamped(ctx, req.keys, stamp, data, e.jitter(req.ttl)) == nil
+	return payload, true
 }
 
 func (e *Engine) publish(k keys, payload string) {

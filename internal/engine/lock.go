@@ -9,6 +9,7 @@ import (
 
 	"github.com/go-redsync/redsync/v4"
 	redsyncredis "github.com/go-redsync/redsync/v4/redis"
+	"github.com/redis/go-redis/v9"
 )
 
 // The lock is an efficiency lock (redsync over one pool): it makes one
@@ -20,8 +21,10 @@ import (
 var errLockTaken = errors.New("gormflight: lock held by another instance")
 
 // tryLock makes one attempt at the key's lock. It returns errLockTaken when
-// another instance holds it, and a Redis error when Redis failed.
-func (e *Engine) tryLock(ctx context.Context, k keys) (*redsync.Mutex, error) {
+// another instance holds it, and a Redis error when Redis failed. along,
+// when not nil, queues commands that go to Redis in the same round trip,
+// after the SET NX, whether it wins or not.
+func (e *Engine) tryLock(ctx context.Context, k keys, along func(context.Context, redis.Pipeliner)) (*redsync.Mutex, error) {
 	m := e.locks.NewMutex(k.lock,
 		redsync.WithExpiry(e.cfg.LockExpiry),
 		redsync.WithTries(1),
@@ -31,7 +34,7 @@ func (e *Engine) tryLock(ctx context.Context, k keys) (*redsync.Mutex, error) {
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.RedisTimeout)
 	defer cancel()
 	err := e.guard(func() error {
-		err := m.TryLockContext(context.WithValue(ctx, attemptKey{}, new(lockAttempt)))
+		err := m.TryLockContext(context.WithValue(ctx, attemptKey{}, &lockAttempt{rdb: e.rdb, along: along}))
 		// Taken is Redis's answer to the SETNX, even if the context ran
 		// out just after it.
 		var taken *redsync.ErrTaken
@@ -123,18 +126,27 @@ func redisFailed(err error) bool {
 	return errors.As(err, &rerr) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
 }
 
-// lockPool is redsync's pool over the Redis client, with one change. After
-// an attempt Redis answered "taken" (SETNX did not set), redsync releases
-// the lock it did not get: a second round trip, under the attempt's
-// deadline, that can only do nothing, since the key holds another value.
-// With a round trip over half of RedisTimeout it times out, costing the
-// attempt and its connection, so no instance could wait for another's
-// result. lockPool answers that release itself.
+// lockPool is redsync's pool over the Redis client, with two changes for
+// the connections of a tryLock; the lock itself (its token, expiry,
+// extension and release) stays redsync's.
+//   - After an attempt Redis answered "taken" (SETNX did not set), redsync
+//     releases the lock it did not get: a second round trip, under the
+//     attempt's deadline, that can only do nothing, since the key holds
+//     another value. With a round trip over half of RedisTimeout it times
+//     out, costing the attempt and its connection, so no instance could
+//     wait for another's result. lockPool answers that release itself.
+//   - The SETNX carries the attempt's other commands in its round trip (a
+//     miss's second look and its stamp), so that a loader costs one round
+//     trip fewer.
 type lockPool struct{ redsyncredis.Pool }
 
 // lockAttempt marks the context of one tryLock: the connections redsync
 // takes for it are lockConns sharing it.
-type lockAttempt struct{ taken atomic.Bool }
+type lockAttempt struct {
+	taken atomic.Bool
+	rdb   redis.UniversalClient
+	along func(context.Context, redis.Pipeliner) // commands for the SETNX's round trip
+}
 
 type attemptKey struct{}
 
@@ -144,16 +156,29 @@ func (p lockPool) Get(ctx context.Context) (redsyncredis.Conn, error) {
 	if err != nil || a == nil {
 		return c, err
 	}
-	return lockConn{Conn: c, attempt: a}, nil
+	return lockConn{Conn: c, ctx: ctx, attempt: a}, nil
 }
 
 type lockConn struct {
 	redsyncredis.Conn
+	ctx     context.Context
 	attempt *lockAttempt
 }
 
+// SetNX sets the lock as redsync's own connection does (SET NX PX), with
+// the attempt's other commands after it in one pipeline.
 func (c lockConn) SetNX(name, value string, expiry time.Duration) (bool, error) {
-	ok, err := c.Conn.SetNX(name, value, expiry)
+	var ok bool
+	var err error
+	if c.attempt.along == nil {
+		ok, err = c.Conn.SetNX(name, value, expiry)
+	} else {
+		pipe := c.attempt.rdb.Pipeline()
+		set := pipe.SetNX(c.ctx, name, value, expiry)
+		c.attempt.along(c.ctx, pipe)
+		_, _ = pipe.Exec(c.ctx) // each command keeps its own answer
+		ok, err = set.Result()
+	}
 	if err == nil && !ok {
 		c.attempt.taken.Store(true)
 	}

@@ -59,57 +59,82 @@ type found struct {
 func (e *Engine) lookup(ctx context.Context, req request) (found, error) {
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.RedisTimeout)
 	defer cancel()
-	var data []byte
-	var gens []*redis.StringCmd
-	var ttl *redis.DurationCmd
 	var f found
 	err := e.guard(func() error {
 		pipe := e.rdb.Pipeline()
-		get := pipe.Get(ctx, req.keys.entry)
-		if e.memo.limit > 0 {
-			ttl = pipe.PTTL(ctx, req.keys.entry) // for the memo: when the entry goes
-		}
-		gens = make([]*redis.StringCmd, len(req.tables))
-		writers := make([]*redis.IntCmd, 2*len(req.tables))
-		for i, t := range req.tables {
-			// Writers first: a bump (atomic: generation up, Announcement
-			// ended) that lands between the two reads then shows as a
-			// writer or as a new generation, never as neither.
-			writers[2*i] = pipe.Exists(ctx, e.WritersKey(t))
-			writers[2*i+1] = pipe.Exists(ctx, e.HeldKey(t))
-			gens[i] = pipe.Get(ctx, e.GenKey(t))
-		}
+		c := e.queueLookup(ctx, pipe, req)
 		_, _ = pipe.Exec(ctx)
-		for i, g := range gens {
-			if err := g.Err(); err != nil && !errors.Is(err, redis.Nil) {
-				return err
-			}
-			w, err := writers[2*i].Result()
-			if err != nil {
-				return err
-			}
-			h, err := writers[2*i+1].Result()
-			if err != nil {
-				return err
-			}
-			if w > 0 {
-				f.writing = append(f.writing, req.tables[i])
-			}
-			f.held = f.held || h > 0
-		}
 		var err error
-		data, err = get.Bytes()
+		f, err = c.result(e, req)
 		return err
 	})
-	if err != nil && !errors.Is(err, redis.Nil) {
+	if err != nil {
 		return found{}, err
 	}
-	if err == nil && !f.held && len(f.writing) == 0 {
-		var expires time.Time
-		if ttl != nil && ttl.Val() > 0 {
-			expires = time.Now().Add(ttl.Val())
+	return f, nil
+}
+
+// lookupCmds are a lookup's commands, queued on a pipeline that may carry
+// others (the lock's, see load).
+type lookupCmds struct {
+	get     *redis.StringCmd
+	ttl     *redis.DurationCmd
+	gens    []*redis.StringCmd
+	writers []*redis.IntCmd // per table: its writers key, then its held key
+}
+
+func (e *Engine) queueLookup(ctx context.Context, pipe redis.Pipeliner, req request) *lookupCmds {
+	c := &lookupCmds{get: pipe.Get(ctx, req.keys.entry)}
+	if e.memo.limit > 0 {
+		c.ttl = pipe.PTTL(ctx, req.keys.entry) // for the memo: when the entry goes
+	}
+	c.gens = make([]*redis.StringCmd, len(req.tables))
+	c.writers = make([]*redis.IntCmd, 2*len(req.tables))
+	for i, t := range req.tables {
+		// Writers first: a bump (atomic: generation up, Announcement
+		// ended) that lands between the two reads then shows as a writer
+		// or as a new generation, never as neither.
+		c.writers[2*i] = pipe.Exists(ctx, e.WritersKey(t))
+		c.writers[2*i+1] = pipe.Exists(ctx, e.HeldKey(t))
+		c.gens[i] = pipe.Get(ctx, e.GenKey(t))
+	}
+	return c
+}
+
+// result is what the executed commands found, or the Redis error that
+// kept them from knowing.
+func (c *lookupCmds) result(e *Engine, req request) (found, error) {
+	var f found
+	for i, g := range c.gens {
+		if err := g.Err(); err != nil && !errors.Is(err, redis.Nil) {
+			return found{}, err
 		}
-		f.entry = e.current(req, data, gens, expires)
+		w, err := c.writers[2*i].Result()
+		if err != nil {
+			return found{}, err
+		}
+		h, err := c.writers[2*i+1].Result()
+		if err != nil {
+			return found{}, err
+		}
+		if w > 0 {
+			f.writing = append(f.writing, req.tables[i])
+		}
+		f.held = f.held || h > 0
+	}
+	data, err := c.get.Bytes()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return f, nil
+	case err != nil:
+		return found{}, err
+	}
+	if !f.held && len(f.writing) == 0 {
+		var expires time.Time
+		if c.ttl != nil && c.ttl.Val() > 0 {
+			expires = time.Now().Add(c.ttl.Val())
+		}
+		f.entry = e.current(req, data, c.gens, expires)
 	}
 	return f, nil
 }
@@ -158,25 +183,20 @@ func stampMatches(stamp []byte, gens []*redis.StringCmd) bool {
 	return len(stamp) == 0
 }
 
-// readStamp returns the stamp of a fill about to run its query: the current
-// generations of tables, creating missing ones (see lua/gen_read.lua). It
-// fails with errHeld or errWriting while a write to one of them is
-// committing.
-func (e *Engine) readStamp(ctx context.Context, tables []string) (string, error) {
-	if len(tables) == 0 {
-		return "", nil
-	}
-	ctx, cancel := context.WithTimeout(ctx, e.cfg.RedisTimeout)
-	defer cancel()
-	pipe := e.rdb.Pipeline()
+// queueStamp queues the reads of the stamp of a fill about to run its
+// query: the current generations of tables, creating missing ones (see
+// lua/gen_read.lua). stampOf reads the answers.
+func (e *Engine) queueStamp(ctx context.Context, pipe redis.Pipeliner, tables []string) []*redis.Cmd {
 	cmds := make([]*redis.Cmd, len(tables))
 	for i, t := range tables {
 		cmds[i] = genReadScript.Eval(ctx, pipe, []string{e.GenKey(t), e.WritersKey(t), e.HeldKey(t)})
 	}
-	err := e.guard(func() error { _, err := pipe.Exec(ctx); return err })
-	if err != nil {
-		return "", err
-	}
+	return cmds
+}
+
+// stampOf returns the stamp queueStamp's commands read. It fails with
+// errHeld or errWriting while a write to one of the tables is committing.
+func stampOf(cmds []*redis.Cmd) (string, error) {
 	var b strings.Builder
 	for i, c := range cmds {
 		v, err := c.Text()
@@ -195,14 +215,4 @@ func (e *Engine) readStamp(ctx context.Context, tables []string) (string, error)
 		b.WriteString(v)
 	}
 	return b.String(), nil
-}
-
-// storeStamped stores data under the key unless the entry there was computed
-// under newer generations (lua/fill.lua).
-func (e *Engine) storeStamped(ctx context.Context, k keys, stamp string, data []byte, ttl time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, e.cfg.RedisTimeout)
-	defer cancel()
-	return e.guard(func() error {
-		return fillScript.Eval(ctx, e.rdb, []string{k.entry}, stamp, data, ttl.Milliseconds()).Err()
-	})
 }
