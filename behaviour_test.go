@@ -56,13 +56,13 @@ func behOfKind(names []string, kind string) []string {
 	return out
 }
 
-// behDecodeStored decodes a stored value "<stamp>|<entry>".
+// behDecodeStored decodes a stored value "<stamp>|<meta>|<entry>".
 func behDecodeStored(v []byte) error {
-	i := bytes.IndexByte(v, engine.StampSep)
-	if i < 0 {
-		return errors.New("no stamp")
+	_, _, entry, ok := engine.SplitStored(v)
+	if !ok {
+		return errors.New("not in the stored format")
 	}
-	_, err := rowcodec.Decode(v[i+1:])
+	_, err := rowcodec.Decode(entry)
 	return err
 }
 
@@ -205,7 +205,7 @@ func TestBehaviourErrorsAreNeverCached(t *testing.T) {
 				}
 			}
 			keys := behKeys(t, rdb, prefix)
-			if e := behOfKind(keys, "e"); len(e) != 0 {
+			if e := behOfKind(keys, engine.EntryKind); len(e) != 0 {
 				t.Errorf("a failed query was stored: entries %v", e)
 			}
 			if l := behOfKind(keys, "l"); len(l) != 0 {
@@ -223,7 +223,7 @@ func TestBehaviourErrorsAreNeverCached(t *testing.T) {
 			if got := calls(t, db, tag) - before; got != 1 {
 				t.Errorf("the call after the failure cleared ran %d executions, want 1", got)
 			}
-			if e := behOfKind(behKeys(t, rdb, prefix), "e"); len(e) != 1 {
+			if e := behOfKind(behKeys(t, rdb, prefix), engine.EntryKind); len(e) != 1 {
 				t.Errorf("the successful result should be stored once: entries %v", e)
 			}
 		})
@@ -319,7 +319,7 @@ func TestBehaviourCancelledSoleCallerFlightCompletes(t *testing.T) {
 	}
 	gate.release()
 	waitFor(t, "the orphaned flight to store its entry", waitTimeout, func() bool {
-		return len(behOfKind(behKeys(t, rdb, prefix), "e")) == 1
+		return len(behOfKind(behKeys(t, rdb, prefix), engine.EntryKind)) == 1
 	})
 
 	want := slowRow{N: 1, Tag: tag, Key: "k"}
@@ -352,12 +352,12 @@ func TestBehaviourSizeCap(t *testing.T) {
 		tag := uniqueTag(t)
 		want := bigRow{S: strings.Repeat("x", size), N: 1}
 		uncached := in.p.Stats().Uncached
-		keysBefore := behOfKind(behKeys(t, rdb, prefix), "e")
+		keysBefore := behOfKind(behKeys(t, rdb, prefix), engine.EntryKind)
 
 		if r, err := query(in, tag, size); err != nil || r != want {
 			t.Fatalf("first call: got %d bytes, %v; want %d bytes", len(r.S), err, size)
 		}
-		entries := behOfKind(behKeys(t, rdb, prefix), "e")
+		entries := behOfKind(behKeys(t, rdb, prefix), engine.EntryKind)
 		newEntries := slices.DeleteFunc(slices.Clone(entries), func(k string) bool { return slices.Contains(keysBefore, k) })
 		if len(newEntries) == 1 {
 			v, err := rdb.Get(context.Background(), newEntries[0]).Bytes()
@@ -393,7 +393,7 @@ func TestBehaviourSizeCap(t *testing.T) {
 			t.Error("a 10 KB result was stored under a 1 KiB cap")
 		}
 		keys := behKeys(t, in.p.cfg.Redis, in.p.cfg.Prefix)
-		if stored := append(behOfKind(keys, "e"), behOfKind(keys, "l")...); len(stored) != 0 {
+		if stored := append(behOfKind(keys, engine.EntryKind), behOfKind(keys, "l")...); len(stored) != 0 {
 			t.Errorf("Redis holds %v, want nothing", stored)
 		}
 		if u := in.p.Stats().Uncached; u < 1 {
@@ -421,12 +421,13 @@ func TestBehaviourSizeCap(t *testing.T) {
 	})
 }
 
-// behPack returns "|" followed by what build encodes: a stored value with a
-// valid stamp and a hand-made entry.
+// behPack returns "|<meta>|" followed by what build encodes: with the stamp
+// the test puts before it, a stored value with a valid stamp and meta and a
+// hand-made entry.
 func behPack(build func(enc *msgpack.Encoder)) []byte {
 	var buf bytes.Buffer
 	build(msgpack.NewEncoder(&buf))
-	return append([]byte{engine.StampSep}, buf.Bytes()...)
+	return append([]byte("|handmade,0|"), buf.Bytes()...)
 }
 
 // behColumn encodes one well-formed column header (an int4 column "n").
@@ -519,8 +520,11 @@ func TestBehaviourCorruptEntry(t *testing.T) {
 		// than MaxEntrySize (as an instance with a larger cap, or a hand,
 		// might store): served, it would answer wrong rows.
 		{oversized, func(v []byte) []byte {
-			i := bytes.IndexByte(v, engine.StampSep)
-			e, err := rowcodec.Decode(v[i+1:])
+			_, stamp, entry, ok := engine.SplitStored(v)
+			if !ok {
+				panic("the stored value is not in the stored format")
+			}
+			e, err := rowcodec.Decode(entry)
 			if err != nil {
 				panic(err)
 			}
@@ -536,7 +540,7 @@ func TestBehaviourCorruptEntry(t *testing.T) {
 			if err != nil {
 				panic(err)
 			}
-			out, err := engine.EncodeStored(string(v[:i]), wrong, 0)
+			out, err := engine.EncodeStored(string(stamp), 0, wrong, 0)
 			if err != nil {
 				panic(err)
 			}
@@ -576,7 +580,7 @@ func TestBehaviourCorruptEntry(t *testing.T) {
 			if r, err := query(); err != nil || r != want {
 				t.Fatalf("priming call: got %+v, %v", r, err)
 			}
-			entries := behOfKind(behKeys(t, rdb, prefix), "e")
+			entries := behOfKind(behKeys(t, rdb, prefix), engine.EntryKind)
 			if len(entries) != 1 {
 				t.Fatalf("priming stored %v, want one entry", entries)
 			}
@@ -813,7 +817,7 @@ func TestBehaviourTransactionBypass(t *testing.T) {
 	if got := in.p.Stats().Bypassed - bypassed; got != 2 {
 		t.Errorf("Stats().Bypassed increased by %d, want 2", got)
 	}
-	if e := behOfKind(behKeys(t, rdb, prefix), "e"); len(e) != 0 {
+	if e := behOfKind(behKeys(t, rdb, prefix), engine.EntryKind); len(e) != 0 {
 		t.Errorf("reads inside a transaction were stored: %v", e)
 	}
 
@@ -825,7 +829,7 @@ func TestBehaviourTransactionBypass(t *testing.T) {
 	if n != 0 {
 		t.Errorf("after the rollback the cached read counted %d rows, want 0", n)
 	}
-	if e := behOfKind(behKeys(t, rdb, prefix), "e"); len(e) != 1 {
+	if e := behOfKind(behKeys(t, rdb, prefix), engine.EntryKind); len(e) != 1 {
 		t.Errorf("the read outside the transaction should be stored: entries %v", e)
 	}
 }
@@ -889,7 +893,7 @@ func TestBehaviourWritesBypass(t *testing.T) {
 			if got := in.p.Stats().Bypassed - bypassed; got != 2 {
 				t.Errorf("Stats().Bypassed increased by %d, want 2", got)
 			}
-			if e := behOfKind(behKeys(t, rdb, prefix), "e"); len(e) != 0 {
+			if e := behOfKind(behKeys(t, rdb, prefix), engine.EntryKind); len(e) != 0 {
 				t.Errorf("a write's result was stored: %v", e)
 			}
 		})
@@ -1274,10 +1278,10 @@ FROM (SELECT pg_advisory_xact_lock_shared(?)) AS leak_probe_gate`
 			t.Fatal(err)
 		}
 	}
-	entries := behOfKind(behKeys(t, rdb, prefix), "e")
+	entries := behOfKind(behKeys(t, rdb, prefix), engine.EntryKind)
 	names = append(names, entries...)
 
-	valid := regexp.MustCompile(`^` + regexp.QuoteMeta(prefix) + `:\{([0-9a-f]{32})\}:([elr])$`)
+	valid := regexp.MustCompile(`^` + regexp.QuoteMeta(prefix) + `:\{([0-9a-f]{32})\}:(` + engine.EntryKind + `|l|r)$`)
 	kinds := map[string]bool{}
 	hashes := map[string]bool{}
 	for _, n := range names {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gormflight/gormflight/internal/engine"
 	"github.com/redis/go-redis/v9"
 	"gorm.io/gorm"
 )
@@ -131,7 +132,7 @@ func primedInstance(b *testing.B, n int, mod func(*Config)) (*instance, *redis.C
 	if st := in.p.Stats(); st.Loads != 1 || st.Uncached != 0 || st.Fallbacks != 0 {
 		b.Fatalf("priming did not store an entry: %+v", st)
 	}
-	ks, err := rdb.Keys(context.Background(), prefix+":*:e").Result()
+	ks, err := rdb.Keys(context.Background(), prefix+":*:"+engine.EntryKind).Result()
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1121,7 +1121,14 @@ func TestConsistencyHitRoundTrips(t *testing.T) {
 			// of sqlscan.AllTables.
 			t.Errorf("%s: the hit's round trip was %q, want %q", c.name, got[0], want)
 		}
-		t.Logf("%s: miss %d round trips %v; hit %v", c.name, len(primed), primed, got)
+		// The entry is now remembered decoded: the next hit fetches only
+		// the stored value's head.
+		consExpect(t, c.name+" hit on the memo", in, c.read, c.want)
+		again := trips.take()
+		if want := "pipeline[getrange pttl" + strings.Repeat(" exists exists get", c.tables+1) + "]"; len(again) != 1 || again[0] != want {
+			t.Errorf("%s: a hit on a remembered entry made round trips %q, want [%q]", c.name, again, want)
+		}
+		t.Logf("%s: miss %d round trips %v; hit %v; hit on the memo %v", c.name, len(primed), primed, got, again)
 	}
 }
 

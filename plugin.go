@@ -93,10 +93,13 @@ type Config struct {
 	BreakerCooldown time.Duration
 
 	// MemoSize bounds the memory, in bytes, of the recently decoded entries
-	// this instance keeps: a hit whose bytes from Redis equal the remembered
-	// ones skips decoding them. It counts what an entry really holds (its
-	// bytes, its decoded rows and their boxed values, its columns, the key
-	// and the memo's bookkeeping). The least recently used are evicted, an
+	// this instance keeps: a hit on one of them fetches from Redis only the
+	// head of the stored value (its stamp and a tag unique to it), and when
+	// that is unchanged it is served without fetching or decoding the rest,
+	// by a lookup of the caller's own rather than one shared with the
+	// callers in flight. It counts what an entry really holds (its decoded
+	// rows and their boxed values, its columns, the head, the key and the
+	// memo's bookkeeping). The least recently used are evicted, an
 	// entry leaves when it expires in Redis, and an entry larger than a
 	// quarter of MemoSize is not kept. Default 8 MiB; a negative value
 	// disables the memo.

@@ -1,19 +1,32 @@
 package engine
 
-import "github.com/gormflight/gormflight/internal/rowcodec"
+import (
+	"bytes"
+	"crypto/rand"
+	"strconv"
+	"time"
+
+	"github.com/gormflight/gormflight/internal/rowcodec"
+)
 
 // keys are the Redis names of one query. The hash tag {hash} puts entry,
 // lock and channel in one Redis Cluster slot.
 type keys struct {
-	entry string // <prefix>:{<hash>}:e — the stored result
+	entry string // <prefix>:{<hash>}:e2 — the stored result
 	lock  string // <prefix>:{<hash>}:l — the loader's lock
 	ready string // <prefix>:{<hash>}:r — the "ready" channel
 }
 
+// The entry's name carries the version of the stored format (storedFormat):
+// a new format takes a new name, so that instances of two versions never
+// read each other's entries, nor overwrite them in turn.
 func newKeys(prefix, hash string) keys {
 	base := prefix + ":{" + hash + "}:"
-	return keys{entry: base + "e", lock: base + "l", ready: base + "r"}
+	return keys{entry: base + EntryKind, lock: base + "l", ready: base + "r"}
 }
+
+// EntryKind is the last segment of an entry's key.
+const EntryKind = "e" + storedFormat
 
 // A table's keys share a hash tag, so the scripts that use several of them
 // run in one Redis Cluster slot.
@@ -33,15 +46,68 @@ func (e *Engine) HeldKey(table string) string { return e.GenKey(table) + ":h" }
 // for a write to end.
 func (e *Engine) bumpChannel(table string) string { return e.GenKey(table) + ":b" }
 
-// StampSep ends the stamp of a stored value, "<stamp>|<entry>": the stamp
-// is ASCII so that a Lua script can compare it without decoding the entry.
+// StampSep ends the stamp, and then the meta, of a stored value.
 const StampSep = '|'
 
-// EncodeStored returns the value stored for e under stamp; limit bounds its
-// size in bytes as rowcodec.Encode does.
-func EncodeStored(stamp string, e *rowcodec.Entry, limit int) ([]byte, error) {
+// A stored value is "<stamp>|<meta>|<entry>".
+//   - The stamp lists the generations of the entry's tables, read before its
+//     query ran: ASCII, so that lua/fill.lua compares it without decoding.
+//   - meta is comma-separated fields, of which readers take those they know
+//     and ignore the rest: a tag of random characters, unique to this
+//     stored value, and the milliseconds its query took.
+//   - The stamp, the meta and both separators are the value's head: a
+//     reader that holds the entry decoded (the memo) fetches only as many
+//     bytes as the head to learn whether the value is still the same.
+const storedFormat = "2"
+
+// storedMeta is what the meta of a stored value tells.
+type storedMeta struct {
+	tag  string
+	load time.Duration // how long the query took
+}
+
+// EncodeStored returns the value stored for e under stamp, whose query took
+// load; limit bounds its size in bytes as rowcodec.Encode does.
+func EncodeStored(stamp string, load time.Duration, e *rowcodec.Entry, limit int) ([]byte, error) {
+	tag := rand.Text()[:12] // 60 bits
 	dst := make([]byte, 0, 256+len(stamp))
 	dst = append(dst, stamp...)
 	dst = append(dst, StampSep)
+	dst = append(dst, tag...)
+	dst = append(dst, ',')
+	dst = strconv.AppendInt(dst, load.Milliseconds(), 10)
+	dst = append(dst, StampSep)
 	return rowcodec.Encode(dst, e, limit)
+}
+
+// SplitStored splits a stored value into its head ("<stamp>|<meta>|"), its
+// stamp and its encoded entry. ok is false for a value not in the stored
+// format.
+func SplitStored(v []byte) (head, stamp, entry []byte, ok bool) {
+	i := bytes.IndexByte(v, StampSep)
+	if i < 0 {
+		return nil, nil, nil, false
+	}
+	j := bytes.IndexByte(v[i+1:], StampSep)
+	if j < 0 {
+		return nil, nil, nil, false
+	}
+	j += i + 1
+	if _, ok := parseMeta(v[i+1 : j]); !ok {
+		return nil, nil, nil, false
+	}
+	return v[:j+1], v[:i], v[j+1:], true
+}
+
+// parseMeta reads the meta of a stored value.
+func parseMeta(b []byte) (storedMeta, bool) {
+	fields := bytes.Split(b, []byte{','})
+	if len(fields) < 2 || len(fields[0]) == 0 {
+		return storedMeta{}, false
+	}
+	ms, err := strconv.ParseInt(string(fields[1]), 10, 64)
+	if err != nil || ms < 0 {
+		return storedMeta{}, false
+	}
+	return storedMeta{tag: string(fields[0]), load: time.Duration(ms) * time.Millisecond}, true
 }

@@ -26,7 +26,7 @@ func (e *Engine) load(ctx context.Context, req request, polled bool) (*flightRes
 	m, err := e.tryLock(ctx, req.keys, func(ctx context.Context, pipe redis.Pipeliner) {
 		// The holder before us may have stored the entry and unlocked
 		// between our last look and our lock: look again.
-		look = e.queueLookup(ctx, pipe, req)
+		look = e.queueLookup(ctx, pipe, req, "")
 		stamp = e.queueStamp(ctx, pipe, req.tables)
 	})
 	if errors.Is(err, errLockTaken) {
@@ -87,7 +87,7 @@ func (e *Engine) fill(ctx context.Context, req request, m *redsync.Mutex, stampC
 	}
 	stop()
 	e.at(SeamLoaded, req.keys)
-	payload, woken = e.store(ctx, req, stamp, ent)
+	payload, woken = e.store(ctx, req, stamp, time.Since(readAt), ent)
 	return &flightResult{entry: ent, readAt: readAt}, nil
 }
 
@@ -134,11 +134,11 @@ func (e *Engine) withoutRedis(ctx context.Context, req request, err error) (*fli
 // woken waiter finds the entry. It returns the payload and whether it went
 // out; when Redis fails, the payload is "query yourselves", for fill to
 // send after the unlock.
-func (e *Engine) store(ctx context.Context, req request, stamp string, ent *rowcodec.Entry) (payload string, sent bool) {
+func (e *Engine) store(ctx context.Context, req request, stamp string, load time.Duration, ent *rowcodec.Entry) (payload string, sent bool) {
 	var data []byte
 	payload = readyUncached
 	if !ent.Local {
-		if d, err := EncodeStored(stamp, ent, e.cfg.MaxEntrySize); err == nil {
+		if d, err := EncodeStored(stamp, load, ent, e.cfg.MaxEntrySize); err == nil {
 			data, payload = d, readyStored
 		}
 	}

@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"bytes"
 	"container/heap"
 	"container/list"
 	"sync"
@@ -12,17 +11,19 @@ import (
 )
 
 // memo keeps the most recently decoded entries of this instance, by key,
-// with the bytes they were decoded from. A hit still fetches the entry from
-// Redis (freshness is decided there, by the generations), but when the
-// fetched bytes equal the remembered ones the entry is not decoded again:
-// for a hot key that is most of a hit's CPU. Equal bytes decode to equal
-// entries, so the memo can never answer with rows Redis does not hold.
+// with the head of the stored value they were decoded from (its stamp and
+// meta, whose tag is unique to one stored value: see storedFormat). A hit
+// still asks Redis (freshness is decided there, by the generations), but
+// only for as many bytes as the remembered head: when they are equal, the
+// stored value is the one the memo decoded, and its entry is served
+// without fetching or decoding the rest. For a hot key that is most of a
+// hit's cost, and the memo can never answer with rows Redis does not hold.
 //
 // Entries are shared read-only by every caller they are replayed to (the
 // replay driver copies []byte values), as a flight's result already is.
 //
 // The memo is bounded by the memory it holds (Config.MemoSize): for each
-// item the bytes it was decoded from, the decoded rows with their boxed
+// item the head of the stored value, the decoded rows with their boxed
 // values and column metadata, the key and the memo's own bookkeeping, as
 // memoWeight estimates them from Go's allocation sizes (never below them,
 // which TestMemoMemoryBound checks with runtime.MemStats). It evicts the
@@ -44,7 +45,7 @@ type memo struct {
 
 type memoItem struct {
 	key     string
-	data    []byte // the encoded entry, as fetched
+	head    string // of the stored value the entry was decoded from
 	entry   *rowcodec.Entry
 	weight  int       // memoWeight of the item
 	expires time.Time // when Redis drops the entry
@@ -55,52 +56,78 @@ func newMemo(limit int) *memo {
 	return &memo{limit: limit, order: list.New(), byKey: make(map[string]*list.Element), now: time.Now}
 }
 
-// decode returns the entry encoded in data, the stored value of key, from
-// the memo when data is what it decoded last time. expires is when Redis
-// drops the stored value; the zero time keeps the entry out of the memo.
-// data must not be modified afterwards: the memo may keep it.
-func (m *memo) decode(key string, data []byte, expires time.Time) (*rowcodec.Entry, error) {
+// head returns the head of key's remembered stored value.
+func (m *memo) head(key string) (string, bool) {
 	if m.limit <= 0 {
-		return rowcodec.Decode(data)
+		return "", false
 	}
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	if el, ok := m.byKey[key]; ok {
-		it := el.Value.(*memoItem)
-		if bytes.Equal(it.data, data) {
-			m.order.MoveToFront(el)
-			// Stored again with the same bytes (each lookup's reading of
-			// the expiry differs by its round trip: ignore that).
-			if expires.Sub(it.expires) > memoSweepSlack {
-				it.expires = expires
-				heap.Fix(&m.expiry, it.index)
-				m.arm()
-			}
-			m.mu.Unlock()
-			return it.entry, nil
-		}
+		return el.Value.(*memoItem).head, true
 	}
-	m.mu.Unlock()
+	return "", false
+}
 
-	ent, err := rowcodec.Decode(data)
+// get returns the entry remembered for key when it was decoded from the
+// stored value whose head is head, and nil otherwise. expires is when Redis
+// drops the stored value.
+func (m *memo) get(key, head string, expires time.Time) *rowcodec.Entry {
+	if m.limit <= 0 {
+		return nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	el, ok := m.byKey[key]
+	if !ok {
+		return nil
+	}
+	it := el.Value.(*memoItem)
+	if it.head != head {
+		return nil
+	}
+	m.order.MoveToFront(el)
+	// Stored again with the same value (each lookup's reading of the expiry
+	// differs by its round trip: ignore that).
+	if expires.Sub(it.expires) > memoSweepSlack {
+		it.expires = expires
+		heap.Fix(&m.expiry, it.index)
+		m.arm()
+	}
+	return it.entry
+}
+
+// decode returns the entry encoded in body, from the stored value of key
+// whose head is head: from the memo when it decoded that value before.
+// expires is when Redis drops the stored value; the zero time keeps the
+// entry out of the memo.
+func (m *memo) decode(key, head string, body []byte, expires time.Time) (*rowcodec.Entry, error) {
+	if ent := m.get(key, head, expires); ent != nil {
+		return ent, nil
+	}
+	ent, err := rowcodec.Decode(body)
 	if err != nil {
 		m.forget(key)
 		return nil, err
 	}
-	m.remember(key, data, ent, expires)
+	m.remember(key, head, ent, expires)
 	return ent, nil
 }
 
-func (m *memo) remember(key string, data []byte, ent *rowcodec.Entry, expires time.Time) {
-	weight := memoWeight(key, data, ent)
+func (m *memo) remember(key, head string, ent *rowcodec.Entry, expires time.Time) {
+	if m.limit <= 0 {
+		return
+	}
+	weight := memoWeight(key, head, ent)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if el, ok := m.byKey[key]; ok {
-		m.remove(el) // older bytes: no longer what Redis holds
+		m.remove(el) // an older value: no longer what Redis holds
 	}
 	if m.closed || weight > m.limit/4 || !m.now().Before(expires) {
 		return // one entry must not evict a quarter of the others
 	}
-	it := &memoItem{key: key, data: data, entry: ent, weight: weight, expires: expires}
+	it := &memoItem{key: key, head: head, entry: ent, weight: weight, expires: expires}
 	m.byKey[key] = m.order.PushFront(it)
 	heap.Push(&m.expiry, it)
 	m.size += weight
@@ -206,6 +233,6 @@ const memoItemOverhead = int(unsafe.Sizeof(memoItem{})) + int(unsafe.Sizeof(list
 
 // memoWeight estimates the memory an item holds, rounding each allocation
 // up as Go's allocator does.
-func memoWeight(key string, data []byte, e *rowcodec.Entry) int {
-	return memoItemOverhead + rowcodec.AllocSize(len(key)) + rowcodec.AllocSize(cap(data)) + e.MemSize()
+func memoWeight(key, head string, e *rowcodec.Entry) int {
+	return memoItemOverhead + rowcodec.AllocSize(len(key)) + rowcodec.AllocSize(len(head)) + e.MemSize()
 }

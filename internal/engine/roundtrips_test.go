@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/gormflight/gormflight/internal/rowcodec"
@@ -111,5 +112,52 @@ func TestLoaderRoundTrips(t *testing.T) {
 	if returned < 0 || returned >= len(trips) || !slices.Contains(trips[returned], "publish") ||
 		!slices.Contains(trips[returned], "evalsha:"+ScriptFill) && !slices.Contains(trips[returned], "eval:"+ScriptFill) {
 		t.Errorf("the first round trip after the query (#%d) does not store and publish", returned+1)
+	}
+}
+
+// A hit on an entry this instance holds decoded fetches only the stored
+// value's head; when another instance stored a new value, a second round
+// trip fetches it.
+func TestHitFetchesHeadOnly(t *testing.T) {
+	_, srv := newTestEngine(t, nil)
+	log := &tripLog{}
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true})
+	rdb.AddHook(log)
+	t.Cleanup(func() { _ = rdb.Close() })
+	a, err := New(testConfig(t, rdb))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = a.Close() })
+	b := newEngineOn(t, srv)
+
+	var loads atomic.Int64
+	do(t, a, testRequest("k", "x", &loads)) // loads
+	do(t, a, testRequest("k", "x", &loads)) // fetches it all, decodes it
+	log.reset()
+	if v := do(t, a, testRequest("k", "x", &loads)); v != "x" {
+		t.Fatalf("hit: %q", v)
+	}
+	trips := log.snapshot()
+	if len(trips) != 1 || trips[0][0] != "getrange" {
+		t.Errorf("a hit on a remembered entry made round trips %v, want one fetching only the head (getrange)", trips)
+	}
+
+	if err := b.Invalidate(context.Background(), []string{"t"}, Announcement{}); err != nil {
+		t.Fatal(err)
+	}
+	if v := do(t, b, testRequest("k", "y", &loads)); v != "y" {
+		t.Fatalf("b's load: %q", v)
+	}
+	log.reset()
+	if v := do(t, a, testRequest("k", "z", &loads)); v != "y" {
+		t.Errorf("after b stored a new value: a read %q, want b's y", v)
+	}
+	trips = log.snapshot()
+	if len(trips) != 2 || trips[0][0] != "getrange" || trips[1][0] != "get" {
+		t.Errorf("a hit on a changed value made round trips %v, want the head, then all of it", trips)
+	}
+	if n := loads.Load(); n != 2 {
+		t.Errorf("%d loads, want 2 (a's first, b's after the invalidation)", n)
 	}
 }

@@ -44,6 +44,9 @@ var (
 // found is what a lookup found: an entry to serve, or why there is none.
 type found struct {
 	entry *rowcodec.Entry
+	// changed: only the head was fetched, and the entry it names is not
+	// the memo's: look again for all of it.
+	changed bool
 	// writing lists the tables with a write in progress that ends with a
 	// bump: wait for it.
 	writing []string
@@ -56,13 +59,27 @@ type found struct {
 // node, in parallel). An entry is only returned if it is current and no
 // write to its tables is in progress; a miss (no entry, a stale one, one
 // that cannot be decoded) returns no entry and no error.
+//
+// When the memo holds the key's entry, the lookup fetches only the head of
+// the stored value; if it changed, a second round trip fetches all of it.
 func (e *Engine) lookup(ctx context.Context, req request) (found, error) {
+	head, _ := e.memo.head(req.keys.entry)
+	f, err := e.lookupOnce(ctx, req, head)
+	if err == nil && f.changed {
+		f, err = e.lookupOnce(ctx, req, "")
+	}
+	return f, err
+}
+
+// lookupOnce is one lookup's round trip: it fetches the key's stored
+// value, or only as many bytes as head when head is not "".
+func (e *Engine) lookupOnce(ctx context.Context, req request, head string) (found, error) {
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.RedisTimeout)
 	defer cancel()
 	var f found
 	err := e.guard(func() error {
 		pipe := e.rdb.Pipeline()
-		c := e.queueLookup(ctx, pipe, req)
+		c := e.queueLookup(ctx, pipe, req, head)
 		_, _ = pipe.Exec(ctx)
 		var err error
 		f, err = c.result(e, req)
@@ -77,14 +94,20 @@ func (e *Engine) lookup(ctx context.Context, req request) (found, error) {
 // lookupCmds are a lookup's commands, queued on a pipeline that may carry
 // others (the lock's, see load).
 type lookupCmds struct {
-	get     *redis.StringCmd
+	head    string           // the memo's head of the stored value, or ""
+	get     *redis.StringCmd // the value, or its first len(head) bytes
 	ttl     *redis.DurationCmd
 	gens    []*redis.StringCmd
 	writers []*redis.IntCmd // per table: its writers key, then its held key
 }
 
-func (e *Engine) queueLookup(ctx context.Context, pipe redis.Pipeliner, req request) *lookupCmds {
-	c := &lookupCmds{get: pipe.Get(ctx, req.keys.entry)}
+func (e *Engine) queueLookup(ctx context.Context, pipe redis.Pipeliner, req request, head string) *lookupCmds {
+	c := &lookupCmds{head: head}
+	if head == "" {
+		c.get = pipe.Get(ctx, req.keys.entry)
+	} else {
+		c.get = pipe.GetRange(ctx, req.keys.entry, 0, int64(len(head)-1))
+	}
 	if e.memo.limit > 0 {
 		c.ttl = pipe.PTTL(ctx, req.keys.entry) // for the memo: when the entry goes
 	}
@@ -124,18 +147,33 @@ func (c *lookupCmds) result(e *Engine, req request) (found, error) {
 	}
 	data, err := c.get.Bytes()
 	switch {
-	case errors.Is(err, redis.Nil):
+	case errors.Is(err, redis.Nil) || c.head != "" && len(data) == 0: // GETRANGE of no key: ""
 		return f, nil
 	case err != nil:
 		return found{}, err
 	}
-	if !f.held && len(f.writing) == 0 {
-		var expires time.Time
-		if c.ttl != nil && c.ttl.Val() > 0 {
-			expires = time.Now().Add(c.ttl.Val())
-		}
-		f.entry = e.current(req, data, c.gens, expires)
+	if f.held || len(f.writing) > 0 {
+		return f, nil
 	}
+	var expires time.Time
+	if c.ttl != nil && c.ttl.Val() > 0 {
+		expires = time.Now().Add(c.ttl.Val())
+	}
+	if c.head == "" {
+		f.entry = e.current(req, data, c.gens, expires)
+		return f, nil
+	}
+	// Only the head was fetched: the remembered entry, if the value is
+	// still the one it was decoded from and its stamp is current.
+	if string(data) != c.head {
+		f.changed = true // a new value: fetch it all
+		return f, nil
+	}
+	if stamp, _, _ := strings.Cut(c.head, string(StampSep)); !stampMatches(stamp, c.gens) {
+		return f, nil // stale
+	}
+	f.entry = e.memo.get(req.keys.entry, c.head, expires)
+	f.changed = f.entry == nil // the memo let it go since: fetch it all
 	return f, nil
 }
 
@@ -145,15 +183,15 @@ func (c *lookupCmds) result(e *Engine, req request) (found, error) {
 func (e *Engine) current(req request, data []byte, gens []*redis.StringCmd, expires time.Time) *rowcodec.Entry {
 	// An entry over the cap was not stored by an instance configured like
 	// this one (a planted value, or another MaxEntrySize): not decoded.
-	i := strings.IndexByte(string(data), StampSep) // no copy: the conversion does not escape
-	if i < 0 || e.cfg.MaxEntrySize > 0 && len(data) > e.cfg.MaxEntrySize {
+	head, stamp, body, ok := SplitStored(data)
+	if !ok || e.cfg.MaxEntrySize > 0 && len(data) > e.cfg.MaxEntrySize {
 		e.stats.DecodeErrors.Add(1)
 		return nil
 	}
-	if !stampMatches(data[:i], gens) {
+	if !stampMatches(string(stamp), gens) {
 		return nil
 	}
-	ent, err := e.memo.decode(req.keys.entry, data[i+1:], expires)
+	ent, err := e.memo.decode(req.keys.entry, string(head), body, expires)
 	if err != nil {
 		e.stats.DecodeErrors.Add(1)
 		return nil
@@ -163,7 +201,7 @@ func (e *Engine) current(req request, data []byte, gens []*redis.StringCmd, expi
 
 // stampMatches reports whether stamp lists exactly the generations read,
 // in order. A missing generation matches nothing.
-func stampMatches(stamp []byte, gens []*redis.StringCmd) bool {
+func stampMatches(stamp string, gens []*redis.StringCmd) bool {
 	for i, g := range gens {
 		v, err := g.Result()
 		if err != nil {
@@ -175,7 +213,7 @@ func stampMatches(stamp []byte, gens []*redis.StringCmd) bool {
 			}
 			stamp = stamp[1:]
 		}
-		if len(stamp) < len(v) || string(stamp[:len(v)]) != v {
+		if len(stamp) < len(v) || stamp[:len(v)] != v {
 			return false
 		}
 		stamp = stamp[len(v):]
