@@ -329,3 +329,72 @@ func percentile(sorted []time.Duration, p int) time.Duration {
 	i := (len(sorted)*p + 99) / 100 // ceil(len*p/100)
 	return sorted[max(i-1, 0)]
 }
+
+// hotKeyRows is the result size of BenchmarkHotKeyParallel's hot key.
+const hotKeyRows = 10
+
+// BenchmarkHotKeyParallel is many callers in two instances on one cached
+// key (16 callers on this 2-core machine: b.SetParallelism(8)), against
+// plain GETs of the same stored value and the same query on PostgreSQL at
+// the same concurrency. Besides ns/op (the inverse of throughput) it
+// reports each call's median latency as p50-µs.
+func BenchmarkHotKeyParallel(b *testing.B) {
+	b.Run("cached", func(b *testing.B) {
+		in, _, _ := primedInstance(b, hotKeyRows, nil)
+		other := newInstance(b, in.p.cfg)
+		ins := []*instance{in, other}
+		benchParallel(b, func(i int) error {
+			items, err := benchQuery(ins[i%len(ins)].db, true, hotKeyRows)
+			if err == nil && len(items) != hotKeyRows {
+				err = fmt.Errorf("%d rows", len(items))
+			}
+			return err
+		})
+	})
+	b.Run("redis-get", func(b *testing.B) {
+		_, rdb, key := primedInstance(b, hotKeyRows, nil)
+		ctx := context.Background()
+		benchParallel(b, func(int) error { return rdb.Get(ctx, key).Err() })
+	})
+	b.Run("postgres", func(b *testing.B) {
+		in, _, _ := primedInstance(b, hotKeyRows, nil)
+		benchParallel(b, func(int) error {
+			items, err := benchQuery(in.db, false, hotKeyRows)
+			if err == nil && len(items) != hotKeyRows {
+				err = fmt.Errorf("%d rows", len(items))
+			}
+			return err
+		})
+	})
+}
+
+// benchParallel runs call from 8×GOMAXPROCS goroutines, each with its own
+// index, and reports the median latency of a call.
+func benchParallel(b *testing.B, call func(goroutine int) error) {
+	var next atomic.Int64
+	var mu sync.Mutex
+	var all []time.Duration
+	b.SetParallelism(8)
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		g := int(next.Add(1))
+		var lat []time.Duration
+		for pb.Next() {
+			start := time.Now()
+			if err := call(g); err != nil {
+				b.Error(err)
+				return
+			}
+			lat = append(lat, time.Since(start))
+		}
+		mu.Lock()
+		all = append(all, lat...)
+		mu.Unlock()
+	})
+	b.StopTimer()
+	if len(all) > 0 {
+		slices.Sort(all)
+		b.ReportMetric(float64(all[len(all)/2].Nanoseconds())/1e3, "p50-µs")
+	}
+}

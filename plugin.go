@@ -95,9 +95,8 @@ type Config struct {
 	// MemoSize bounds the memory, in bytes, of the recently decoded entries
 	// this instance keeps: a hit on one of them fetches from Redis only the
 	// head of the stored value (its stamp and a tag unique to it), and when
-	// that is unchanged it is served without fetching or decoding the rest,
-	// by a lookup of the caller's own rather than one shared with the
-	// callers in flight. It counts what an entry really holds (its decoded
+	// that is unchanged it is served without fetching or decoding the rest.
+	// It counts what an entry really holds (its decoded
 	// rows and their boxed values, its columns, the head, the key and the
 	// memo's bookkeeping). The least recently used are evicted, an
 	// entry leaves when it expires in Redis, and an entry larger than a

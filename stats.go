@@ -11,8 +11,7 @@ import "github.com/gormflight/gormflight/internal/engine"
 // another instance counts one Miss, one Wait and, when the result arrives,
 // one Hit; so Hits + Misses is not the number of flights.
 type Stats struct {
-	// Hits counts lookups answered by an entry stored in Redis: a flight's,
-	// or a caller's own when this instance holds the entry decoded.
+	// Hits counts flights answered by an entry stored in Redis.
 	Hits uint64
 	// Misses counts flights that found no valid entry in Redis.
 	Misses uint64

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/gormflight/gormflight/internal/rowcodec"
-	"github.com/sony/gobreaker/v2"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -87,9 +86,6 @@ func (e *Engine) Do(ctx context.Context, q Request) (*rowcodec.Entry, error) {
 		return nil, err
 	}
 	req := request{keys: newKeys(e.cfg.Prefix, q.Hash), tables: q.Tables, ttl: q.TTL, load: q.Load}
-	if ent := e.own(ctx, req); ent != nil {
-		return ent, nil
-	}
 	start := time.Now()
 	for {
 		var started atomic.Bool // set when this caller's function is the flight
@@ -127,36 +123,6 @@ func (e *Engine) Do(ctx context.Context, q Request) (*rowcodec.Entry, error) {
 		}
 		return res.entry, nil
 	}
-}
-
-// own answers a hit with a lookup of the caller's own, when the memo holds
-// the key's entry: that lookup fetches only the stored value's head, which
-// costs less than waiting for the lookup of another caller in flight (a
-// caller that arrives during one must wait for the next: see Do). It
-// returns nil for anything but a hit, which the flight then handles, and
-// stays out of the way while Redis has trouble (the breaker is not closed)
-// so that a failing Redis is not asked twice.
-func (e *Engine) own(ctx context.Context, req request) *rowcodec.Entry {
-	if e.breaker.State() != gobreaker.StateClosed || e.dirty.any(req.tables) {
-		return nil
-	}
-	head, ok := e.memo.head(req.keys.entry)
-	if !ok {
-		return nil
-	}
-	// Not the caller's cancellation: a caller that gives up must not count
-	// as a Redis failure. The lookup is bounded by RedisTimeout.
-	f, err := e.lookupOnce(context.WithoutCancel(ctx), req, head)
-	if f.changed {
-		// Another value is stored: the flight fetches and decodes it once
-		// for every caller, without asking for the head again.
-		e.memo.forget(req.keys.entry)
-	}
-	if err != nil || f.entry == nil {
-		return nil
-	}
-	e.stats.Hits.Add(1)
-	return f.entry
 }
 
 // fly is one flight. It turns a panic into a result, so the singleflight
