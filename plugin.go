@@ -22,7 +22,8 @@ import (
 // means its documented default.
 //
 // One rule covers negative values. A negative count, size or fraction
-// (MaxEntrySize, MemoSize, BreakerFailures, TTLJitter) turns off the limit
+// (MaxEntrySize, MemoSize, BreakerFailures, MaxRefreshes, TTLJitter,
+// RefreshBeta) turns off the limit
 // or the feature it sets. A negative duration is refused with
 // ErrInvalidConfig: each one bounds a wait or a lifetime that must stay
 // bounded.
@@ -104,6 +105,22 @@ type Config struct {
 	// disables the memo.
 	MemoSize int
 
+	// RefreshBeta sets how early a hit refreshes an entry that is about to
+	// expire, in the background, for the whole cluster, while every caller
+	// is answered at once with the entry it found. A hit in the last
+	// RefreshBeta x Δ of an entry's life (Δ: how long its query took)
+	// refreshes when Δ x RefreshBeta x -ln(rand) is at least the time left,
+	// the XFetch rule. The TTL still bounds how stale an entry can be
+	// against writes the plugin cannot see. Default 1; a negative value
+	// disables refreshing ahead.
+	RefreshBeta float64
+
+	// MaxRefreshes caps the background refreshes this instance runs at
+	// once (one per key); a hit that would start one more does not, and
+	// the entry is reloaded when it expires. Default 16; a negative value
+	// removes the cap.
+	MaxRefreshes int
+
 	// LoadTimeout bounds a shared database query, which runs detached from
 	// its callers' contexts (each caller still gives up on its own context).
 	// Default 1m.
@@ -174,6 +191,15 @@ func (c *Config) setDefaults() error {
 	if c.TTLJitter == 0 {
 		c.TTLJitter = 0.1
 	}
+	if math.IsNaN(c.RefreshBeta) || math.IsInf(c.RefreshBeta, 0) {
+		return fmt.Errorf("%w: RefreshBeta must be a number, got %v", ErrInvalidConfig, c.RefreshBeta)
+	}
+	if c.RefreshBeta == 0 {
+		c.RefreshBeta = 1
+	}
+	if c.MaxRefreshes == 0 {
+		c.MaxRefreshes = 16
+	}
 	// Checked here so that New fails, not db.Use; Initialize reads it again.
 	_, err := normAlsoWrites(c.AlsoWrites)
 	return err
@@ -221,7 +247,8 @@ var _ gorm.Plugin = (*Plugin)(nil)
 // ErrNoRedis without a Redis client and with ErrInvalidConfig for
 // out-of-range fields. It starts three goroutines (the pub/sub dispatcher,
 // the retrier of failed invalidations and the connection warmer), which
-// Close stops; the memo's sweeper runs on a timer Close stops too.
+// Close stops; the memo's sweeper runs on a timer Close stops too, and
+// Close cancels and waits for the refreshes ahead of expiry hits start.
 func New(cfg Config) (*Plugin, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
@@ -241,6 +268,8 @@ func New(cfg Config) (*Plugin, error) {
 		MemoSize:          cfg.MemoSize,
 		BreakerFailures:   cfg.BreakerFailures,
 		BreakerCooldown:   cfg.BreakerCooldown,
+		RefreshBeta:       cfg.RefreshBeta,
+		MaxRefreshes:      cfg.MaxRefreshes,
 		Log:               p.logf,
 		Stats:             &p.stats,
 	})

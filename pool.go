@@ -1,10 +1,12 @@
 package gormflight
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
 	"slices"
+	"time"
 
 	"github.com/gormflight/gormflight/internal/cachekey"
 	"github.com/gormflight/gormflight/internal/engine"
@@ -93,10 +95,18 @@ func (p *Plugin) request(c *cachedPool, query string, args []any) (engine.Reques
 		return engine.Request{}, false
 	}
 	inner, onPool := c.ConnPool, c.onPool
+	// A refresh ahead of expiry runs the query after its caller returned:
+	// not for a statement bound to the caller's connection (db.Connection),
+	// nor with arguments the caller could change meanwhile.
+	frozen, immutable := frozenArgs(args)
+	if immutable {
+		args = frozen
+	}
 	return engine.Request{
-		Hash:   hash,
-		Tables: tables,
-		TTL:    c.settings.ttl,
+		Hash:        hash,
+		Tables:      tables,
+		TTL:         c.settings.ttl,
+		Refreshable: onPool && immutable,
 		Load: func(ctx context.Context) (*rowcodec.Entry, error) {
 			if onPool {
 				return p.loadOnPool(ctx, inner, query, args)
@@ -124,4 +134,31 @@ func mergeTables(sorted, declared []string) []string {
 		}
 	}
 	return out
+}
+
+// frozenArgs returns a copy of args that cannot change after the call, or
+// false when an argument could (a pointer, a Valuer, a slice other than
+// []byte, a named type): a refresh would then query other values than the
+// ones its key was computed from.
+//
+// The copy also keeps the refresh's arguments apart from the statement's
+// Vars, which GORM resets and reuses for the next statement of a session
+// that is not new.
+func frozenArgs(args []any) ([]any, bool) {
+	if len(args) == 0 {
+		return nil, true
+	}
+	out := make([]any, len(args))
+	for i, a := range args {
+		switch v := a.(type) {
+		case nil, bool, int, int8, int16, int32, int64, uint, uint8, uint16, uint32, uint64,
+			float32, float64, string, time.Time:
+			out[i] = v
+		case []byte:
+			out[i] = bytes.Clone(v)
+		default:
+			return nil, false
+		}
+	}
+	return out, true
 }

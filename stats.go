@@ -53,6 +53,17 @@ type Stats struct {
 	// retry); their tables are read uncached by this instance until a
 	// background retry succeeds.
 	InvalidationErrors uint64
+	// RefreshesStarted counts background refreshes ahead of expiry this
+	// instance started (Config.RefreshBeta).
+	RefreshesStarted uint64
+	// RefreshesSkipped counts refreshes that did not run or gave up before
+	// their query: the cap on refreshes running was reached, another
+	// instance held the key's lock, a write to its tables was committing,
+	// or Redis failed.
+	RefreshesSkipped uint64
+	// RefreshErrors counts refreshes whose query failed or panicked; the
+	// entry was served until it expired.
+	RefreshErrors uint64
 }
 
 func snapshot(c *engine.Counters) Stats {
@@ -73,5 +84,8 @@ func snapshot(c *engine.Counters) Stats {
 		BreakerOpens:       c.BreakerOpens.Load(),
 		Invalidations:      c.Invalidations.Load(),
 		InvalidationErrors: c.InvalidationErrors.Load(),
+		RefreshesStarted:   c.RefreshesStarted.Load(),
+		RefreshesSkipped:   c.RefreshesSkipped.Load(),
+		RefreshErrors:      c.RefreshErrors.Load(),
 	}
 }

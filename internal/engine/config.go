@@ -30,6 +30,12 @@ type Config struct {
 	BreakerFailures int           // consecutive failures that open the breaker; <= 0: never opens
 	BreakerCooldown time.Duration // before the open breaker lets a probe through
 
+	// RefreshBeta scales how early a hit refreshes an entry before it
+	// expires (refresh.go); <= 0: no refresh ahead. MaxRefreshes caps the
+	// refreshes running at once in this instance; <= 0: no cap.
+	RefreshBeta  float64
+	MaxRefreshes int
+
 	Log   LogFunc   // nil: no logging
 	Stats *Counters // nil: the engine counts into counters of its own
 }

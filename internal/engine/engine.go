@@ -24,8 +24,10 @@
 package engine
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/go-redsync/redsync/v4"
 	"github.com/go-redsync/redsync/v4/redis/goredis/v9"
@@ -61,17 +63,29 @@ type Engine struct {
 	log     logger
 	breaker *gobreaker.CircuitBreaker[struct{}]
 
+	// Refreshes ahead of expiry (refresh.go): the keys being refreshed, a
+	// slot per refresh running when MaxRefreshes caps them, the context
+	// Close cancels, and the refreshes Close waits for.
+	refreshing   sync.Map
+	refreshSlots chan struct{}
+	bgCtx        context.Context
+	bgCancel     context.CancelFunc
+	refreshes    sync.WaitGroup
+
 	// seam, set only by tests (SetSeam), is called at named points of a
 	// fill so a test can hold a flight there and force an interleaving
 	// without sleeps.
 	seam func(point string, entryKey string)
+	// now is time.Now; tests set it to measure loads deterministically.
+	now func() time.Time
 }
 
 // New returns an engine for cfg, or an error wrapping ErrInvalidConfig for
 // a Config it cannot use (Config says what it needs). It starts three
 // goroutines, the pub/sub dispatcher, the retrier of failed invalidations
 // and the connection warmer, and the memo's sweeper runs on a timer; Close
-// stops them all.
+// stops them all, and cancels and waits for the refreshes ahead of expiry
+// hits start (refresh.go).
 func New(cfg Config) (*Engine, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -93,6 +107,11 @@ func New(cfg Config) (*Engine, error) {
 		log:     logger{f: cfg.Log},
 	}
 	e.breaker = newBreaker(cfg, stats, &e.log)
+	e.now = time.Now
+	e.bgCtx, e.bgCancel = context.WithCancel(context.Background())
+	if cfg.MaxRefreshes > 0 {
+		e.refreshSlots = make(chan struct{}, cfg.MaxRefreshes)
+	}
 	e.warm = newWarmer(cfg, e.done)
 	go e.retryDirty()
 	go e.warm.run()
@@ -134,6 +153,9 @@ func (e *Engine) Close() (bool, error) {
 	// closing and stay away from Redis.
 	e.gate.Lock()
 	e.gate.Unlock()
+	// Refreshes are started inside flights: all have started by now.
+	e.bgCancel()
+	e.refreshes.Wait()
 	<-e.retried
 	<-e.warm.ended
 	e.memo.close()

@@ -26,6 +26,10 @@ type Request struct {
 	// Load runs the query on the database. Its context is the flight's own,
 	// detached from every caller's cancellation and bounded by LoadTimeout.
 	Load func(ctx context.Context) (*rowcodec.Entry, error)
+	// Refreshable says that Load can run after every caller has returned,
+	// for a refresh ahead of expiry: it does not use a connection or a
+	// transaction the caller owns.
+	Refreshable bool
 }
 
 // MinTTL and MaxTTL bound a Request's TTL: Redis keeps expiries in whole
@@ -52,10 +56,11 @@ func (q *Request) check() error {
 
 // request is a Request with its Redis names.
 type request struct {
-	keys   keys
-	tables []string
-	ttl    time.Duration
-	load   func(ctx context.Context) (*rowcodec.Entry, error)
+	keys        keys
+	tables      []string
+	ttl         time.Duration
+	load        func(ctx context.Context) (*rowcodec.Entry, error)
+	refreshable bool
 }
 
 // flightResult is what one flight hands to all of its callers.
@@ -85,7 +90,7 @@ func (e *Engine) Do(ctx context.Context, q Request) (*rowcodec.Entry, error) {
 	if err := q.check(); err != nil {
 		return nil, err
 	}
-	req := request{keys: newKeys(e.cfg.Prefix, q.Hash), tables: q.Tables, ttl: q.TTL, load: q.Load}
+	req := request{keys: newKeys(e.cfg.Prefix, q.Hash), tables: q.Tables, ttl: q.TTL, load: q.Load, refreshable: q.Refreshable}
 	start := time.Now()
 	for {
 		var started atomic.Bool // set when this caller's function is the flight
@@ -164,6 +169,7 @@ func (e *Engine) fly(callerCtx context.Context, req request) (res *flightResult,
 		case err != nil:
 			return e.withoutRedis(ctx, req, err)
 		case res != nil:
+			e.refreshAhead(req, f)
 			return res, nil
 		case !missed:
 			e.stats.Misses.Add(1)

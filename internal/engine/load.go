@@ -20,7 +20,7 @@ import (
 // looks again and reads the stamp), the store (which also wakes the
 // waiters) and the unlock.
 func (e *Engine) load(ctx context.Context, req request, polled bool) (*flightResult, error) {
-	readAt := time.Now()
+	readAt, start := time.Now(), e.now()
 	var look *lookupCmds
 	var stamp []*redis.Cmd
 	m, err := e.tryLock(ctx, req.keys, func(ctx context.Context, pipe redis.Pipeliner) {
@@ -44,7 +44,7 @@ func (e *Engine) load(ctx context.Context, req request, polled bool) (*flightRes
 		e.stats.LockTakeovers.Add(1)
 		e.Warnf(LogTakeover, "gormflight: took over a lock whose holder stopped extending it")
 	}
-	return e.fill(ctx, req, m, stamp)
+	return e.fill(ctx, req, m, stamp, start)
 }
 
 // fill runs the query as the lock holder, stores the result and wakes the
@@ -53,8 +53,9 @@ func (e *Engine) load(ctx context.Context, req request, polled bool) (*flightRes
 //
 // The stamp was read before the query (stampCmds, in the lock's round
 // trip): a write that commits while the query runs bumps past it, so the
-// entry is stale from that bump on.
-func (e *Engine) fill(ctx context.Context, req request, m *redsync.Mutex, stampCmds []*redis.Cmd) (res *flightResult, err error) {
+// entry is stale from that bump on. start is when the load began: the
+// stored value records how long it took, for refresh-ahead.
+func (e *Engine) fill(ctx context.Context, req request, m *redsync.Mutex, stampCmds []*redis.Cmd, start time.Time) (res *flightResult, err error) {
 	stop := e.keepLock(m)
 	payload := readyFailed // until there is a result
 	woken := false         // the store's round trip carried the ready message
@@ -87,7 +88,7 @@ func (e *Engine) fill(ctx context.Context, req request, m *redsync.Mutex, stampC
 	}
 	stop()
 	e.at(SeamLoaded, req.keys)
-	payload, woken = e.store(ctx, req, stamp, time.Since(readAt), ent)
+	payload, woken = e.store(ctx, req, stamp, e.now().Sub(start), ent)
 	return &flightResult{entry: ent, readAt: readAt}, nil
 }
 

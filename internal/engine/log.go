@@ -30,6 +30,7 @@ const (
 	LogWait                      // a wait ran out
 	LogInvalidate                // a write's invalidation did not reach Redis
 	LogSession                   // a session could not be read (the adapter's)
+	LogRefresh                   // a background refresh failed
 	logKinds
 )
 

@@ -47,6 +47,10 @@ type found struct {
 	// changed: only the head was fetched, and the entry it names is not
 	// the memo's: look again for all of it.
 	changed bool
+	// left is the entry's time to live in Redis, and meta what its stored
+	// value tells, for refresh-ahead.
+	left time.Duration
+	meta storedMeta
 	// writing lists the tables with a write in progress that ends with a
 	// bump: wait for it.
 	writing []string
@@ -108,9 +112,8 @@ func (e *Engine) queueLookup(ctx context.Context, pipe redis.Pipeliner, req requ
 	} else {
 		c.get = pipe.GetRange(ctx, req.keys.entry, 0, int64(len(head)-1))
 	}
-	if e.memo.limit > 0 {
-		c.ttl = pipe.PTTL(ctx, req.keys.entry) // for the memo: when the entry goes
-	}
+	// When the entry goes: for the memo, and for refresh-ahead.
+	c.ttl = pipe.PTTL(ctx, req.keys.entry)
 	c.gens = make([]*redis.StringCmd, len(req.tables))
 	c.writers = make([]*redis.IntCmd, 2*len(req.tables))
 	for i, t := range req.tables {
@@ -157,10 +160,11 @@ func (c *lookupCmds) result(e *Engine, req request) (found, error) {
 	}
 	var expires time.Time
 	if c.ttl != nil && c.ttl.Val() > 0 {
-		expires = time.Now().Add(c.ttl.Val())
+		f.left = c.ttl.Val()
+		expires = time.Now().Add(f.left)
 	}
 	if c.head == "" {
-		f.entry = e.current(req, data, c.gens, expires)
+		f.entry, f.meta = e.current(req, data, c.gens, expires)
 		return f, nil
 	}
 	// Only the head was fetched: the remembered entry, if the value is
@@ -169,34 +173,37 @@ func (c *lookupCmds) result(e *Engine, req request) (found, error) {
 		f.changed = true // a new value: fetch it all
 		return f, nil
 	}
-	if stamp, _, _ := strings.Cut(c.head, string(StampSep)); !stampMatches(stamp, c.gens) {
+	stamp, meta, _ := strings.Cut(c.head, string(StampSep))
+	if !stampMatches(stamp, c.gens) {
 		return f, nil // stale
 	}
 	f.entry = e.memo.get(req.keys.entry, c.head, expires)
 	f.changed = f.entry == nil // the memo let it go since: fetch it all
+	f.meta, _ = parseMeta([]byte(strings.TrimSuffix(meta, string(StampSep))))
 	return f, nil
 }
 
 // current returns the entry in data, the stored value of req's key, if its
 // stamp lists exactly the generations gens read; nil for a stale entry and
 // for one that cannot be decoded. expires is when Redis drops the entry.
-func (e *Engine) current(req request, data []byte, gens []*redis.StringCmd, expires time.Time) *rowcodec.Entry {
+func (e *Engine) current(req request, data []byte, gens []*redis.StringCmd, expires time.Time) (*rowcodec.Entry, storedMeta) {
 	// An entry over the cap was not stored by an instance configured like
 	// this one (a planted value, or another MaxEntrySize): not decoded.
 	head, stamp, body, ok := SplitStored(data)
 	if !ok || e.cfg.MaxEntrySize > 0 && len(data) > e.cfg.MaxEntrySize {
 		e.stats.DecodeErrors.Add(1)
-		return nil
+		return nil, storedMeta{}
 	}
 	if !stampMatches(string(stamp), gens) {
-		return nil
+		return nil, storedMeta{}
 	}
+	meta, _ := parseMeta(head[len(stamp)+1 : len(head)-1])
 	ent, err := e.memo.decode(req.keys.entry, string(head), body, expires)
 	if err != nil {
 		e.stats.DecodeErrors.Add(1)
-		return nil
+		return nil, storedMeta{}
 	}
-	return ent
+	return ent, meta
 }
 
 // stampMatches reports whether stamp lists exactly the generations read,

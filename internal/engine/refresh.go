@@ -1,0 +1,113 @@
+package engine
+
+import (
+	"context"
+	"math/rand/v2"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Refresh ahead of expiry. A hit on an entry close to its expiry starts one
+// background refresh for the whole cluster and is answered at once with the
+// entry it found, so that no caller waits for a hot key's reload.
+//
+// "Close" is decided the XFetch way (Vattani et al., VLDB 2015): the stored
+// value records how long its load took (Δ), and a hit refreshes when
+// Δ × β × −ln(rand) ≥ the entry's time left. The test is applied only in
+// the last β × Δ of the entry's life: on a hot key, with thousands of hits
+// per Δ, it would otherwise fire right after every store and reload the key
+// several times per TTL. A refresh started there ends about when the entry
+// expires, so the next entry is stored about one TTL after the last.
+//
+// The refresh takes the key's lock with a single try (if another instance
+// holds it, nobody waits), reads the stamp before its query and stores under
+// the same rules as a fill: a write during the refresh makes its result
+// stale, never served. Each instance runs at most Config.MaxRefreshes at
+// once, one per key, and skips beyond that. Close cancels them and waits.
+// Their errors reach no caller: they are counted and logged, and the entry
+// is served until it expires.
+
+// refreshAhead starts a refresh of req's key when the hit that found f is
+// close enough to the entry's expiry. It runs inside a flight, which holds
+// the gate, so that Close waits for every refresh it starts.
+func (e *Engine) refreshAhead(req request, f found) {
+	beta, load, left := e.cfg.RefreshBeta, f.meta.load, f.left
+	if beta <= 0 || load <= 0 || left <= 0 || !req.refreshable {
+		return
+	}
+	window := time.Duration(beta * float64(load))
+	if left > window || float64(window)*rand.ExpFloat64() < float64(left) {
+		return
+	}
+	if _, busy := e.refreshing.LoadOrStore(req.keys.entry, struct{}{}); busy {
+		return
+	}
+	if e.refreshSlots != nil {
+		select {
+		case e.refreshSlots <- struct{}{}:
+		default:
+			e.refreshing.Delete(req.keys.entry)
+			e.stats.RefreshesSkipped.Add(1)
+			return
+		}
+	}
+	e.stats.RefreshesStarted.Add(1)
+	e.refreshes.Add(1)
+	go e.refresh(req)
+}
+
+// refresh reloads req's key in the background; see refreshAhead.
+func (e *Engine) refresh(req request) {
+	defer func() {
+		if v := recover(); v != nil {
+			e.stats.RefreshErrors.Add(1)
+			e.errorf(LogRefresh, "gormflight: a background refresh of a query on %v panicked: %v", req.tables, v)
+		}
+		e.refreshing.Delete(req.keys.entry)
+		if e.refreshSlots != nil {
+			<-e.refreshSlots
+		}
+		e.refreshes.Done()
+	}()
+	ctx := e.bgCtx
+	start := e.now()
+	var stampCmds []*redis.Cmd
+	m, err := e.tryLock(ctx, req.keys, func(ctx context.Context, pipe redis.Pipeliner) {
+		stampCmds = e.queueStamp(ctx, pipe, req.tables)
+	})
+	if err != nil {
+		// Held by another instance, which is loading it; or Redis failed,
+		// which the breaker counts. Either way the entry stays served.
+		e.stats.RefreshesSkipped.Add(1)
+		return
+	}
+	stop := e.keepLock(m)
+	payload, woken := readyFailed, false
+	defer func() {
+		stop()
+		e.unlock(m)
+		if !woken {
+			e.publish(req.keys, payload)
+		}
+	}()
+	stamp, err := stampOf(stampCmds)
+	if err != nil {
+		// A write is committing: its bump ends the entry, and the next
+		// miss loads past it.
+		e.stats.RefreshesSkipped.Add(1)
+		return
+	}
+	e.stats.Loads.Add(1)
+	ent, err := e.runQuery(ctx, req)
+	if err != nil && ctx.Err() != nil {
+		return // Close cancelled it
+	}
+	if err != nil {
+		e.stats.RefreshErrors.Add(1)
+		e.errorf(LogRefresh, "gormflight: a background refresh of a query on %v failed, serving the entry until it expires: %v", req.tables, err)
+		return
+	}
+	stop()
+	payload, woken = e.store(ctx, req, stamp, e.now().Sub(start), ent)
+}

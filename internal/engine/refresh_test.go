@@ -1,0 +1,218 @@
+package engine
+
+import (
+	"context"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/gormflight/gormflight/internal/rowcodec"
+)
+
+// fakeClock is the engine's clock in these tests: a load "takes" exactly
+// as long as it advances the clock, so Δ is known.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// refreshRig is an engine over miniredis (whose keys expire only when the
+// test moves its clock) with a key whose n-th load returns "v<n>" after
+// 200ms of the engine's clock, and runs loads[n] first if set.
+type refreshRig struct {
+	e     *Engine
+	srv   *miniredis.Miniredis
+	clock *fakeClock
+	n     atomic.Int64
+	loads sync.Map // n -> func(ctx) error, run by the n-th load
+}
+
+const refreshLoadTime = 200 * time.Millisecond
+
+func newRefreshRig(t *testing.T) *refreshRig {
+	r := &refreshRig{clock: &fakeClock{t: time.Unix(1_800_000_000, 0)}}
+	r.e, r.srv = newTestEngine(t, func(c *Config) { c.RefreshBeta = 1; c.MaxRefreshes = 4 })
+	r.e.now = r.clock.now
+	return r
+}
+
+func (r *refreshRig) request() Request {
+	return Request{Hash: "hot", Tables: []string{"t"}, TTL: time.Minute, Refreshable: true,
+		Load: func(ctx context.Context) (*rowcodec.Entry, error) {
+			n := r.n.Add(1)
+			r.clock.add(refreshLoadTime)
+			if f, ok := r.loads.Load(n); ok {
+				if err := f.(func(context.Context) error)(ctx); err != nil {
+					return nil, err
+				}
+			}
+			return rowcodec.NewEntry([]string{"v"}, [][]driver.Value{{fmt.Sprintf("v%d", n)}})
+		}}
+}
+
+// nearExpiry moves Redis's clock to 100ms before the entry expires: inside
+// the last Δ (200ms) of its life.
+func (r *refreshRig) nearExpiry(t *testing.T) {
+	t.Helper()
+	left := r.srv.TTL(newKeys(r.e.cfg.Prefix, "hot").entry)
+	if left <= refreshLoadTime {
+		t.Fatalf("the entry has %v left", left)
+	}
+	r.srv.FastForward(left - 100*time.Millisecond)
+}
+
+// hitUntilRefresh reads until a hit starts a refresh, each read answered
+// with want.
+func (r *refreshRig) hitUntilRefresh(t *testing.T, want string) {
+	t.Helper()
+	for i := 0; r.e.Stats().RefreshesStarted.Load() == 0; i++ {
+		if i == 200 {
+			t.Fatal("200 hits in the last Δ of the entry's life started no refresh")
+		}
+		if v := do(t, r.e, r.request()); v != want {
+			t.Fatalf("hit %d: %q, want %q", i, v, want)
+		}
+	}
+}
+
+// A hit close to expiry starts one refresh and is answered at once, as are
+// the hits while it runs; its result is served after.
+func TestRefreshAhead(t *testing.T) {
+	r := newRefreshRig(t)
+	started, release := make(chan struct{}), make(chan struct{})
+	r.loads.Store(int64(2), func(context.Context) error { close(started); <-release; return nil })
+	for range 50 {
+		if v := do(t, r.e, r.request()); v != "v1" {
+			t.Fatalf("read %q, want v1", v)
+		}
+	}
+	if n := r.e.Stats().RefreshesStarted.Load(); n != 0 {
+		t.Fatalf("%d refreshes of an entry far from its expiry", n)
+	}
+
+	r.nearExpiry(t)
+	r.hitUntilRefresh(t, "v1")
+	<-started
+	// The refresh is held in its query: hits must not wait for it.
+	served := make(chan error, 1)
+	go func() {
+		for range 20 {
+			e := r.e
+			e.Enter()
+			ent, err := e.Do(context.Background(), r.request())
+			e.Exit()
+			if err == nil && ent.Values()[0][0] != "v1" {
+				err = fmt.Errorf("read %v during the refresh, want v1", ent.Values()[0][0])
+			}
+			if err != nil {
+				served <- err
+				return
+			}
+		}
+		served <- nil
+	}()
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("hits waited for the refresh")
+	}
+	close(release)
+	waitFor(t, "the refresh's entry to be served", 10*time.Second, func() bool { return do(t, r.e, r.request()) == "v2" })
+	s := r.e.Stats()
+	if n := r.n.Load(); n != 2 || s.RefreshesStarted.Load() != 1 || s.RefreshErrors.Load() != 0 {
+		t.Errorf("%d loads, %d refreshes, %d errors; want 2, 1, 0", n, s.RefreshesStarted.Load(), s.RefreshErrors.Load())
+	}
+	if s.Misses.Load() != 1 {
+		t.Errorf("%d misses, want only the first read's", s.Misses.Load())
+	}
+}
+
+// A refresh that fails, or panics, reaches no caller: the entry is served
+// until it expires, and a later refresh succeeds.
+func TestRefreshFailure(t *testing.T) {
+	for _, fail := range []func(context.Context) error{
+		func(context.Context) error { return errors.New("the database is down") },
+		func(context.Context) error { panic("a Valuer panicked") },
+	} {
+		r := newRefreshRig(t)
+		r.loads.Store(int64(2), fail)
+		do(t, r.e, r.request())
+		do(t, r.e, r.request())
+		r.nearExpiry(t)
+		r.hitUntilRefresh(t, "v1")
+		waitFor(t, "the refresh to fail", 10*time.Second, func() bool { return r.e.Stats().RefreshErrors.Load() == 1 })
+		waitFor(t, "a later refresh's entry", 10*time.Second, func() bool {
+			v := do(t, r.e, r.request())
+			if v != "v1" && v != "v3" {
+				t.Fatalf("read %q", v)
+			}
+			return v == "v3"
+		})
+		if n := r.e.Stats().Misses.Load(); n != 1 {
+			t.Errorf("%d misses, want only the first read's", n)
+		}
+	}
+}
+
+// A refresh does not wait for a lock another instance holds: it is skipped,
+// and the entry is served.
+func TestRefreshSkipsHeldLock(t *testing.T) {
+	r := newRefreshRig(t)
+	do(t, r.e, r.request())
+	do(t, r.e, r.request())
+	r.nearExpiry(t)
+	r.srv.Set(newKeys(r.e.cfg.Prefix, "hot").lock, "another instance's token")
+	r.hitUntilRefresh(t, "v1")
+	waitFor(t, "the refresh to be skipped", 10*time.Second, func() bool { return r.e.Stats().RefreshesSkipped.Load() == 1 })
+	if n := r.n.Load(); n != 1 {
+		t.Errorf("%d loads, want 1", n)
+	}
+}
+
+// Close cancels a refresh in progress and waits for it.
+func TestRefreshStoppedByClose(t *testing.T) {
+	r := newRefreshRig(t)
+	started, cancelled := make(chan struct{}), make(chan error, 1)
+	r.loads.Store(int64(2), func(ctx context.Context) error {
+		close(started)
+		<-ctx.Done()
+		cancelled <- ctx.Err()
+		return ctx.Err()
+	})
+	do(t, r.e, r.request())
+	do(t, r.e, r.request())
+	r.nearExpiry(t)
+	r.hitUntilRefresh(t, "v1")
+	<-started
+	if _, err := r.e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-cancelled:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("the refresh ended with %v, want context.Canceled", err)
+		}
+	default:
+		t.Error("Close returned before the refresh ended")
+	}
+}
