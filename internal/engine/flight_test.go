@@ -27,6 +27,26 @@ func testRequest(hash string, v string, n *atomic.Int64) Request {
 	}
 }
 
+// doAsync runs req on e on a goroutine of its own and sends what it read,
+// or the error, as a string: t.Fatal must stay on the test's goroutine.
+func doAsync(e *Engine, req Request) <-chan string {
+	out := make(chan string, 1)
+	go func() {
+		if !e.Enter() {
+			out <- "error: engine closed"
+			return
+		}
+		defer e.Exit()
+		ent, err := e.Do(context.Background(), req)
+		if err != nil {
+			out <- "error: " + err.Error()
+			return
+		}
+		out <- ent.Values()[0][0].(string)
+	}()
+	return out
+}
+
 func do(t *testing.T, e *Engine, req Request) string {
 	t.Helper()
 	if !e.Enter() {
@@ -54,13 +74,12 @@ func TestDoLoadsOncePerCluster(t *testing.T) {
 		<-release
 		return load(ctx)
 	}
-	got := make(chan string, 2)
-	go func() { got <- do(t, a, slow) }()
+	fromA := doAsync(a, slow)
 	<-started
-	go func() { got <- do(t, b, testRequest("k", "x", &loads)) }()
+	fromB := doAsync(b, testRequest("k", "x", &loads))
 	waitFor(t, "b to wait for a's result", 10*time.Second, func() bool { return b.Subscribed() == 1 })
 	close(release)
-	for range 2 {
+	for _, got := range []<-chan string{fromA, fromB} {
 		if v := <-got; v != "x" {
 			t.Errorf("got %q, want x", v)
 		}
@@ -75,11 +94,23 @@ func TestDoLoadsOncePerCluster(t *testing.T) {
 
 // newEngineOn returns a second engine over srv, configured as
 // newTestEngine's.
-func newEngineOn(t *testing.T, srv *miniredis.Miniredis) *Engine {
+func newEngineOn(t *testing.T, srv *miniredis.Miniredis, mods ...func(*Config)) *Engine {
+	t.Helper()
+	return newHookedEngine(t, srv, nil, mods...)
+}
+
+// newHookedEngine is newEngineOn with hook on the engine's Redis client.
+func newHookedEngine(t *testing.T, srv *miniredis.Miniredis, hook redis.Hook, mods ...func(*Config)) *Engine {
 	t.Helper()
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true})
+	if hook != nil {
+		rdb.AddHook(hook)
+	}
 	t.Cleanup(func() { _ = rdb.Close() })
 	cfg := testConfig(t, rdb)
+	for _, mod := range mods {
+		mod(&cfg)
+	}
 	e, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -197,4 +228,90 @@ func TestScriptOf(t *testing.T) {
 			t.Errorf("ScriptOf(%v) = %q, want %q", tc.cmd.Args()[:1], got, tc.want)
 		}
 	}
+}
+
+// A loader whose table was written while its query ran stores an entry
+// that is already stale; its waiters must be told to load, at once, not
+// left to find its lock still held and sleep until their poll timer. The
+// hooks make b try the lock while a still holds it: a's unlock waits for
+// b's SET NX.
+func TestWaiterOfStaleStoreLoadsAtOnce(t *testing.T) {
+	long := func(c *Config) { c.LockExpiry, c.MaxWait = time.Minute, time.Minute } // poll timer: 30s
+	_, srv := newTestEngine(t, nil)
+	triedLock := make(chan struct{})
+	var once sync.Once
+	bHook := pipelineHook(func(cmds []redis.Cmder) {
+		if cmds[0].Name() == "set" {
+			once.Do(func() { close(triedLock) })
+		}
+	})
+	var unlocks atomic.Int64
+	aHook := commandHook(func(cmd redis.Cmder) {
+		// redsync's release: a script that is not the engine's own.
+		if n := cmd.Name(); (n == "evalsha" || n == "eval") && ScriptOf(cmd) == "" && unlocks.Add(1) == 1 {
+			select {
+			case <-triedLock:
+			case <-time.After(10 * time.Second):
+			}
+		}
+	})
+	a := newHookedEngine(t, srv, aHook, long)
+	b := newHookedEngine(t, srv, bHook, long)
+	var loads atomic.Int64
+	started, release := make(chan struct{}), make(chan struct{})
+	held := testRequest("k", "old", &loads)
+	load := held.Load
+	held.Load = func(ctx context.Context) (*rowcodec.Entry, error) {
+		close(started)
+		<-release
+		return load(ctx)
+	}
+	fromA := doAsync(a, held)
+	<-started
+	got := doAsync(b, testRequest("k", "new", &loads))
+	waitFor(t, "b to wait for a's result", 10*time.Second, func() bool { return b.Subscribed() == 1 })
+	if err := a.Invalidate(context.Background(), []string{"t"}, Announcement{}); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	select {
+	case v := <-got:
+		if v != "new" {
+			t.Errorf("b read %q, want its own load after the write", v)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("b still waits: it was not told that a's entry is stale")
+	}
+	if v := <-fromA; v != "old" {
+		t.Errorf("a read %q, want its own load", v)
+	}
+	if n := loads.Load(); n != 2 {
+		t.Errorf("%d loads, want 2", n)
+	}
+}
+
+// pipelineHook runs f on every pipeline a client sends, before it goes.
+type pipelineHook func(cmds []redis.Cmder)
+
+func (h pipelineHook) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h pipelineHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h pipelineHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h(cmds)
+		return next(ctx, cmds)
+	}
+}
+
+// commandHook runs f on every command a client sends alone, before it goes.
+type commandHook func(cmd redis.Cmder)
+
+func (h commandHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h commandHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h(cmd)
+		return next(ctx, cmd)
+	}
+}
+func (h commandHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
 }

@@ -132,9 +132,13 @@ func (e *Engine) withoutRedis(ctx context.Context, req request, err error) (*fli
 // under newer generations (lua/fill.lua), and in the same round trip tells
 // the waiters: "stored", or "query yourselves" when the entry cannot be
 // stored (too large, not encodable). Redis runs the pipeline in order, so a
-// woken waiter finds the entry. It returns the payload and whether it went
-// out; when Redis fails, the payload is "query yourselves", for fill to
-// send after the unlock.
+// woken waiter finds the entry.
+//
+// It returns the payload and whether it went out. When it must go again
+// after the unlock, sent is false: Redis failed ("query yourselves"), or a
+// write bumped a table while the query ran, so the stored entry is already
+// stale ("failed": look again, then take the lock, which a waiter that
+// looked at the stale entry found held and will now find free).
 func (e *Engine) store(ctx context.Context, req request, stamp string, load time.Duration, ent *rowcodec.Entry) (payload string, sent bool) {
 	var data []byte
 	payload = readyUncached
@@ -148,17 +152,24 @@ func (e *Engine) store(ctx context.Context, req request, stamp string, load time
 	}
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.RedisTimeout)
 	defer cancel()
+	var look *lookupCmds
 	err := e.guard(func() error {
 		pipe := e.rdb.Pipeline()
 		if payload == readyStored {
 			fillScript.Eval(ctx, pipe, []string{req.keys.entry}, stamp, data, e.jitter(req.ttl).Milliseconds())
 		}
 		pipe.Publish(ctx, req.keys.ready, payload)
+		if payload == readyStored {
+			look = e.queueGenerations(ctx, pipe, req)
+		}
 		_, err := pipe.Exec(ctx)
 		return err
 	})
 	if err != nil {
 		return readyUncached, false
+	}
+	if look != nil && !look.current(stamp) {
+		return readyFailed, false
 	}
 	return payload, true
 }

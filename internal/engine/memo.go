@@ -44,8 +44,11 @@ type memo struct {
 }
 
 type memoItem struct {
-	key     string
-	head    string // of the stored value the entry was decoded from
+	key  string
+	head string // of the stored value the entry was decoded from
+	// refresh: this instance started a refresh ahead of expiry of this
+	// stored value, or found another instance refreshing it.
+	refresh bool
 	entry   *rowcodec.Entry
 	weight  int       // memoWeight of the item
 	expires time.Time // when Redis drops the entry
@@ -95,6 +98,36 @@ func (m *memo) get(key, head string, expires time.Time) *rowcodec.Entry {
 		m.arm()
 	}
 	return it.entry
+}
+
+// claimRefresh reports whether this instance may refresh key's stored value
+// whose head is head, and marks it claimed: once per stored value, so that
+// the hits on a key another instance is refreshing do not each try its
+// lock. Without the value in the memo it always reports true.
+func (m *memo) claimRefresh(key, head string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	el, ok := m.byKey[key]
+	if !ok {
+		return true
+	}
+	it := el.Value.(*memoItem)
+	if it.head != head {
+		return true
+	}
+	claimed := !it.refresh
+	it.refresh = true
+	return claimed
+}
+
+// releaseRefresh undoes claimRefresh, for a refresh that failed: a later hit
+// may try again.
+func (m *memo) releaseRefresh(key, head string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if el, ok := m.byKey[key]; ok && el.Value.(*memoItem).head == head {
+		el.Value.(*memoItem).refresh = false
+	}
 }
 
 // decode returns the entry encoded in body, from the stored value of key

@@ -3,7 +3,6 @@ package engine
 import (
 	"context"
 	"math/rand/v2"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -32,12 +31,17 @@ import (
 // close enough to the entry's expiry. It runs inside a flight, which holds
 // the gate, so that Close waits for every refresh it starts.
 func (e *Engine) refreshAhead(req request, f found) {
-	beta, load, left := e.cfg.RefreshBeta, f.meta.load, f.left
-	if beta <= 0 || load <= 0 || left <= 0 || !req.refreshable {
+	beta, load, left := e.cfg.RefreshBeta, float64(f.meta.load), float64(f.left)
+	if beta <= 0 || load <= 0 || left <= 0 || f.head == "" || !req.refreshable {
 		return
 	}
-	window := time.Duration(beta * float64(load))
-	if left > window || float64(window)*rand.ExpFloat64() < float64(left) {
+	window := beta * load // in float64: a large β must not overflow a Duration
+	if left > window || window*rand.ExpFloat64() < left {
+		return
+	}
+	// One refresh per stored value in this instance (the memo remembers
+	// it was tried), and one at a time per key.
+	if !e.memo.claimRefresh(req.keys.entry, f.head) {
 		return
 	}
 	if _, busy := e.refreshing.LoadOrStore(req.keys.entry, struct{}{}); busy {
@@ -48,21 +52,27 @@ func (e *Engine) refreshAhead(req request, f found) {
 		case e.refreshSlots <- struct{}{}:
 		default:
 			e.refreshing.Delete(req.keys.entry)
+			e.memo.releaseRefresh(req.keys.entry, f.head)
 			e.stats.RefreshesSkipped.Add(1)
 			return
 		}
 	}
-	e.stats.RefreshesStarted.Add(1)
 	e.refreshes.Add(1)
-	go e.refresh(req)
+	go e.refresh(req, f.head)
 }
 
-// refresh reloads req's key in the background; see refreshAhead.
-func (e *Engine) refresh(req request) {
+// refresh reloads req's key, whose stored value had head when the hit saw
+// it, in the background; see refreshAhead.
+func (e *Engine) refresh(req request, head string) {
+	failed := false
 	defer func() {
 		if v := recover(); v != nil {
+			failed = true
 			e.stats.RefreshErrors.Add(1)
 			e.errorf(LogRefresh, "gormflight: a background refresh of a query on %v panicked: %v", req.tables, v)
+		}
+		if failed {
+			e.memo.releaseRefresh(req.keys.entry, head)
 		}
 		e.refreshing.Delete(req.keys.entry)
 		if e.refreshSlots != nil {
@@ -70,10 +80,14 @@ func (e *Engine) refresh(req request) {
 		}
 		e.refreshes.Done()
 	}()
-	ctx := e.bgCtx
+	// Redis operations run to their end (each bounded by RedisTimeout);
+	// Close cancels only the query, through bgCtx.
+	ctx := context.Background()
 	start := e.now()
 	var stampCmds []*redis.Cmd
+	var cur *redis.StringCmd
 	m, err := e.tryLock(ctx, req.keys, func(ctx context.Context, pipe redis.Pipeliner) {
+		cur = pipe.GetRange(ctx, req.keys.entry, 0, int64(len(head)-1))
 		stampCmds = e.queueStamp(ctx, pipe, req.tables)
 	})
 	if err != nil {
@@ -92,18 +106,21 @@ func (e *Engine) refresh(req request) {
 		}
 	}()
 	stamp, err := stampOf(stampCmds)
-	if err != nil {
-		// A write is committing: its bump ends the entry, and the next
-		// miss loads past it.
+	if err != nil || cur.Val() != head {
+		// A write is committing (its bump ends the entry, and the next miss
+		// loads past it), or another instance stored a new value since the
+		// hit: nothing to refresh.
 		e.stats.RefreshesSkipped.Add(1)
-		return
+		return // "failed": a flight that missed meanwhile and waits on the lock looks again
 	}
+	e.stats.RefreshesStarted.Add(1)
 	e.stats.Loads.Add(1)
-	ent, err := e.runQuery(ctx, req)
-	if err != nil && ctx.Err() != nil {
+	ent, err := e.runQuery(e.bgCtx, req)
+	if err != nil && e.bgCtx.Err() != nil {
 		return // Close cancelled it
 	}
 	if err != nil {
+		failed = true
 		e.stats.RefreshErrors.Add(1)
 		e.errorf(LogRefresh, "gormflight: a background refresh of a query on %v failed, serving the entry until it expires: %v", req.tables, err)
 		return

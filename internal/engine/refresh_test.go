@@ -12,6 +12,7 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/gormflight/gormflight/internal/rowcodec"
+	"github.com/redis/go-redis/v9"
 )
 
 // fakeClock is the engine's clock in these tests: a load "takes" exactly
@@ -78,11 +79,12 @@ func (r *refreshRig) nearExpiry(t *testing.T) {
 	r.srv.FastForward(left - 100*time.Millisecond)
 }
 
-// hitUntilRefresh reads until a hit starts a refresh, each read answered
-// with want.
+// hitUntilRefresh reads until a hit starts a refresh, or one that is
+// skipped, each read answered with want.
 func (r *refreshRig) hitUntilRefresh(t *testing.T, want string) {
 	t.Helper()
-	for i := 0; r.e.Stats().RefreshesStarted.Load() == 0; i++ {
+	s := r.e.Stats()
+	for i := 0; s.RefreshesStarted.Load()+s.RefreshesSkipped.Load() == 0; i++ {
 		if i == 200 {
 			t.Fatal("200 hits in the last Δ of the entry's life started no refresh")
 		}
@@ -184,8 +186,14 @@ func TestRefreshSkipsHeldLock(t *testing.T) {
 	r.srv.Set(newKeys(r.e.cfg.Prefix, "hot").lock, "another instance's token")
 	r.hitUntilRefresh(t, "v1")
 	waitFor(t, "the refresh to be skipped", 10*time.Second, func() bool { return r.e.Stats().RefreshesSkipped.Load() == 1 })
-	if n := r.n.Load(); n != 1 {
-		t.Errorf("%d loads, want 1", n)
+	// Another instance refreshes this value: the hits on it do not each
+	// try the lock again.
+	for range 50 {
+		do(t, r.e, r.request())
+	}
+	s := r.e.Stats()
+	if n := r.n.Load(); n != 1 || s.RefreshesSkipped.Load() != 1 || s.RefreshesStarted.Load() != 0 {
+		t.Errorf("%d loads, %d refreshes skipped, %d started; want 1, 1, 0", n, s.RefreshesSkipped.Load(), s.RefreshesStarted.Load())
 	}
 }
 
@@ -214,5 +222,51 @@ func TestRefreshStoppedByClose(t *testing.T) {
 		}
 	default:
 		t.Error("Close returned before the refresh ended")
+	}
+}
+
+// A refresh that takes the lock after another instance stored a new value
+// (a fill or a refresh that ended between the hit and this lock) does not
+// run the query again.
+func TestRefreshSkipsNewValue(t *testing.T) {
+	r := newRefreshRig(t)
+	other := newEngineOn(t, r.srv)
+	locking, proceed := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	hook := pipelineHook(func(cmds []redis.Cmder) {
+		if len(cmds) > 1 && cmds[0].Name() == "set" && cmds[1].Name() == "getrange" {
+			once.Do(func() { close(locking); <-proceed })
+		}
+	})
+	e := newHookedEngine(t, r.srv, hook, func(c *Config) { c.RefreshBeta = 1 })
+	e.now = r.clock.now
+	r.e = e
+	do(t, e, r.request())
+	do(t, e, r.request())
+	r.nearExpiry(t)
+	go func() {
+		for e.Stats().RefreshesSkipped.Load()+e.Stats().RefreshesStarted.Load() == 0 {
+			select {
+			case <-locking:
+				return
+			default:
+			}
+			e.Enter()
+			_, _ = e.Do(context.Background(), r.request())
+			e.Exit()
+		}
+	}()
+	<-locking
+	// Another instance stores a new value of the key meanwhile.
+	if err := other.Invalidate(context.Background(), []string{"t"}, Announcement{}); err != nil {
+		t.Fatal(err)
+	}
+	if v := do(t, other, r.request()); v != "v2" {
+		t.Fatalf("the other instance loaded %q", v)
+	}
+	close(proceed)
+	waitFor(t, "the refresh to be skipped", 10*time.Second, func() bool { return e.Stats().RefreshesSkipped.Load() == 1 })
+	if n := r.n.Load(); n != 2 || e.Stats().RefreshesStarted.Load() != 0 {
+		t.Errorf("%d loads, %d refreshes started; want 2 (the first, the other instance's), 0", n, e.Stats().RefreshesStarted.Load())
 	}
 }

@@ -47,9 +47,10 @@ type found struct {
 	// changed: only the head was fetched, and the entry it names is not
 	// the memo's: look again for all of it.
 	changed bool
-	// left is the entry's time to live in Redis, and meta what its stored
-	// value tells, for refresh-ahead.
+	// left is the entry's time to live in Redis, and head and meta those
+	// of its stored value, for refresh-ahead.
 	left time.Duration
+	head string
 	meta storedMeta
 	// writing lists the tables with a write in progress that ends with a
 	// bump: wait for it.
@@ -114,6 +115,31 @@ func (e *Engine) queueLookup(ctx context.Context, pipe redis.Pipeliner, req requ
 	}
 	// When the entry goes: for the memo, and for refresh-ahead.
 	c.ttl = pipe.PTTL(ctx, req.keys.entry)
+	e.queueTables(ctx, pipe, req, c)
+	return c
+}
+
+// queueGenerations queues the reads of the generations of req's tables and
+// of their writes in progress, without the entry: current then tells
+// whether an entry stamped with a given stamp would be served.
+func (e *Engine) queueGenerations(ctx context.Context, pipe redis.Pipeliner, req request) *lookupCmds {
+	c := new(lookupCmds)
+	e.queueTables(ctx, pipe, req, c)
+	return c
+}
+
+// current reports whether the read generations are those of stamp, with
+// no write in progress.
+func (c *lookupCmds) current(stamp string) bool {
+	for _, w := range c.writers {
+		if n, err := w.Result(); err != nil || n > 0 {
+			return false
+		}
+	}
+	return stampMatches(stamp, c.gens)
+}
+
+func (e *Engine) queueTables(ctx context.Context, pipe redis.Pipeliner, req request, c *lookupCmds) {
 	c.gens = make([]*redis.StringCmd, len(req.tables))
 	c.writers = make([]*redis.IntCmd, 2*len(req.tables))
 	for i, t := range req.tables {
@@ -124,7 +150,6 @@ func (e *Engine) queueLookup(ctx context.Context, pipe redis.Pipeliner, req requ
 		c.writers[2*i+1] = pipe.Exists(ctx, e.HeldKey(t))
 		c.gens[i] = pipe.Get(ctx, e.GenKey(t))
 	}
-	return c
 }
 
 // result is what the executed commands found, or the Redis error that
@@ -164,7 +189,7 @@ func (c *lookupCmds) result(e *Engine, req request) (found, error) {
 		expires = time.Now().Add(f.left)
 	}
 	if c.head == "" {
-		f.entry, f.meta = e.current(req, data, c.gens, expires)
+		f.entry, f.head, f.meta = e.current(req, data, c.gens, expires)
 		return f, nil
 	}
 	// Only the head was fetched: the remembered entry, if the value is
@@ -179,6 +204,7 @@ func (c *lookupCmds) result(e *Engine, req request) (found, error) {
 	}
 	f.entry = e.memo.get(req.keys.entry, c.head, expires)
 	f.changed = f.entry == nil // the memo let it go since: fetch it all
+	f.head = c.head
 	f.meta, _ = parseMeta([]byte(strings.TrimSuffix(meta, string(StampSep))))
 	return f, nil
 }
@@ -186,24 +212,24 @@ func (c *lookupCmds) result(e *Engine, req request) (found, error) {
 // current returns the entry in data, the stored value of req's key, if its
 // stamp lists exactly the generations gens read; nil for a stale entry and
 // for one that cannot be decoded. expires is when Redis drops the entry.
-func (e *Engine) current(req request, data []byte, gens []*redis.StringCmd, expires time.Time) (*rowcodec.Entry, storedMeta) {
+func (e *Engine) current(req request, data []byte, gens []*redis.StringCmd, expires time.Time) (*rowcodec.Entry, string, storedMeta) {
 	// An entry over the cap was not stored by an instance configured like
 	// this one (a planted value, or another MaxEntrySize): not decoded.
 	head, stamp, body, ok := SplitStored(data)
 	if !ok || e.cfg.MaxEntrySize > 0 && len(data) > e.cfg.MaxEntrySize {
 		e.stats.DecodeErrors.Add(1)
-		return nil, storedMeta{}
+		return nil, "", storedMeta{}
 	}
 	if !stampMatches(string(stamp), gens) {
-		return nil, storedMeta{}
+		return nil, "", storedMeta{}
 	}
 	meta, _ := parseMeta(head[len(stamp)+1 : len(head)-1])
 	ent, err := e.memo.decode(req.keys.entry, string(head), body, expires)
 	if err != nil {
 		e.stats.DecodeErrors.Add(1)
-		return nil, storedMeta{}
+		return nil, "", storedMeta{}
 	}
-	return ent, meta
+	return ent, string(head), meta
 }
 
 // stampMatches reports whether stamp lists exactly the generations read,
