@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -324,23 +325,12 @@ func newInstancesAt(t testing.TB, addr string, n int, mod func(*Config)) []*inst
 // sumStats adds up the counters of instances: the cluster's view.
 func sumStats(ins ...*instance) Stats {
 	var s Stats
+	sum := reflect.ValueOf(&s).Elem()
 	for _, in := range ins {
-		st := in.p.Stats()
-		s.Hits += st.Hits
-		s.Misses += st.Misses
-		s.Loads += st.Loads
-		s.Shared += st.Shared
-		s.Waits += st.Waits
-		s.Fallbacks += st.Fallbacks
-		s.RedisErrors += st.RedisErrors
-		s.Uncached += st.Uncached
-		s.Bypassed += st.Bypassed
-		s.DecodeErrors += st.DecodeErrors
-		s.LockTakeovers += st.LockTakeovers
-		s.WaitTimeouts += st.WaitTimeouts
-		s.BreakerOpens += st.BreakerOpens
-		s.Invalidations += st.Invalidations
-		s.InvalidationErrors += st.InvalidationErrors
+		st := reflect.ValueOf(in.p.Stats())
+		for i := range sum.NumField() { // every counter, those added later too
+			sum.Field(i).SetUint(sum.Field(i).Uint() + st.Field(i).Uint())
+		}
 	}
 	return s
 }
@@ -370,6 +360,7 @@ const (
 	schemaLockConsistency                           // consSchema: gft_cons_*
 	schemaLockLinearizability                       // linSchema: gft_lin_*
 	schemaLockInstall                               // installSchema: gft_install_runs, gft_install_run
+	schemaLockRefresh                               // refreshSchema: gft_refresh_loads, gft_refresh_load
 )
 
 // withSchemaLock runs setup in one transaction that first takes lock.

@@ -1,0 +1,135 @@
+package gormflight
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"gorm.io/gorm"
+)
+
+var refreshSchema = schemaOnce{lock: schemaLockRefresh}
+
+// setupRefreshSchema creates gft_refresh_load(tag, ms): it records when an
+// execution started and ended, as PostgreSQL's clock tells, and sleeps ms
+// in between.
+func setupRefreshSchema(t testing.TB, db *gorm.DB) {
+	t.Helper()
+	err := refreshSchema.do(db, func(tx *gorm.DB) error {
+		return tx.Exec(`
+CREATE TABLE IF NOT EXISTS gft_refresh_loads (tag text NOT NULL, started timestamptz NOT NULL, ended timestamptz NOT NULL);
+CREATE OR REPLACE FUNCTION gft_refresh_load(p_tag text, p_ms int) RETURNS int LANGUAGE plpgsql VOLATILE AS $$
+DECLARE s timestamptz := clock_timestamp();
+BEGIN
+	PERFORM pg_sleep(p_ms / 1000.0);
+	INSERT INTO gft_refresh_loads VALUES (p_tag, s, clock_timestamp());
+	RETURN 1;
+END $$;`).Error
+	})
+	if err != nil {
+		unavailable(t, "PostgreSQL refresh schema", err)
+	}
+}
+
+// steadyLoad is what a run of TestRefreshAheadSteadyLoad saw.
+type steadyLoad struct {
+	calls, slow int64        // calls after warm-up, and those slower than half the query
+	slowest     atomic.Int64 // nanoseconds
+	loads       int64        // executions, counted by PostgreSQL
+	overlapping int64        // executions that started before the one before ended
+}
+
+// runSteadyLoad reads one hot key from instances × callers for runFor,
+// with a query of queryMs and a TTL of ttl, and reports what it saw.
+func runSteadyLoad(t *testing.T, refresh bool, queryMs int, ttl, runFor time.Duration) *steadyLoad {
+	ins := newInstances(t, 2, func(c *Config) {
+		if !refresh {
+			c.RefreshBeta = -1
+		}
+	})
+	setupRefreshSchema(t, ins[0].db)
+	tag := uniqueTag(t)
+	read := func(in *instance) error {
+		var n int
+		return in.db.Scopes(Cache(ttl)).Raw("SELECT gft_refresh_load(?, ?) AS n", tag, queryMs).Scan(&n).Error
+	}
+	if err := read(ins[0]); err != nil { // warm-up: the first load
+		t.Fatal(err)
+	}
+	out := new(steadyLoad)
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	half := time.Duration(queryMs) * time.Millisecond / 2
+	for _, in := range ins {
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					start := time.Now()
+					if err := read(in); err != nil {
+						t.Error(err)
+						return
+					}
+					took := time.Since(start)
+					atomic.AddInt64(&out.calls, 1)
+					if took > half {
+						atomic.AddInt64(&out.slow, 1)
+					}
+					for prev := out.slowest.Load(); int64(took) > prev && !out.slowest.CompareAndSwap(prev, int64(took)); {
+						prev = out.slowest.Load()
+					}
+				}
+			}()
+		}
+	}
+	timer := time.NewTimer(runFor)
+	<-timer.C
+	close(stop)
+	wg.Wait()
+	ctx := context.Background()
+	db := ins[0].db.WithContext(ctx)
+	if err := db.Raw("SELECT count(*) FROM gft_refresh_loads WHERE tag = ?", tag).Scan(&out.loads).Error; err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Raw(`SELECT count(*) FROM (
+		SELECT started < lag(ended) OVER (ORDER BY started) AS overlapped FROM gft_refresh_loads WHERE tag = ?
+	) l WHERE overlapped`, tag).Scan(&out.overlapping).Error; err != nil {
+		t.Fatal(err)
+	}
+	s := sumStats(ins[0], ins[1])
+	t.Logf("refresh %v: %d calls, %d slower than %v (slowest %v), %d loads in %v with TTL %v (%d executions overlapping another); refreshes %d started, %d skipped, %d failed; misses %d, waits %d",
+		refresh, out.calls, out.slow, half, time.Duration(out.slowest.Load()).Round(time.Millisecond), out.loads, runFor, ttl, out.overlapping, s.RefreshesStarted, s.RefreshesSkipped, s.RefreshErrors, s.Misses, s.Waits)
+	return out
+}
+
+// Two instances × four callers read one hot key for several TTLs, with a
+// query of 200 ms. With refresh-ahead, the key is reloaded about once per
+// TTL, never twice at once (checked by PostgreSQL), and no caller waits
+// for a whole query; without it, callers wait at each expiry, which shows
+// the test can fail.
+func TestRefreshAheadSteadyLoad(t *testing.T) {
+	const queryMs = 200
+	ttl, runFor := time.Second, 4*time.Second
+	on := runSteadyLoad(t, true, queryMs, ttl, runFor)
+	if max := int64(runFor/ttl) + 1 + 1; on.loads > max { // the warm-up, one per TTL, plus one
+		t.Errorf("refresh on: %d loads in %v with a TTL of %v, want at most %d", on.loads, runFor, ttl, max)
+	}
+	if on.overlapping != 0 {
+		t.Errorf("refresh on: %d loads of the key ran while another did", on.overlapping)
+	}
+	if on.slow != 0 {
+		t.Errorf("refresh on: %d of %d calls took more than half the query time", on.slow, on.calls)
+	}
+	off := runSteadyLoad(t, false, queryMs, ttl, runFor)
+	if off.slow == 0 {
+		t.Errorf("refresh off: no call of %d waited for a load: the test cannot tell", off.calls)
+	}
+}
