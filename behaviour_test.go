@@ -540,7 +540,7 @@ func TestBehaviourCorruptEntry(t *testing.T) {
 			if err != nil {
 				panic(err)
 			}
-			out, err := engine.EncodeStored(string(stamp), 0, wrong, 0)
+			out, err := engine.EncodeStored(string(stamp), 0, 0, wrong, 0)
 			if err != nil {
 				panic(err)
 			}

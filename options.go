@@ -16,9 +16,10 @@ const settingKey = "gormflight:cache"
 
 // cacheSettings are one statement's caching instructions.
 type cacheSettings struct {
-	ttl    time.Duration
-	tables []string // declared with Tables, normalised
-	err    error    // a name Tables could not read
+	ttl      time.Duration
+	staleFor time.Duration // StaleFor
+	tables   []string      // declared with Tables, normalised
+	err      error         // a name Tables could not read
 }
 
 // Option adjusts one cached query. Pass options to Cache.
@@ -41,6 +42,16 @@ func Tables(names ...string) Option {
 			s.tables = append(s.tables, t)
 		}
 	}
+}
+
+// StaleFor keeps the query's entry for d past its TTL, for users who accept
+// a longer bound on writes the plugin cannot see: a hit in that time whose
+// tables were not written since (their generations still match) is served
+// at once and refreshes the entry in the background, for the whole
+// cluster. An entry a write made stale is never served. A d outside
+// [0, MaxTTL] adds ErrInvalidTTL to the statement's errors.
+func StaleFor(d time.Duration) Option {
+	return func(s *cacheSettings) { s.staleFor = d }
 }
 
 // Cache returns a GORM scope that opts a query into caching for ttl:
@@ -103,6 +114,11 @@ func (c CacheOption) ModifyStatement(stmt *gorm.Statement) {
 	}
 	if ttl := c.settings.ttl; ttl < MinTTL || ttl > MaxTTL {
 		_ = stmt.AddError(fmt.Errorf("%w: got %v, want %v to %v", ErrInvalidTTL, ttl, MinTTL, MaxTTL))
+		stmt.Settings.Delete(settingKey)
+		return
+	}
+	if d := c.settings.staleFor; d < 0 || d > MaxTTL {
+		_ = stmt.AddError(fmt.Errorf("%w: StaleFor got %v, want 0 to %v", ErrInvalidTTL, d, MaxTTL))
 		stmt.Settings.Delete(settingKey)
 		return
 	}

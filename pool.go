@@ -106,6 +106,7 @@ func (p *Plugin) request(c *cachedPool, query string, args []any) (engine.Reques
 		Hash:        hash,
 		Tables:      tables,
 		TTL:         c.settings.ttl,
+		StaleFor:    c.settings.staleFor,
 		Refreshable: onPool && immutable,
 		Load: func(ctx context.Context) (*rowcodec.Entry, error) {
 			if onPool {

@@ -2,11 +2,13 @@ package gormflight
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/gormflight/gormflight/internal/engine"
 	"gorm.io/gorm"
 )
 
@@ -131,5 +133,61 @@ func TestRefreshAheadSteadyLoad(t *testing.T) {
 	off := runSteadyLoad(t, false, queryMs, ttl, runFor)
 	if off.slow == 0 {
 		t.Errorf("refresh off: no call of %d waited for a load: the test cannot tell", off.calls)
+	}
+}
+
+// StaleFor on PostgreSQL and Redis: past its TTL, an entry is served at
+// once and refreshed (one more execution, counted by PostgreSQL); after a
+// write to its table it is never served.
+func TestStaleForServesAndRefreshes(t *testing.T) {
+	in := newInstances(t, 1, nil)[0]
+	setupSchema(t, in.db)
+	table := "gft_stale_" + randHex(4)
+	adminExec(t, in.db, "CREATE TABLE "+table+" (id int PRIMARY KEY, val text NOT NULL)")
+	dropAtEnd(t, in.db, "DROP TABLE IF EXISTS "+table)
+	adminExec(t, in.db, "INSERT INTO "+table+" VALUES (1, 'one')")
+	tag := uniqueTag(t)
+	const ttl = 50 * time.Millisecond
+	read := func(opts ...Option) string {
+		t.Helper()
+		var r struct{ Val string }
+		err := in.db.Scopes(Cache(ttl, opts...)).
+			Raw("SELECT val, gft_record(?, 0) AS n FROM "+table+" WHERE id = 1", tag).Scan(&r).Error
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Val
+	}
+	stale := StaleFor(time.Minute)
+	if v := read(stale); v != "one" {
+		t.Fatalf("first read %q", v)
+	}
+	entries := behOfKind(behKeys(t, in.p.cfg.Redis, in.p.cfg.Prefix), engine.EntryKind)
+	if len(entries) != 1 {
+		t.Fatalf("entries %v, want one", entries)
+	}
+	// Past the TTL: the key lives on for StaleFor.
+	waitFor(t, "the entry's TTL to pass", waitTimeout, func() bool {
+		left, err := in.p.cfg.Redis.PTTL(context.Background(), entries[0]).Result()
+		return err == nil && left < time.Minute-5*time.Millisecond
+	})
+	if v := read(stale); v != "one" {
+		t.Errorf("past the TTL: %q, want the stale entry", v)
+	}
+	if s := in.p.Stats(); s.StaleServes != 1 {
+		t.Errorf("%d stale serves, want 1", s.StaleServes)
+	}
+	waitFor(t, "the stale serve's refresh", waitTimeout, func() bool { return calls(t, in.db, tag) == 2 })
+
+	// A write: the entry is never served again, stale or not.
+	if err := in.db.Exec("UPDATE " + table + " SET val = 'two' WHERE id = 1").Error; err != nil {
+		t.Fatal(err)
+	}
+	if v := read(stale); v != "two" {
+		t.Errorf("after a write: %q, want two", v)
+	}
+	var n int
+	if err := in.db.Scopes(Cache(ttl, StaleFor(-time.Second))).Raw("SELECT 1").Scan(&n).Error; !errors.Is(err, ErrInvalidTTL) {
+		t.Errorf("StaleFor(-1s): %v, want ErrInvalidTTL", err)
 	}
 }

@@ -64,6 +64,9 @@ type Stats struct {
 	// RefreshErrors counts refreshes whose query failed or panicked; the
 	// entry was served until it expired.
 	RefreshErrors uint64
+	// StaleServes counts hits served past their entry's TTL, within the
+	// StaleFor of their query.
+	StaleServes uint64
 }
 
 func snapshot(c *engine.Counters) Stats {
@@ -87,5 +90,6 @@ func snapshot(c *engine.Counters) Stats {
 		RefreshesStarted:   c.RefreshesStarted.Load(),
 		RefreshesSkipped:   c.RefreshesSkipped.Load(),
 		RefreshErrors:      c.RefreshErrors.Load(),
+		StaleServes:        c.StaleServes.Load(),
 	}
 }

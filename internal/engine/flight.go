@@ -26,6 +26,10 @@ type Request struct {
 	// Load runs the query on the database. Its context is the flight's own,
 	// detached from every caller's cancellation and bounded by LoadTimeout.
 	Load func(ctx context.Context) (*rowcodec.Entry, error)
+	// StaleFor keeps the entry past its TTL for this long (>= 0): a hit then
+	// is served at once, as long as its generations are current, and
+	// refreshes it in the background.
+	StaleFor time.Duration
 	// Refreshable says that Load can run after every caller has returned,
 	// for a refresh ahead of expiry: it does not use a connection or a
 	// transaction the caller owns.
@@ -48,6 +52,8 @@ func (q *Request) check() error {
 		return fmt.Errorf("%w: no tables", ErrInvalidRequest)
 	case q.TTL < MinTTL || q.TTL > MaxTTL:
 		return fmt.Errorf("%w: TTL %v outside [%v, %v]", ErrInvalidRequest, q.TTL, MinTTL, MaxTTL)
+	case q.StaleFor < 0 || q.StaleFor > MaxTTL:
+		return fmt.Errorf("%w: StaleFor %v outside [0, %v]", ErrInvalidRequest, q.StaleFor, MaxTTL)
 	case q.Load == nil:
 		return fmt.Errorf("%w: no load function", ErrInvalidRequest)
 	}
@@ -60,6 +66,7 @@ type request struct {
 	tables      []string
 	ttl         time.Duration
 	load        func(ctx context.Context) (*rowcodec.Entry, error)
+	staleFor    time.Duration
 	refreshable bool
 }
 
@@ -90,7 +97,7 @@ func (e *Engine) Do(ctx context.Context, q Request) (*rowcodec.Entry, error) {
 	if err := q.check(); err != nil {
 		return nil, err
 	}
-	req := request{keys: newKeys(e.cfg.Prefix, q.Hash), tables: q.Tables, ttl: q.TTL, load: q.Load, refreshable: q.Refreshable}
+	req := request{keys: newKeys(e.cfg.Prefix, q.Hash), tables: q.Tables, ttl: q.TTL, load: q.Load, staleFor: q.StaleFor, refreshable: q.Refreshable}
 	start := time.Now()
 	for {
 		var started atomic.Bool // set when this caller's function is the flight
@@ -187,6 +194,15 @@ func (e *Engine) hit(ctx context.Context, req request) (res *flightResult, f fou
 	if f, err = e.lookup(ctx, req); err != nil || f.entry == nil {
 		return nil, f, err
 	}
+	usable, stale := e.usable(req, f)
+	if !usable {
+		f.entry = nil // past its TTL, longer than this query accepts
+		return nil, f, nil
+	}
+	if stale {
+		f.stale = true
+		e.stats.StaleServes.Add(1)
+	}
 	e.stats.Hits.Add(1)
 	return &flightResult{entry: f.entry, readAt: readAt}, f, nil
 }
@@ -218,4 +234,15 @@ func (e *Engine) miss(ctx context.Context, req request, ws *waits, f found) (*fl
 		ws.w.add(req.keys.ready)
 	}
 	return e.wait(ctx, req, ws, len(f.writing) > 0)
+}
+
+// usable reports whether the current entry f found may answer req, and
+// whether it is past its TTL (kept for StaleFor): such an entry answers
+// only a query that accepts at least that much staleness.
+func (e *Engine) usable(req request, f found) (ok, stale bool) {
+	past := f.meta.stale - f.left // how long past its TTL
+	if f.meta.stale <= 0 || past <= 0 {
+		return true, false
+	}
+	return past <= req.staleFor, true
 }

@@ -54,7 +54,9 @@ const StampSep = '|'
 //     query ran: ASCII, so that lua/fill.lua compares it without decoding.
 //   - meta is comma-separated fields, of which readers take those they know
 //     and ignore the rest: a tag of random characters, unique to this
-//     stored value, and the milliseconds its query took.
+//     stored value, the milliseconds its query took, and the milliseconds
+//     the value is kept past its TTL to be served stale (StaleFor; absent
+//     means 0).
 //   - The stamp, the meta and both separators are the value's head: a
 //     reader that holds the entry decoded (the memo) fetches only as many
 //     bytes as the head to learn whether the value is still the same.
@@ -62,13 +64,15 @@ const storedFormat = "2"
 
 // storedMeta is what the meta of a stored value tells.
 type storedMeta struct {
-	tag  string
-	load time.Duration // how long the query took
+	tag   string
+	load  time.Duration // how long the query took
+	stale time.Duration // how long the value is kept past its TTL
 }
 
 // EncodeStored returns the value stored for e under stamp, whose query took
-// load; limit bounds its size in bytes as rowcodec.Encode does.
-func EncodeStored(stamp string, load time.Duration, e *rowcodec.Entry, limit int) ([]byte, error) {
+// load, kept stale past its TTL for stale; limit bounds its size in bytes
+// as rowcodec.Encode does.
+func EncodeStored(stamp string, load, stale time.Duration, e *rowcodec.Entry, limit int) ([]byte, error) {
 	tag := rand.Text()[:12] // 60 bits
 	dst := make([]byte, 0, 256+len(stamp))
 	dst = append(dst, stamp...)
@@ -76,6 +80,10 @@ func EncodeStored(stamp string, load time.Duration, e *rowcodec.Entry, limit int
 	dst = append(dst, tag...)
 	dst = append(dst, ',')
 	dst = strconv.AppendInt(dst, load.Milliseconds(), 10)
+	if stale > 0 {
+		dst = append(dst, ',')
+		dst = strconv.AppendInt(dst, stale.Milliseconds(), 10)
+	}
 	dst = append(dst, StampSep)
 	return rowcodec.Encode(dst, e, limit)
 }
@@ -105,9 +113,16 @@ func parseMeta(b []byte) (storedMeta, bool) {
 	if len(fields) < 2 || len(fields[0]) == 0 {
 		return storedMeta{}, false
 	}
-	ms, err := strconv.ParseInt(string(fields[1]), 10, 64)
-	if err != nil || ms < 0 {
-		return storedMeta{}, false
+	var ms [2]int64
+	for i := range ms {
+		if i+1 >= len(fields) {
+			break // an older writer's meta: absent fields are 0
+		}
+		v, err := strconv.ParseInt(string(fields[i+1]), 10, 64)
+		if err != nil || v < 0 {
+			return storedMeta{}, false
+		}
+		ms[i] = v
 	}
-	return storedMeta{tag: string(fields[0]), load: time.Duration(ms) * time.Millisecond}, true
+	return storedMeta{tag: string(fields[0]), load: time.Duration(ms[0]) * time.Millisecond, stale: time.Duration(ms[1]) * time.Millisecond}, true
 }

@@ -36,9 +36,11 @@ func (e *Engine) load(ctx context.Context, req request, polled bool) (*flightRes
 		return e.withoutRedis(ctx, req, err)
 	}
 	if f, err := look.result(e, req); err == nil && f.entry != nil {
-		e.unlock(m)
-		e.stats.Hits.Add(1)
-		return &flightResult{entry: f.entry, readAt: readAt}, nil
+		if usable, _ := e.usable(req, f); usable {
+			e.unlock(m)
+			e.stats.Hits.Add(1)
+			return &flightResult{entry: f.entry, readAt: readAt}, nil
+		}
 	}
 	if polled {
 		e.stats.LockTakeovers.Add(1)
@@ -143,7 +145,7 @@ func (e *Engine) store(ctx context.Context, req request, stamp string, load time
 	var data []byte
 	payload = readyUncached
 	if !ent.Local {
-		if d, err := EncodeStored(stamp, load, ent, e.cfg.MaxEntrySize); err == nil {
+		if d, err := EncodeStored(stamp, load, req.staleFor, ent, e.cfg.MaxEntrySize); err == nil {
 			data, payload = d, readyStored
 		}
 	}
@@ -156,7 +158,7 @@ func (e *Engine) store(ctx context.Context, req request, stamp string, load time
 	err := e.guard(func() error {
 		pipe := e.rdb.Pipeline()
 		if payload == readyStored {
-			fillScript.Eval(ctx, pipe, []string{req.keys.entry}, stamp, data, e.jitter(req.ttl).Milliseconds())
+			fillScript.Eval(ctx, pipe, []string{req.keys.entry}, stamp, data, (e.jitter(req.ttl) + req.staleFor).Milliseconds())
 		}
 		pipe.Publish(ctx, req.keys.ready, payload)
 		if payload == readyStored {

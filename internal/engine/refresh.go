@@ -31,13 +31,19 @@ import (
 // close enough to the entry's expiry. It runs inside a flight, which holds
 // the gate, so that Close waits for every refresh it starts.
 func (e *Engine) refreshAhead(req request, f found) {
-	beta, load, left := e.cfg.RefreshBeta, float64(f.meta.load), float64(f.left)
-	if beta <= 0 || load <= 0 || left <= 0 || f.head == "" || !req.refreshable {
+	if f.head == "" || !req.refreshable {
 		return
 	}
-	window := beta * load // in float64: a large β must not overflow a Duration
-	if left > window || window*rand.ExpFloat64() < left {
-		return
+	if !f.stale { // a stale entry is refreshed at once
+		// Time left before the TTL; an entry kept for StaleFor lives longer.
+		beta, load, left := e.cfg.RefreshBeta, float64(f.meta.load), float64(f.left-f.meta.stale)
+		if beta <= 0 || load <= 0 || left <= 0 {
+			return
+		}
+		window := beta * load // in float64: a large β must not overflow a Duration
+		if left > window || window*rand.ExpFloat64() < left {
+			return
+		}
 	}
 	// One refresh per stored value in this instance (the memo remembers
 	// it was tried), and one at a time per key.

@@ -270,3 +270,46 @@ func TestRefreshSkipsNewValue(t *testing.T) {
 		t.Errorf("%d loads, %d refreshes started; want 2 (the first, the other instance's), 0", n, e.Stats().RefreshesStarted.Load())
 	}
 }
+
+// StaleFor keeps an entry past its TTL: a hit there is served at once, to a
+// query that accepts that much staleness only, and refreshes the entry; an
+// entry a write made stale is never served.
+func TestStaleFor(t *testing.T) {
+	r := newRefreshRig(t)
+	r.e.cfg.RefreshBeta = -1 // no refresh ahead: only the stale serve refreshes
+	stale := func() Request { q := r.request(); q.StaleFor = time.Minute; return q }
+	do(t, r.e, stale())
+	do(t, r.e, stale())
+	key := newKeys(r.e.cfg.Prefix, "hot").entry
+	// 30s past the TTL, within the minute it is kept for.
+	r.srv.FastForward(r.srv.TTL(key) - 30*time.Second)
+
+	if v := do(t, r.e, r.request()); v != "v2" {
+		t.Errorf("a query without StaleFor read %q past the TTL, want its own load v2", v)
+	}
+	if err := r.e.Invalidate(context.Background(), []string{"t"}, Announcement{}); err != nil {
+		t.Fatal(err)
+	}
+	// v2 was stored with no stale time; store v3 with a minute of it.
+	if v := do(t, r.e, stale()); v != "v3" {
+		t.Fatalf("after a write: %q, want a new load v3", v)
+	}
+	r.srv.FastForward(r.srv.TTL(key) - 30*time.Second)
+	if v := do(t, r.e, stale()); v != "v3" {
+		t.Errorf("a StaleFor query past the TTL read %q, want the stale v3 at once", v)
+	}
+	waitFor(t, "the stale serve's refresh", 10*time.Second, func() bool { return do(t, r.e, stale()) == "v4" })
+	s := r.e.Stats()
+	if s.StaleServes.Load() == 0 || s.RefreshesStarted.Load() != 1 {
+		t.Errorf("%d stale serves, %d refreshes; want some, 1", s.StaleServes.Load(), s.RefreshesStarted.Load())
+	}
+
+	// Past the TTL and bumped by a write: never served, StaleFor or not.
+	r.srv.FastForward(r.srv.TTL(key) - 30*time.Second)
+	if err := r.e.Invalidate(context.Background(), []string{"t"}, Announcement{}); err != nil {
+		t.Fatal(err)
+	}
+	if v := do(t, r.e, stale()); v != "v5" {
+		t.Errorf("a stale entry of a written table was served: %q, want a new load v5", v)
+	}
+}

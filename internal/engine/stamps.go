@@ -52,6 +52,9 @@ type found struct {
 	left time.Duration
 	head string
 	meta storedMeta
+	// stale: the entry is past its TTL, served because the query accepts
+	// it (StaleFor); its refresh starts at once.
+	stale bool
 	// writing lists the tables with a write in progress that ends with a
 	// bump: wait for it.
 	writing []string

@@ -11,4 +11,5 @@ type Counters struct {
 	Invalidations, InvalidationErrors                 atomic.Uint64
 	BreakerOpens                                      atomic.Uint64
 	RefreshesStarted, RefreshesSkipped, RefreshErrors atomic.Uint64
+	StaleServes                                       atomic.Uint64
 }
