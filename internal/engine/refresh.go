@@ -68,7 +68,9 @@ func (e *Engine) refreshAhead(req request, f found) {
 }
 
 // refresh reloads req's key, whose stored value had head when the hit saw
-// it, in the background; see refreshAhead.
+// it, in the background; see refreshAhead. It keeps the books: a panic in
+// the query is counted and logged, and the key, its slot and the claim of
+// a failed refresh are released.
 func (e *Engine) refresh(req request, head string) {
 	failed := false
 	defer func() {
@@ -86,6 +88,12 @@ func (e *Engine) refresh(req request, head string) {
 		}
 		e.refreshes.Done()
 	}()
+	failed = e.reload(req, head)
+}
+
+// reload is a refresh's work: one try at the lock, the query, the store. It
+// reports whether the query failed.
+func (e *Engine) reload(req request, head string) (failed bool) {
 	// Redis operations run to their end (each bounded by RedisTimeout);
 	// Close cancels only the query, through bgCtx.
 	ctx := context.Background()
@@ -100,7 +108,7 @@ func (e *Engine) refresh(req request, head string) {
 		// Held by another instance, which is loading it; or Redis failed,
 		// which the breaker counts. Either way the entry stays served.
 		e.stats.RefreshesSkipped.Add(1)
-		return
+		return false
 	}
 	stop := e.keepLock(m)
 	payload, woken := readyFailed, false
@@ -117,20 +125,20 @@ func (e *Engine) refresh(req request, head string) {
 		// loads past it), or another instance stored a new value since the
 		// hit: nothing to refresh.
 		e.stats.RefreshesSkipped.Add(1)
-		return // "failed": a flight that missed meanwhile and waits on the lock looks again
+		return false // "failed": a flight that missed meanwhile and waits on the lock looks again
 	}
 	e.stats.RefreshesStarted.Add(1)
 	e.stats.Loads.Add(1)
 	ent, err := e.runQuery(e.bgCtx, req)
 	if err != nil && e.bgCtx.Err() != nil {
-		return // Close cancelled it
+		return false // Close cancelled it
 	}
 	if err != nil {
-		failed = true
 		e.stats.RefreshErrors.Add(1)
 		e.errorf(LogRefresh, "gormflight: a background refresh of a query on %v failed, serving the entry until it expires: %v", req.tables, err)
-		return
+		return true
 	}
 	stop()
 	payload, woken = e.store(ctx, req, stamp, e.now().Sub(start), ent)
+	return false
 }
