@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -145,15 +144,15 @@ type Config struct {
 	SessionSettings []string
 }
 
+// setDefaults fills the defaults and refuses what they cannot mend; the
+// engine's own Config.validate checks the rest (the Prefix's braces, the
+// shortest LockExpiry) when New builds it.
 func (c *Config) setDefaults() error {
 	if c.Redis == nil {
 		return ErrNoRedis
 	}
 	if c.Prefix == "" {
 		c.Prefix = "gormflight"
-	}
-	if strings.ContainsAny(c.Prefix, "{}") {
-		return fmt.Errorf("%w: Prefix %q must not contain { or }: they would change the cluster hash slot", ErrInvalidConfig, c.Prefix)
 	}
 	for _, d := range []struct {
 		name string
@@ -172,9 +171,6 @@ func (c *Config) setDefaults() error {
 		if *d.v == 0 {
 			*d.v = d.def
 		}
-	}
-	if c.LockExpiry < engine.MinLockExpiry {
-		return fmt.Errorf("%w: LockExpiry %v is too short to extend", ErrInvalidConfig, c.LockExpiry)
 	}
 	if c.MaxEntrySize == 0 {
 		c.MaxEntrySize = 1 << 20

@@ -98,16 +98,19 @@ func (p *Plugin) request(c *cachedPool, query string, args []any) (engine.Reques
 	// A refresh ahead of expiry runs the query after its caller returned:
 	// not for a statement bound to the caller's connection (db.Connection),
 	// nor with arguments the caller could change meanwhile.
-	frozen, immutable := frozenArgs(args)
-	if immutable {
-		args = frozen
+	refreshable := false
+	if onPool {
+		var frozen []any
+		if frozen, refreshable = frozenArgs(args); refreshable {
+			args = frozen
+		}
 	}
 	return engine.Request{
 		Hash:        hash,
 		Tables:      tables,
 		TTL:         c.settings.ttl,
 		StaleFor:    c.settings.staleFor,
-		Refreshable: onPool && immutable,
+		Refreshable: refreshable,
 		Load: func(ctx context.Context) (*rowcodec.Entry, error) {
 			if onPool {
 				return p.loadOnPool(ctx, inner, query, args)
@@ -149,16 +152,18 @@ func frozenArgs(args []any) ([]any, bool) {
 	if len(args) == 0 {
 		return nil, true
 	}
-	out := make([]any, len(args))
-	for i, a := range args {
-		switch v := a.(type) {
+	for _, a := range args {
+		switch a.(type) {
 		case nil, bool, int, int8, int16, int32, int64, uint, uint8, uint16, uint32, uint64,
-			float32, float64, string, time.Time:
-			out[i] = v
-		case []byte:
-			out[i] = bytes.Clone(v)
+			float32, float64, string, time.Time, []byte:
 		default:
-			return nil, false
+			return nil, false // checked before copying: no allocation for nothing
+		}
+	}
+	out := slices.Clone(args)
+	for i, a := range out {
+		if b, ok := a.([]byte); ok {
+			out[i] = bytes.Clone(b)
 		}
 	}
 	return out, true

@@ -136,3 +136,33 @@ func TestBreakerFailuresLarge(t *testing.T) {
 		t.Errorf("breaker %v after one failure with BreakerFailures 1<<32, want closed", s)
 	}
 }
+
+// parseMeta reads what EncodeStored writes, and an older writer's meta
+// without a stale field, and refuses anything else.
+func TestParseMeta(t *testing.T) {
+	for _, tc := range []struct {
+		in          string
+		load, stale time.Duration
+		ok          bool
+	}{
+		{"TAG,250", 250 * time.Millisecond, 0, true},
+		{"TAG,250,60000", 250 * time.Millisecond, time.Minute, true},
+		{"TAG,0,0,future", 0, 0, true},
+		{"TAG", 0, 0, false},
+		{",5", 0, 0, false},
+		{"TAG,", 0, 0, false},
+		{"TAG,-1", 0, 0, false},
+		{"TAG,1x", 0, 0, false},
+		{"TAG,5,", 0, 0, false},
+		{"TAG,1234567890123456", 0, 0, false},
+		{"", 0, 0, false},
+	} {
+		m, ok := parseMeta(tc.in)
+		if ok != tc.ok || ok && (m.load != tc.load || m.stale != tc.stale) {
+			t.Errorf("parseMeta(%q) = %+v, %v; want load %v, stale %v, %v", tc.in, m, ok, tc.load, tc.stale, tc.ok)
+		}
+	}
+	if allocs := testing.AllocsPerRun(100, func() { parseMeta([]byte("TAG,250,60000")) }); allocs != 0 {
+		t.Errorf("parseMeta allocates %v times", allocs)
+	}
+}

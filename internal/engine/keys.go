@@ -62,9 +62,9 @@ const StampSep = '|'
 //     bytes as the head to learn whether the value is still the same.
 const storedFormat = "2"
 
-// storedMeta is what the meta of a stored value tells.
+// storedMeta is what the meta of a stored value tells. The tag is not
+// kept: readers compare whole heads, which contain it.
 type storedMeta struct {
-	tag   string
 	load  time.Duration // how long the query took
 	stale time.Duration // how long the value is kept past its TTL
 }
@@ -92,37 +92,69 @@ func EncodeStored(stamp string, load, stale time.Duration, e *rowcodec.Entry, li
 // stamp and its encoded entry. ok is false for a value not in the stored
 // format.
 func SplitStored(v []byte) (head, stamp, entry []byte, ok bool) {
+	head, stamp, entry, _, ok = splitStored(v)
+	return head, stamp, entry, ok
+}
+
+func splitStored(v []byte) (head, stamp, entry []byte, meta storedMeta, ok bool) {
 	i := bytes.IndexByte(v, StampSep)
 	if i < 0 {
-		return nil, nil, nil, false
+		return nil, nil, nil, storedMeta{}, false
 	}
 	j := bytes.IndexByte(v[i+1:], StampSep)
 	if j < 0 {
-		return nil, nil, nil, false
+		return nil, nil, nil, storedMeta{}, false
 	}
 	j += i + 1
-	if _, ok := parseMeta(v[i+1 : j]); !ok {
-		return nil, nil, nil, false
+	if meta, ok = parseMeta(v[i+1 : j]); !ok {
+		return nil, nil, nil, storedMeta{}, false
 	}
-	return v[:j+1], v[:i], v[j+1:], true
+	return v[:j+1], v[:i], v[j+1:], meta, true
 }
 
-// parseMeta reads the meta of a stored value.
-func parseMeta(b []byte) (storedMeta, bool) {
-	fields := bytes.Split(b, []byte{','})
-	if len(fields) < 2 || len(fields[0]) == 0 {
+// parseMeta reads the meta of a stored value: a non-empty tag, then the
+// load and stale milliseconds (stale may be absent; later fields are
+// ignored). It runs on every hit, so it does not allocate.
+func parseMeta[T string | []byte](b T) (storedMeta, bool) {
+	var ms [2]int64
+	field, start := 0, 0
+	for i := 0; i <= len(b); i++ {
+		if i < len(b) && b[i] != ',' {
+			continue
+		}
+		f := b[start:i]
+		start = i + 1
+		switch {
+		case field == 0 && len(f) == 0:
+			return storedMeta{}, false
+		case field == 1 || field == 2:
+			v, ok := parseMillis(f)
+			if !ok {
+				return storedMeta{}, false
+			}
+			ms[field-1] = v
+		}
+		field++
+	}
+	if field < 2 {
 		return storedMeta{}, false
 	}
-	var ms [2]int64
-	for i := range ms {
-		if i+1 >= len(fields) {
-			break // an older writer's meta: absent fields are 0
-		}
-		v, err := strconv.ParseInt(string(fields[i+1]), 10, 64)
-		if err != nil || v < 0 {
-			return storedMeta{}, false
-		}
-		ms[i] = v
+	return storedMeta{load: time.Duration(ms[0]) * time.Millisecond, stale: time.Duration(ms[1]) * time.Millisecond}, true
+}
+
+// parseMillis reads a non-negative decimal of at most 15 digits (over
+// 30,000 years of milliseconds).
+func parseMillis[T string | []byte](b T) (int64, bool) {
+	if len(b) == 0 || len(b) > 15 {
+		return 0, false
 	}
-	return storedMeta{tag: string(fields[0]), load: time.Duration(ms[0]) * time.Millisecond, stale: time.Duration(ms[1]) * time.Millisecond}, true
+	var v int64
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		v = v*10 + int64(c-'0')
+	}
+	return v, true
 }

@@ -208,7 +208,7 @@ func (c *lookupCmds) result(e *Engine, req request) (found, error) {
 	f.entry = e.memo.get(req.keys.entry, c.head, expires)
 	f.changed = f.entry == nil // the memo let it go since: fetch it all
 	f.head = c.head
-	f.meta, _ = parseMeta([]byte(strings.TrimSuffix(meta, string(StampSep))))
+	f.meta, _ = parseMeta(strings.TrimSuffix(meta, string(StampSep)))
 	return f, nil
 }
 
@@ -218,15 +218,14 @@ func (c *lookupCmds) result(e *Engine, req request) (found, error) {
 func (e *Engine) current(req request, data []byte, gens []*redis.StringCmd, expires time.Time) (*rowcodec.Entry, string, storedMeta) {
 	// An entry over the cap was not stored by an instance configured like
 	// this one (a planted value, or another MaxEntrySize): not decoded.
-	head, stamp, body, ok := SplitStored(data)
+	head, stamp, body, meta, ok := splitStored(data)
 	if !ok || e.cfg.MaxEntrySize > 0 && len(data) > e.cfg.MaxEntrySize {
 		e.stats.DecodeErrors.Add(1)
 		return nil, "", storedMeta{}
 	}
-	if !stampMatches(string(stamp), gens) {
+	if !stampMatches(stamp, gens) {
 		return nil, "", storedMeta{}
 	}
-	meta, _ := parseMeta(head[len(stamp)+1 : len(head)-1])
 	ent, err := e.memo.decode(req.keys.entry, string(head), body, expires)
 	if err != nil {
 		e.stats.DecodeErrors.Add(1)
@@ -237,7 +236,7 @@ func (e *Engine) current(req request, data []byte, gens []*redis.StringCmd, expi
 
 // stampMatches reports whether stamp lists exactly the generations read,
 // in order. A missing generation matches nothing.
-func stampMatches(stamp string, gens []*redis.StringCmd) bool {
+func stampMatches[T string | []byte](stamp T, gens []*redis.StringCmd) bool {
 	for i, g := range gens {
 		v, err := g.Result()
 		if err != nil {
@@ -249,7 +248,7 @@ func stampMatches(stamp string, gens []*redis.StringCmd) bool {
 			}
 			stamp = stamp[1:]
 		}
-		if len(stamp) < len(v) || stamp[:len(v)] != v {
+		if len(stamp) < len(v) || string(stamp[:len(v)]) != v {
 			return false
 		}
 		stamp = stamp[len(v):]
