@@ -60,12 +60,14 @@ const sessionSQL = `SELECT current_user || E'\n' || session_user || E'\n' ||
 			FROM (SELECT coalesce(pg_catalog.pg_get_expr(polqual, polrelid), '') || ' ' ||
 					coalesce(pg_catalog.pg_get_expr(polwithcheck, polrelid), '') AS src
 				FROM pg_catalog.pg_policy
-				UNION ALL SELECT pg_catalog.pg_get_viewdef(c.oid)
-				FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace ns ON ns.oid = c.relnamespace
-				WHERE c.relkind IN ('v', 'm') AND ns.nspname NOT IN ('pg_catalog', 'information_schema')
-				UNION ALL SELECT p.prosrc
-				FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace ns ON ns.oid = p.pronamespace
-				WHERE ns.nspname NOT IN ('pg_catalog', 'information_schema')) AS srcs
+				UNION ALL SELECT pg_catalog.pg_get_viewdef(v.oid)
+				FROM (SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace ns ON ns.oid = c.relnamespace
+					WHERE c.relkind IN ('v', 'm') AND ns.nspname NOT IN ('pg_catalog', 'information_schema')
+					OFFSET 0) AS v
+				UNION ALL SELECT f.prosrc
+				FROM (SELECT p.prosrc FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace ns ON ns.oid = p.pronamespace
+					WHERE ns.nspname NOT IN ('pg_catalog', 'information_schema')
+					OFFSET 0) AS f) AS srcs
 			WHERE src ~ 'current_setting\(\s*''[^'']*\.'
 			UNION SELECT unnest($1::text[])) AS s
 		WHERE (n LIKE '%.%' OR n = ANY($1::text[])) AND coalesce(current_setting(n, true), '') <> ''), '') || E'\n' ||
