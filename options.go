@@ -17,9 +17,10 @@ const settingKey = "gormflight:cache"
 // cacheSettings are one statement's caching instructions.
 type cacheSettings struct {
 	ttl      time.Duration
-	staleFor time.Duration // StaleFor
-	tables   []string      // declared with Tables, normalised
-	err      error         // a name Tables could not read
+	staleFor time.Duration  // StaleFor
+	local    *time.Duration // Local; nil: Config.Local
+	tables   []string       // declared with Tables, normalised
+	err      error          // a name Tables could not read
 }
 
 // Option adjusts one cached query. Pass options to Cache.
@@ -52,6 +53,26 @@ func Tables(names ...string) Option {
 // [0, MaxTTL] adds ErrInvalidTTL to the statement's errors.
 func StaleFor(d time.Duration) Option {
 	return func(s *cacheSettings) { s.staleFor = d }
+}
+
+// Local serves the query from this instance's near cache, with no round
+// trip, for as long as the read behind the cached rows is at most maxStale
+// old. It trades the linearizable reads of every other query for speed:
+//
+//   - a local hit may miss writes made through other instances for at
+//     most maxStale, and usually for one pub/sub hop only, since every
+//     bump pushes an invalidation to every instance;
+//   - writes through this instance end the local entries of their tables
+//     before the write returns, so an instance always reads its own writes;
+//   - an instance that loses its subscription to invalidations serves no
+//     local hit until it has subscribed again.
+//
+// Local(0) keeps the query out of the near cache even when Config.Local
+// sets a default. A negative maxStale adds ErrInvalidTTL to the
+// statement's errors. Without a near cache (Config.LocalSize negative) the
+// option does nothing.
+func Local(maxStale time.Duration) Option {
+	return func(s *cacheSettings) { s.local = &maxStale }
 }
 
 // Cache returns a GORM scope that opts a query into caching for ttl:
@@ -119,6 +140,11 @@ func (c CacheOption) ModifyStatement(stmt *gorm.Statement) {
 	}
 	if d := c.settings.staleFor; d < 0 || d > MaxTTL {
 		_ = stmt.AddError(fmt.Errorf("%w: StaleFor got %v, want 0 to %v", ErrInvalidTTL, d, MaxTTL))
+		stmt.Settings.Delete(settingKey)
+		return
+	}
+	if d := c.settings.local; d != nil && *d < 0 {
+		_ = stmt.AddError(fmt.Errorf("%w: Local got %v, want 0 or more", ErrInvalidTTL, *d))
 		stmt.Settings.Delete(settingKey)
 		return
 	}

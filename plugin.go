@@ -120,6 +120,17 @@ type Config struct {
 	// removes the cap.
 	MaxRefreshes int
 
+	// Local is the near cache's staleness bound for every cached query
+	// that does not choose its own with the Local option. Default 0: no
+	// query is served from the near cache unless it asks.
+	Local time.Duration
+
+	// LocalSize bounds the memory, in bytes, of the near cache (Local),
+	// counted as MemoSize counts it; an entry larger than a quarter of it
+	// is not kept. Default 32 MiB; a negative value disables the near
+	// cache, and Local then has no effect.
+	LocalSize int
+
 	// LoadTimeout bounds a shared database query, which runs detached from
 	// its callers' contexts (each caller still gives up on its own context).
 	// Default 1m.
@@ -196,6 +207,12 @@ func (c *Config) setDefaults() error {
 	if c.MaxRefreshes == 0 {
 		c.MaxRefreshes = 16
 	}
+	if c.LocalSize == 0 {
+		c.LocalSize = 32 << 20
+	}
+	if c.Local < 0 {
+		return fmt.Errorf("%w: Local must not be negative, got %v", ErrInvalidConfig, c.Local)
+	}
 	// Checked here so that New fails, not db.Use; Initialize reads it again.
 	_, err := normAlsoWrites(c.AlsoWrites)
 	return err
@@ -262,6 +279,7 @@ func New(cfg Config) (*Plugin, error) {
 		MaxEntrySize:      cfg.MaxEntrySize,
 		TTLJitter:         cfg.TTLJitter,
 		MemoSize:          cfg.MemoSize,
+		LocalSize:         cfg.LocalSize,
 		BreakerFailures:   cfg.BreakerFailures,
 		BreakerCooldown:   cfg.BreakerCooldown,
 		RefreshBeta:       cfg.RefreshBeta,

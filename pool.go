@@ -110,6 +110,7 @@ func (p *Plugin) request(c *cachedPool, query string, args []any) (engine.Reques
 		Tables:      tables,
 		TTL:         c.settings.ttl,
 		StaleFor:    c.settings.staleFor,
+		Local:       p.localFor(c.settings),
 		Refreshable: refreshable,
 		Load: func(ctx context.Context) (*rowcodec.Entry, error) {
 			if onPool {
@@ -122,6 +123,15 @@ func (p *Plugin) request(c *cachedPool, query string, args []any) (engine.Reques
 			return rowcodec.Capture(rows)
 		},
 	}, true
+}
+
+// localFor returns the near cache's staleness bound for a statement with
+// settings s: its own (Local), or the Config's default.
+func (p *Plugin) localFor(s *cacheSettings) time.Duration {
+	if s.local != nil {
+		return *s.local
+	}
+	return p.cfg.Local
 }
 
 // mergeTables returns the sorted union of a sorted, duplicate-free list and

@@ -67,6 +67,17 @@ type Stats struct {
 	// StaleServes counts hits served past their entry's TTL, within the
 	// StaleFor of their query.
 	StaleServes uint64
+	// LocalHits counts queries answered from this instance's near cache
+	// (Local), with no round trip.
+	LocalHits uint64
+	// LocalInvalidations counts near-cache entries found ended by a write
+	// to one of their tables (pushed by another instance's bump, or made
+	// through this instance) and dropped.
+	LocalInvalidations uint64
+	// LocalResubscribes counts how often the near cache lost its
+	// subscription to invalidations: every local entry was then dropped,
+	// and none served until it subscribed again.
+	LocalResubscribes uint64
 }
 
 func snapshot(c *engine.Counters) Stats {
@@ -91,5 +102,8 @@ func snapshot(c *engine.Counters) Stats {
 		RefreshesSkipped:   c.RefreshesSkipped.Load(),
 		RefreshErrors:      c.RefreshErrors.Load(),
 		StaleServes:        c.StaleServes.Load(),
+		LocalHits:          c.LocalHits.Load(),
+		LocalInvalidations: c.LocalInvalidations.Load(),
+		LocalResubscribes:  c.LocalResubscribes.Load(),
 	}
 }

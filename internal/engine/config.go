@@ -26,6 +26,7 @@ type Config struct {
 	MaxEntrySize int     // bytes; larger results are not stored; <= 0: no cap
 	TTLJitter    float64 // fraction of the TTL added at random; <= 0: none
 	MemoSize     int     // bytes of decoded entries kept; <= 0: no memo
+	LocalSize    int     // bytes of the near cache (local.go); <= 0: none
 
 	BreakerFailures int           // consecutive failures that open the breaker; <= 0: never opens
 	BreakerCooldown time.Duration // before the open breaker lets a probe through

@@ -18,7 +18,8 @@
 //     the retrier of bumps that did not reach Redis;
 //   - lock.go (redsync), hub.go (ready messages), breaker.go (gobreaker),
 //     warm.go (connections opened outside operations' deadlines), memo.go
-//     (decoded entries kept in memory), keys.go (Redis names), scripts.go,
+//     (decoded entries kept in memory), local.go (the near cache, served
+//     with no round trip, and its invalidation listener), keys.go (Redis names), scripts.go,
 //     config.go, errors.go, log.go, stats.go;
 //   - lua/: the scripts, each an atomic step across instances.
 package engine
@@ -48,6 +49,7 @@ type Engine struct {
 	locks *redsync.Redsync
 	hub   *hub
 	memo  *memo
+	local *local // the near cache; nil without Config.LocalSize
 	// done is closed by Close: waiting flights stop waiting and query the
 	// database themselves.
 	done chan struct{}
@@ -107,6 +109,7 @@ func New(cfg Config) (*Engine, error) {
 		log:     logger{f: cfg.Log},
 	}
 	e.breaker = newBreaker(cfg, stats, &e.log)
+	e.local = newLocal(cfg, stats, &e.log)
 	e.now = time.Now
 	e.bgCtx, e.bgCancel = context.WithCancel(context.Background())
 	if cfg.MaxRefreshes > 0 {
@@ -159,6 +162,9 @@ func (e *Engine) Close() (bool, error) {
 	<-e.retried
 	<-e.warm.ended
 	e.memo.close()
+	if e.local != nil {
+		e.local.close()
+	}
 	return true, e.hub.close()
 }
 

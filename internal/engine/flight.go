@@ -34,6 +34,10 @@ type Request struct {
 	// for a refresh ahead of expiry: it does not use a connection or a
 	// transaction the caller owns.
 	Refreshable bool
+	// Local serves the query from this instance's near cache, when the
+	// engine has one (Config.LocalSize), with at most this much staleness
+	// for writes through other instances (local.go); 0: never.
+	Local time.Duration
 }
 
 // MinTTL and MaxTTL bound a Request's TTL: Redis keeps expiries in whole
@@ -54,6 +58,8 @@ func (q *Request) check() error {
 		return fmt.Errorf("%w: TTL %v outside [%v, %v]", ErrInvalidRequest, q.TTL, MinTTL, MaxTTL)
 	case q.StaleFor < 0 || q.StaleFor > MaxTTL:
 		return fmt.Errorf("%w: StaleFor %v outside [0, %v]", ErrInvalidRequest, q.StaleFor, MaxTTL)
+	case q.Local < 0:
+		return fmt.Errorf("%w: Local %v is negative", ErrInvalidRequest, q.Local)
 	case q.Load == nil:
 		return fmt.Errorf("%w: no load function", ErrInvalidRequest)
 	}
@@ -77,7 +83,11 @@ type flightResult struct {
 	// database) that produced entry. A caller that arrived after it may not
 	// use the result: a write could have returned in between.
 	readAt time.Time
-	panic  *panicError
+	// expires is when Redis drops the entry stored for it: zero when the
+	// entry is not one Redis holds and serves (a fallback, a result not
+	// stored, one past its TTL), which the near cache then must not keep.
+	expires time.Time
+	panic   *panicError
 }
 
 // Payloads of ready messages.
@@ -96,6 +106,15 @@ const (
 func (e *Engine) Do(ctx context.Context, q Request) (*rowcodec.Entry, error) {
 	if err := q.check(); err != nil {
 		return nil, err
+	}
+	var snap localSnap
+	keep := false // the result may go to the near cache
+	if q.Local > 0 && e.local != nil {
+		if ent := e.local.get(q.Hash, q.Local); ent != nil {
+			return ent, nil
+		}
+		// Before the read: an invalidation from now on ends the item.
+		snap, keep = e.local.snapshot(q.Tables)
 	}
 	req := request{keys: newKeys(e.cfg.Prefix, q.Hash), tables: q.Tables, ttl: q.TTL, load: q.Load, staleFor: q.StaleFor, refreshable: q.Refreshable}
 	start := time.Now()
@@ -132,6 +151,9 @@ func (e *Engine) Do(ctx context.Context, q Request) (*rowcodec.Entry, error) {
 		}
 		if !started.Load() {
 			e.stats.Shared.Add(1)
+		}
+		if keep && !res.expires.IsZero() {
+			e.local.set(q.Hash, res, snap, q.Local)
 		}
 		return res.entry, nil
 	}
@@ -204,7 +226,11 @@ func (e *Engine) hit(ctx context.Context, req request) (res *flightResult, f fou
 		e.stats.StaleServes.Add(1)
 	}
 	e.stats.Hits.Add(1)
-	return &flightResult{entry: f.entry, readAt: readAt}, f, nil
+	res = &flightResult{entry: f.entry, readAt: readAt}
+	if !stale && f.left > 0 {
+		res.expires = time.Now().Add(f.left)
+	}
+	return res, f, nil
 }
 
 // miss acts on a look that found no entry: it loads the key under the

@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"fmt"
 	"slices"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Announcement is one write's mark on the writers (or held) keys of the
@@ -71,20 +73,22 @@ func (e *Engine) Announce(ctx context.Context, tables []string, held bool) Annou
 
 // bump advances the generations of tables in one round trip, ends the
 // announcements whose tokens ends lists per table, and wakes the readers
-// waiting for them. It is safe to repeat.
-func (e *Engine) bump(ctx context.Context, tables []string, ends map[string][]string) error {
+// waiting for them. It is safe to repeat. gens are the new generations,
+// by table, when it succeeded.
+func (e *Engine) bump(ctx context.Context, tables []string, ends map[string][]string) (gens []*redis.Cmd, err error) {
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.RedisTimeout)
 	defer cancel()
 	pipe := e.rdb.Pipeline()
-	for _, t := range tables {
+	gens = make([]*redis.Cmd, len(tables))
+	for i, t := range tables {
 		args := make([]any, 1, 1+len(ends[t]))
 		args[0] = e.bumpChannel(t)
 		for _, tok := range ends[t] {
 			args = append(args, tok)
 		}
-		genBumpScript.Eval(ctx, pipe, []string{e.GenKey(t), e.WritersKey(t), e.HeldKey(t)}, args...)
+		gens[i] = genBumpScript.Eval(ctx, pipe, []string{e.GenKey(t), e.WritersKey(t), e.HeldKey(t)}, args...)
 	}
-	return e.guard(func() error { _, err := pipe.Exec(ctx); return err })
+	return gens, e.guard(func() error { _, err := pipe.Exec(ctx); return err })
 }
 
 // invalidate bumps tables after a write has committed, before the write
@@ -106,9 +110,25 @@ func (e *Engine) Invalidate(ctx context.Context, tables []string, a Announcement
 	}
 	ctx = context.WithoutCancel(ctx)
 	ends := a.ends()
-	err := e.bump(ctx, tables, ends)
+	if e.local != nil {
+		// This instance reads its own writes: its near cache stops serving
+		// the tables now, and again once the bump is done, ending what a
+		// read that ran before the bump kept meanwhile.
+		e.local.invalidate(tables)
+		defer e.local.invalidate(tables)
+	}
+	gens, err := e.bump(ctx, tables, ends)
 	if err != nil && !answered(err) {
-		err = e.bump(ctx, tables, ends)
+		gens, err = e.bump(ctx, tables, ends)
+	}
+	if err == nil && e.local != nil {
+		// Its messages would end what this instance reads after the bump,
+		// which holds the write already.
+		for i, t := range tables {
+			if g, err := gens[i].Text(); err == nil {
+				e.local.mine(t, g)
+			}
+		}
 	}
 	if err == nil {
 		e.stats.Invalidations.Add(uint64(len(tables)))

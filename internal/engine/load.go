@@ -36,10 +36,14 @@ func (e *Engine) load(ctx context.Context, req request, polled bool) (*flightRes
 		return e.withoutRedis(ctx, req, err)
 	}
 	if f, err := look.result(e, req); err == nil && f.entry != nil {
-		if usable, _ := e.usable(req, f); usable {
+		if usable, stale := e.usable(req, f); usable {
 			e.unlock(m)
 			e.stats.Hits.Add(1)
-			return &flightResult{entry: f.entry, readAt: readAt}, nil
+			res := &flightResult{entry: f.entry, readAt: readAt}
+			if !stale && f.left > 0 {
+				res.expires = time.Now().Add(f.left)
+			}
+			return res, nil
 		}
 	}
 	if polled {
@@ -90,8 +94,13 @@ func (e *Engine) fill(ctx context.Context, req request, m *redsync.Mutex, stampC
 	}
 	stop()
 	e.at(SeamLoaded, req.keys)
+	storedAt := time.Now()
 	payload, woken = e.store(ctx, req, stamp, e.now().Sub(start), ent)
-	return &flightResult{entry: ent, readAt: readAt}, nil
+	res = &flightResult{entry: ent, readAt: readAt}
+	if payload == readyStored && woken {
+		res.expires = storedAt.Add(req.ttl) // the TTL before its jitter: the earliest
+	}
+	return res, nil
 }
 
 // runQuery runs the query on the database, bounded by LoadTimeout from

@@ -31,6 +31,7 @@ const (
 	LogInvalidate                // a write's invalidation did not reach Redis
 	LogSession                   // a session could not be read (the adapter's)
 	LogRefresh                   // a background refresh failed
+	LogLocal                     // the near cache lost its invalidations
 	logKinds
 )
 

@@ -12,4 +12,5 @@ type Counters struct {
 	BreakerOpens                                      atomic.Uint64
 	RefreshesStarted, RefreshesSkipped, RefreshErrors atomic.Uint64
 	StaleServes                                       atomic.Uint64
+	LocalHits, LocalInvalidations, LocalResubscribes  atomic.Uint64
 }
