@@ -2,6 +2,7 @@ package gormflight
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"slices"
 	"sync"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gormflight/gormflight/internal/engine"
+	"github.com/gormflight/gormflight/internal/rowcodec"
 	"github.com/redis/go-redis/v9"
 	"gorm.io/gorm"
 )
@@ -74,11 +76,12 @@ ON CONFLICT (id) DO NOTHING;`, benchItemRows).Error
 }
 
 // benchQuery is the query every hit-path benchmark runs, with or without
-// the cache scope. db must be a fresh handle (not a chain in progress).
-func benchQuery(db *gorm.DB, cached bool, n int) ([]benchItem, error) {
+// the cache scope (with opts). db must be a fresh handle (not a chain in
+// progress).
+func benchQuery(db *gorm.DB, cached bool, n int, opts ...Option) ([]benchItem, error) {
 	var items []benchItem
 	if cached {
-		db = db.Scopes(Cache(time.Hour))
+		db = db.Scopes(Cache(time.Hour, opts...))
 	}
 	err := db.Where("id <= ?", n).Order("id").Find(&items).Error
 	return items, err
@@ -188,6 +191,95 @@ func benchHit(b *testing.B, mod func(*Config), cancellable bool) {
 			if after.Loads != before.Loads || after.Hits-before.Hits != uint64(iters) {
 				b.Fatalf("not every iteration was a hit: before %+v, after %+v, %d iterations", before, after, iters)
 			}
+		})
+	}
+}
+
+// BenchmarkHitLocal is BenchmarkHit answered from the near cache
+// (Local): no round trip, the entry replayed as *sql.Rows and scanned by
+// GORM. Its floor is BenchmarkScanFloor.
+func BenchmarkHitLocal(b *testing.B) {
+	for _, n := range benchRowCounts {
+		b.Run(fmt.Sprintf("rows=%d", n), func(b *testing.B) {
+			in, _, _ := primedInstance(b, n, nil)
+			local := func() ([]benchItem, error) { return benchQuery(in.db, true, n, Local(time.Hour)) }
+			// The first Local query starts the subscription; reads after
+			// it is live are kept.
+			waitFor(b, "a local hit", waitTimeout, func() bool {
+				if _, err := local(); err != nil {
+					b.Fatal(err)
+				}
+				return in.p.Stats().LocalHits > 0
+			})
+			before := in.p.Stats()
+			var items []benchItem
+			var err error
+			iters := 0
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				if items, err = local(); err != nil {
+					b.Fatal(err)
+				}
+				iters++
+			}
+			b.StopTimer()
+			checkBenchItems(b, items, n)
+			if after := in.p.Stats(); after.LocalHits-before.LocalHits != uint64(iters) {
+				b.Fatalf("%d local hits in %d iterations", after.LocalHits-before.LocalHits, iters)
+			}
+		})
+	}
+}
+
+// scanFloorPool answers every query with the rows it captured from the
+// live query the first time, replayed through database/sql as the plugin
+// replays an entry: what remains is GORM's scan of rows in memory, the
+// floor of any hit.
+type scanFloorPool struct {
+	gorm.ConnPool
+	replay *rowcodec.Replayer
+	entry  *rowcodec.Entry
+}
+
+func (f *scanFloorPool) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if f.entry == nil {
+		rows, err := f.ConnPool.QueryContext(ctx, query, args...)
+		if err != nil {
+			return nil, err
+		}
+		if f.entry, err = rowcodec.Capture(rows); err != nil {
+			return nil, err
+		}
+	}
+	return f.replay.Rows(ctx, f.entry)
+}
+
+// BenchmarkScanFloor is BenchmarkHit's query scanned by GORM from rows in
+// memory, with no plugin installed.
+func BenchmarkScanFloor(b *testing.B) {
+	for _, n := range benchRowCounts {
+		b.Run(fmt.Sprintf("rows=%d", n), func(b *testing.B) {
+			db := openDB(b)
+			setupBenchSchema(b, db)
+			replay := rowcodec.NewReplayer()
+			b.Cleanup(func() { _ = replay.Close() })
+			floor := db.Session(&gorm.Session{})
+			floor.Statement.ConnPool = &scanFloorPool{ConnPool: db.ConnPool, replay: replay}
+			items, err := benchQuery(floor, false, n) // captures the rows
+			if err != nil {
+				b.Fatal(err)
+			}
+			checkBenchItems(b, items, n)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				if items, err = benchQuery(floor, false, n); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			checkBenchItems(b, items, n)
 		})
 	}
 }
@@ -330,6 +422,43 @@ func percentile(sorted []time.Duration, p int) time.Duration {
 	return sorted[max(i-1, 0)]
 }
 
+// BenchmarkExpiry is TestRefreshAheadSteadyLoad's scenario as a
+// benchmark: two instances × four callers read one hot key for 4 s with a
+// 200 ms query and a TTL of 1 s, with refresh-ahead on and off. Each
+// iteration is one such run; it reports the waits per second (calls slower
+// than half the query), the p99.9 and p99.99 latencies and the slowest call,
+// and the loads per TTL counted by PostgreSQL (the warm-up's included).
+//
+//	go test -run '^$' -bench Expiry -benchtime 1x -count 3 .
+func BenchmarkExpiry(b *testing.B) {
+	const queryMs = 200
+	ttl, runFor := time.Second, 4*time.Second
+	for _, refresh := range []bool{true, false} {
+		b.Run(fmt.Sprintf("refresh=%v", refresh), func(b *testing.B) {
+			var slow, loads int64
+			var lat []time.Duration
+			runs := 0
+			for b.Loop() {
+				r := runSteadyLoad(b, refresh, queryMs, ttl, runFor)
+				slow += r.slow
+				loads += r.loads
+				lat = append(lat, r.latencies...)
+				runs++
+			}
+			slices.Sort(lat)
+			secs := runFor.Seconds() * float64(runs)
+			b.ReportMetric(float64(slow)/secs, "waits/s")
+			ms := func(q int) float64 { // the q-th 10,000-quantile, nearest rank
+				return float64(lat[(len(lat)*q+9999)/10000-1]) / float64(time.Millisecond)
+			}
+			b.ReportMetric(ms(9990), "p99.9-ms")
+			b.ReportMetric(ms(9999), "p99.99-ms")
+			b.ReportMetric(ms(10000), "max-ms")
+			b.ReportMetric(float64(loads)/(secs/ttl.Seconds()), "loads/TTL")
+		})
+	}
+}
+
 // hotKeyRows is the result size of BenchmarkHotKeyParallel's hot key.
 const hotKeyRows = 10
 
@@ -345,6 +474,45 @@ func BenchmarkHotKeyParallel(b *testing.B) {
 		ins := []*instance{in, other}
 		benchParallel(b, func(i int) error {
 			items, err := benchQuery(ins[i%len(ins)].db, true, hotKeyRows)
+			if err == nil && len(items) != hotKeyRows {
+				err = fmt.Errorf("%d rows", len(items))
+			}
+			return err
+		})
+	})
+	b.Run("local", func(b *testing.B) {
+		in, _, _ := primedInstance(b, hotKeyRows, nil)
+		other := newInstance(b, in.p.cfg)
+		ins := []*instance{in, other}
+		for _, in := range ins {
+			waitFor(b, "a local hit", waitTimeout, func() bool {
+				if _, err := benchQuery(in.db, true, hotKeyRows, Local(time.Hour)); err != nil {
+					b.Fatal(err)
+				}
+				return in.p.Stats().LocalHits > 0
+			})
+		}
+		benchParallel(b, func(i int) error {
+			items, err := benchQuery(ins[i%len(ins)].db, true, hotKeyRows, Local(time.Hour))
+			if err == nil && len(items) != hotKeyRows {
+				err = fmt.Errorf("%d rows", len(items))
+			}
+			return err
+		})
+	})
+	b.Run("scan-floor", func(b *testing.B) {
+		db := openDB(b)
+		setupBenchSchema(b, db)
+		replay := rowcodec.NewReplayer()
+		b.Cleanup(func() { _ = replay.Close() })
+		pool := &scanFloorPool{ConnPool: db.ConnPool, replay: replay}
+		floor := db.Session(&gorm.Session{})
+		floor.Statement.ConnPool = pool
+		if _, err := benchQuery(floor, false, hotKeyRows); err != nil { // captures the rows
+			b.Fatal(err)
+		}
+		benchParallel(b, func(int) error {
+			items, err := benchQuery(floor, false, hotKeyRows)
 			if err == nil && len(items) != hotKeyRows {
 				err = fmt.Errorf("%d rows", len(items))
 			}

@@ -41,11 +41,14 @@ type steadyLoad struct {
 	slowest     atomic.Int64 // nanoseconds
 	loads       int64        // executions, counted by PostgreSQL
 	overlapping int64        // executions that started before the one before ended
+
+	mu        sync.Mutex
+	latencies []time.Duration // of every call after warm-up
 }
 
 // runSteadyLoad reads one hot key from instances × callers for runFor,
 // with a query of queryMs and a TTL of ttl, and reports what it saw.
-func runSteadyLoad(t *testing.T, refresh bool, queryMs int, ttl, runFor time.Duration) *steadyLoad {
+func runSteadyLoad(t testing.TB, refresh bool, queryMs int, ttl, runFor time.Duration) *steadyLoad {
 	ins := newInstances(t, 2, func(c *Config) {
 		if !refresh {
 			c.RefreshBeta = -1
@@ -69,6 +72,12 @@ func runSteadyLoad(t *testing.T, refresh bool, queryMs int, ttl, runFor time.Dur
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
+				var lat []time.Duration
+				defer func() {
+					out.mu.Lock()
+					out.latencies = append(out.latencies, lat...)
+					out.mu.Unlock()
+				}()
 				for {
 					select {
 					case <-stop:
@@ -81,6 +90,7 @@ func runSteadyLoad(t *testing.T, refresh bool, queryMs int, ttl, runFor time.Dur
 						return
 					}
 					took := time.Since(start)
+					lat = append(lat, took)
 					atomic.AddInt64(&out.calls, 1)
 					if took > half {
 						atomic.AddInt64(&out.slow, 1)
