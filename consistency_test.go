@@ -1115,17 +1115,18 @@ func TestConsistencyHitRoundTrips(t *testing.T) {
 		}
 		if len(got) != 1 {
 			t.Errorf("%s: a hit made %d Redis round trips %v, want 1", c.name, len(got), got)
-		} else if want := "pipeline[get pttl" + strings.Repeat(" exists exists get", c.tables+1) + "]"; got[0] != want {
-			// The entry and its time to live (for the memo), then each
-			// table's writers and held keys and its generation, and those
-			// of sqlscan.AllTables.
+		} else if want := "pipeline[get pttl exists mget]"; got[0] != want {
+			// The entry and its time to live (for the memo), then the
+			// writers and held keys of every table and of
+			// sqlscan.AllTables, in one EXISTS, and their generations, in
+			// one MGET (a single Redis node: stamps.go).
 			t.Errorf("%s: the hit's round trip was %q, want %q", c.name, got[0], want)
 		}
 		// The entry is now remembered decoded: the next hit fetches only
 		// the stored value's head.
 		consExpect(t, c.name+" hit on the memo", in, c.read, c.want)
 		again := trips.take()
-		if want := "pipeline[getrange pttl" + strings.Repeat(" exists exists get", c.tables+1) + "]"; len(again) != 1 || again[0] != want {
+		if want := "pipeline[getrange pttl exists mget]"; len(again) != 1 || again[0] != want {
 			t.Errorf("%s: a hit on a remembered entry made round trips %q, want [%q]", c.name, again, want)
 		}
 		t.Logf("%s: miss %d round trips %v; hit %v; hit on the memo %v", c.name, len(primed), primed, got, again)

@@ -44,6 +44,9 @@ import (
 type Engine struct {
 	rdb   redis.UniversalClient
 	cfg   Config
+	// compact: the client talks to one Redis node, and a lookup reads all
+	// its tables' keys in two commands (stamps.go).
+	compact bool
 	stats *Counters
 	group singleflight.Group
 	locks *redsync.Redsync
@@ -109,6 +112,7 @@ func New(cfg Config) (*Engine, error) {
 		log:     logger{f: cfg.Log},
 	}
 	e.breaker = newBreaker(cfg, stats, &e.log)
+	_, e.compact = cfg.Redis.(*redis.Client)
 	e.local = newLocal(cfg, stats, &e.log)
 	e.now = time.Now
 	e.bgCtx, e.bgCancel = context.WithCancel(context.Background())

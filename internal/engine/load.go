@@ -26,7 +26,7 @@ func (e *Engine) load(ctx context.Context, req request, polled bool) (*flightRes
 	m, err := e.tryLock(ctx, req.keys, func(ctx context.Context, pipe redis.Pipeliner) {
 		// The holder before us may have stored the entry and unlocked
 		// between our last look and our lock: look again.
-		look = e.queueLookup(ctx, pipe, req, "")
+		look = e.queueLookup(ctx, pipe, req, "", false) // per table: a write in progress is seen as such
 		stamp = e.queueStamp(ctx, pipe, req.tables)
 	})
 	if errors.Is(err, errLockTaken) {

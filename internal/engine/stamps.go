@@ -60,6 +60,9 @@ type found struct {
 	writing []string
 	// held: a table has a write whose commit cannot be followed.
 	held bool
+	// recheck: a compact lookup found a write in progress without telling
+	// which: look again, per table.
+	recheck bool
 }
 
 // lookup reads the key's entry, the generations of its tables and their
@@ -86,12 +89,15 @@ func (e *Engine) lookupOnce(ctx context.Context, req request, head string) (foun
 	defer cancel()
 	var f found
 	err := e.guard(func() error {
-		pipe := e.rdb.Pipeline()
-		c := e.queueLookup(ctx, pipe, req, head)
-		_, _ = pipe.Exec(ctx)
-		var err error
-		f, err = c.result(e, req)
-		return err
+		for compact := e.compact; ; compact = false {
+			pipe := e.rdb.Pipeline()
+			c := e.queueLookup(ctx, pipe, req, head, compact)
+			_, _ = pipe.Exec(ctx)
+			var err error
+			if f, err = c.result(e, req); err != nil || !f.recheck {
+				return err
+			}
+		}
 	})
 	if err != nil {
 		return found{}, err
@@ -101,15 +107,27 @@ func (e *Engine) lookupOnce(ctx context.Context, req request, head string) (foun
 
 // lookupCmds are a lookup's commands, queued on a pipeline that may carry
 // others (the lock's, see load).
+//
+// The tables' keys are read per table, since in Redis Cluster each table's
+// keys have a slot of their own; or, when compact (a single Redis node,
+// where a command may name keys of several tables), in two commands
+// whatever the number of tables: one EXISTS of every writers and held key,
+// then one MGET of every generation. A compact lookup that finds a write
+// in progress reports recheck: only a lookup per table tells which tables
+// are being written, and how.
 type lookupCmds struct {
 	head    string           // the memo's head of the stored value, or ""
 	get     *redis.StringCmd // the value, or its first len(head) bytes
 	ttl     *redis.DurationCmd
 	gens    []*redis.StringCmd
 	writers []*redis.IntCmd // per table: its writers key, then its held key
+	// compact: anyWriter counts the writers and held keys that exist,
+	// allGens reads the generations.
+	anyWriter *redis.IntCmd
+	allGens   *redis.SliceCmd
 }
 
-func (e *Engine) queueLookup(ctx context.Context, pipe redis.Pipeliner, req request, head string) *lookupCmds {
+func (e *Engine) queueLookup(ctx context.Context, pipe redis.Pipeliner, req request, head string, compact bool) *lookupCmds {
 	c := &lookupCmds{head: head}
 	if head == "" {
 		c.get = pipe.Get(ctx, req.keys.entry)
@@ -118,7 +136,7 @@ func (e *Engine) queueLookup(ctx context.Context, pipe redis.Pipeliner, req requ
 	}
 	// When the entry goes: for the memo, and for refresh-ahead.
 	c.ttl = pipe.PTTL(ctx, req.keys.entry)
-	e.queueTables(ctx, pipe, req, c)
+	e.queueTables(ctx, pipe, req, c, compact)
 	return c
 }
 
@@ -127,22 +145,41 @@ func (e *Engine) queueLookup(ctx context.Context, pipe redis.Pipeliner, req requ
 // whether an entry stamped with a given stamp would be served.
 func (e *Engine) queueGenerations(ctx context.Context, pipe redis.Pipeliner, req request) *lookupCmds {
 	c := new(lookupCmds)
-	e.queueTables(ctx, pipe, req, c)
+	e.queueTables(ctx, pipe, req, c, e.compact)
 	return c
 }
 
 // current reports whether the read generations are those of stamp, with
 // no write in progress.
 func (c *lookupCmds) current(stamp string) bool {
+	if c.anyWriter != nil {
+		if n, err := c.anyWriter.Result(); err != nil || n > 0 {
+			return false
+		}
+	}
 	for _, w := range c.writers {
 		if n, err := w.Result(); err != nil || n > 0 {
 			return false
 		}
 	}
-	return stampMatches(stamp, c.gens)
+	gens, err := c.generations()
+	return err == nil && stampMatches(stamp, gens)
 }
 
-func (e *Engine) queueTables(ctx context.Context, pipe redis.Pipeliner, req request, c *lookupCmds) {
+func (e *Engine) queueTables(ctx context.Context, pipe redis.Pipeliner, req request, c *lookupCmds, compact bool) {
+	if compact {
+		keys := make([]string, 0, 3*len(req.tables))
+		for _, t := range req.tables {
+			keys = append(keys, e.WritersKey(t), e.HeldKey(t))
+		}
+		c.anyWriter = pipe.Exists(ctx, keys...) // writers first: see below
+		keys = keys[:0]
+		for _, t := range req.tables {
+			keys = append(keys, e.GenKey(t))
+		}
+		c.allGens = pipe.MGet(ctx, keys...)
+		return
+	}
 	c.gens = make([]*redis.StringCmd, len(req.tables))
 	c.writers = make([]*redis.IntCmd, 2*len(req.tables))
 	for i, t := range req.tables {
@@ -159,10 +196,18 @@ func (e *Engine) queueTables(ctx context.Context, pipe redis.Pipeliner, req requ
 // kept them from knowing.
 func (c *lookupCmds) result(e *Engine, req request) (found, error) {
 	var f found
-	for i, g := range c.gens {
-		if err := g.Err(); err != nil && !errors.Is(err, redis.Nil) {
+	if c.anyWriter != nil {
+		n, err := c.anyWriter.Result()
+		if err != nil {
 			return found{}, err
 		}
+		f.recheck = n > 0
+	}
+	gens, err := c.generations()
+	if err != nil {
+		return found{}, err
+	}
+	for i := range c.gens {
 		w, err := c.writers[2*i].Result()
 		if err != nil {
 			return found{}, err
@@ -183,7 +228,7 @@ func (c *lookupCmds) result(e *Engine, req request) (found, error) {
 	case err != nil:
 		return found{}, err
 	}
-	if f.held || len(f.writing) > 0 {
+	if f.held || len(f.writing) > 0 || f.recheck {
 		return f, nil
 	}
 	var expires time.Time
@@ -192,7 +237,7 @@ func (c *lookupCmds) result(e *Engine, req request) (found, error) {
 		expires = time.Now().Add(f.left)
 	}
 	if c.head == "" {
-		f.entry, f.head, f.meta = e.current(req, data, c.gens, expires)
+		f.entry, f.head, f.meta = e.current(req, data, gens, expires)
 		return f, nil
 	}
 	// Only the head was fetched: the remembered entry, if the value is
@@ -202,7 +247,7 @@ func (c *lookupCmds) result(e *Engine, req request) (found, error) {
 		return f, nil
 	}
 	stamp, meta, _ := strings.Cut(c.head, string(StampSep))
-	if !stampMatches(stamp, c.gens) {
+	if !stampMatches(stamp, gens) {
 		return f, nil // stale
 	}
 	f.entry = e.memo.get(req.keys.entry, c.head, expires)
@@ -215,7 +260,7 @@ func (c *lookupCmds) result(e *Engine, req request) (found, error) {
 // current returns the entry in data, the stored value of req's key, if its
 // stamp lists exactly the generations gens read; nil for a stale entry and
 // for one that cannot be decoded. expires is when Redis drops the entry.
-func (e *Engine) current(req request, data []byte, gens []*redis.StringCmd, expires time.Time) (*rowcodec.Entry, string, storedMeta) {
+func (e *Engine) current(req request, data []byte, gens []string, expires time.Time) (*rowcodec.Entry, string, storedMeta) {
 	// An entry over the cap was not stored by an instance configured like
 	// this one (a planted value, or another MaxEntrySize): not decoded.
 	head, stamp, body, meta, ok := splitStored(data)
@@ -234,12 +279,36 @@ func (e *Engine) current(req request, data []byte, gens []*redis.StringCmd, expi
 	return ent, string(head), meta
 }
 
-// stampMatches reports whether stamp lists exactly the generations read,
-// in order. A missing generation matches nothing.
-func stampMatches[T string | []byte](stamp T, gens []*redis.StringCmd) bool {
-	for i, g := range gens {
-		v, err := g.Result()
+// generations returns the generations read, in the order of the tables;
+// "" for a missing one.
+func (c *lookupCmds) generations() ([]string, error) {
+	if c.allGens != nil {
+		vals, err := c.allGens.Result()
 		if err != nil {
+			return nil, err
+		}
+		gens := make([]string, len(vals))
+		for i, v := range vals {
+			gens[i], _ = v.(string) // nil: missing
+		}
+		return gens, nil
+	}
+	gens := make([]string, len(c.gens))
+	for i, g := range c.gens {
+		v, err := g.Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, err
+		}
+		gens[i] = v
+	}
+	return gens, nil
+}
+
+// stampMatches reports whether stamp lists exactly the generations read,
+// in order. A missing generation ("") matches nothing.
+func stampMatches[T string | []byte](stamp T, gens []string) bool {
+	for i, v := range gens {
+		if v == "" {
 			return false
 		}
 		if i > 0 {
