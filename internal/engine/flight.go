@@ -83,8 +83,8 @@ type flightResult struct {
 	// database) that produced entry. A caller that arrived after it may not
 	// use the result: a write could have returned in between.
 	readAt time.Time
-	// expires is when Redis drops the entry stored for it: zero when the
-	// entry is not one Redis holds and serves (a fallback, a result not
+	// expires is when the TTL of the entry stored for it ends: zero when
+	// the entry is not one Redis holds and serves (a fallback, a result not
 	// stored, one past its TTL), which the near cache then must not keep.
 	expires time.Time
 	panic   *panicError
@@ -227,8 +227,8 @@ func (e *Engine) hit(ctx context.Context, req request) (res *flightResult, f fou
 	}
 	e.stats.Hits.Add(1)
 	res = &flightResult{entry: f.entry, readAt: readAt}
-	if !stale && f.left > 0 {
-		res.expires = time.Now().Add(f.left)
+	if !stale {
+		res.expires = f.ttlEnds()
 	}
 	return res, f, nil
 }
@@ -260,6 +260,15 @@ func (e *Engine) miss(ctx context.Context, req request, ws *waits, f found) (*fl
 		ws.w.add(req.keys.ready)
 	}
 	return e.wait(ctx, req, ws, len(f.writing) > 0)
+}
+
+// ttlEnds returns when the TTL of the entry f found ends: before Redis drops
+// it when it is kept past its TTL for StaleFor. Zero when unknown.
+func (f found) ttlEnds() time.Time {
+	if left := f.left - f.meta.stale; left > 0 {
+		return time.Now().Add(left)
+	}
+	return time.Time{}
 }
 
 // usable reports whether the current entry f found may answer req, and

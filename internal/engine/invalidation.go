@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"slices"
+	"strconv"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -125,8 +126,12 @@ func (e *Engine) Invalidate(ctx context.Context, tables []string, a Announcement
 		// Its messages would end what this instance reads after the bump,
 		// which holds the write already.
 		for i, t := range tables {
-			if g, err := gens[i].Text(); err == nil {
+			// A string, or an integer when the script took INCR.
+			switch g := gens[i].Val().(type) {
+			case string:
 				e.local.mine(t, g)
+			case int64:
+				e.local.mine(t, strconv.FormatInt(g, 10))
 			}
 		}
 	}

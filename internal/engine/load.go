@@ -40,8 +40,8 @@ func (e *Engine) load(ctx context.Context, req request, polled bool) (*flightRes
 			e.unlock(m)
 			e.stats.Hits.Add(1)
 			res := &flightResult{entry: f.entry, readAt: readAt}
-			if !stale && f.left > 0 {
-				res.expires = time.Now().Add(f.left)
+			if !stale {
+				res.expires = f.ttlEnds()
 			}
 			return res, nil
 		}

@@ -51,16 +51,21 @@ type local struct {
 	now func() time.Time // time.Now; tests move it
 
 	// epoch is odd while this instance is not subscribed to bumps.
-	epoch    atomic.Uint64
-	versions sync.Map // table name -> *atomic.Uint64, never deleted
+	epoch atomic.Uint64
+	// versions: table name -> *atomic.Uint64, for the tables items were
+	// read from (snapshot creates them; invalidations only advance those
+	// that exist, so bumps of tables this instance never read take no
+	// memory). Never deleted: an item holds its tables' counters.
+	versions sync.Map
 
 	// own holds the bumps this instance made, as table and generation, until
 	// their messages arrive: Invalidate ended their tables' items itself.
 	ownMu sync.Mutex
 	own   map[string]struct{}
 
-	start sync.Once // of the listener, on the first Local request
-	mu    sync.Mutex
+	start   sync.Once   // of the listener, on the first Local request
+	started atomic.Bool // the listener was started: close waits for it
+	mu      sync.Mutex
 	ps    *redis.PubSub // the listener's, nil before it starts
 	ctx   context.Context
 	stop  context.CancelFunc
@@ -71,6 +76,7 @@ type local struct {
 type localItem struct {
 	entry  *rowcodec.Entry
 	snap   localSnap
+	ends   time.Time // its TTL's end, on l.now's clock
 	weight uint32
 	keep   time.Duration // in the cache from when it was set
 }
@@ -126,7 +132,7 @@ func (l *local) get(key string, maxStale time.Duration) *rowcodec.Entry {
 	if !ok {
 		return nil
 	}
-	if it.snap.epoch != l.epoch.Load() || l.now().Sub(it.snap.at) > maxStale {
+	if now := l.now(); it.snap.epoch != l.epoch.Load() || now.Sub(it.snap.at) > maxStale || !now.Before(it.ends) {
 		return nil
 	}
 	for i, c := range it.snap.counters {
@@ -144,7 +150,10 @@ func (l *local) get(key string, maxStale time.Duration) *rowcodec.Entry {
 // served. It reports false while the instance is not subscribed: nothing
 // read then may be kept.
 func (l *local) snapshot(tables []string) (localSnap, bool) {
-	l.start.Do(func() { go l.listen() })
+	l.start.Do(func() {
+		l.started.Store(true)
+		go l.listen()
+	})
 	s := localSnap{at: l.now(), epoch: l.epoch.Load()}
 	if s.epoch%2 == 1 {
 		return localSnap{}, false
@@ -158,10 +167,11 @@ func (l *local) snapshot(tables []string) (localSnap, bool) {
 	return s, true
 }
 
-// set keeps res's entry for key, under snap, for at most maxStale and no
-// longer than Redis keeps it.
+// set keeps res's entry for key, under snap, for at most maxStale and not
+// past its TTL.
 func (l *local) set(key string, res *flightResult, snap localSnap, maxStale time.Duration) {
-	keep := min(maxStale-l.now().Sub(snap.at), time.Until(res.expires))
+	now, left := l.now(), time.Until(res.expires)
+	keep := min(maxStale-now.Sub(snap.at), left)
 	if keep <= 0 {
 		return
 	}
@@ -169,13 +179,18 @@ func (l *local) set(key string, res *flightResult, snap localSnap, maxStale time
 	if w > l.limit/4 {
 		return // one entry must not evict a quarter of the others
 	}
-	l.cache.Set(key, &localItem{entry: res.entry, snap: snap, weight: uint32(w), keep: keep})
+	l.cache.Set(key, &localItem{entry: res.entry, snap: snap, ends: now.Add(left), weight: uint32(w), keep: keep})
 }
 
-// invalidate ends the items that depend on tables.
+// invalidate ends the items that depend on tables. A table without a
+// version has no item, and a read that creates one from now on starts
+// after the caller's cause: the bump it was told of, or the write that
+// invalidates again once its bump is done (Invalidate).
 func (l *local) invalidate(tables []string) {
 	for _, t := range tables {
-		l.counter(t).Add(1)
+		if c, ok := l.versions.Load(t); ok {
+			c.(*atomic.Uint64).Add(1)
+		}
 	}
 }
 
@@ -225,7 +240,7 @@ func (l *local) lost() {
 	}
 }
 
-// found records that the subscription is live again.
+// found records that the subscription is live (again).
 func (l *local) found() {
 	if e := l.epoch.Load(); e%2 == 1 {
 		l.epoch.Store(e + 1)
@@ -249,9 +264,13 @@ func (l *local) listen() {
 			l.receive(msg)
 			continue
 		case isTimeout(err) && !pinged:
-			// Quiet: ask for a sign of life.
+			// Quiet: ask for a sign of life. go-redis replaces a connection
+			// whose write fails and subscribes again: messages may have
+			// been lost.
 			pinged = true
-			_ = ps.Ping(l.ctx)
+			if ps.Ping(l.ctx) != nil {
+				l.lost()
+			}
 			continue
 		}
 		l.lost()
@@ -274,6 +293,10 @@ func (l *local) receive(msg any) {
 	switch m := msg.(type) {
 	case *redis.Subscription:
 		if m.Kind == "psubscribe" {
+			// A confirmation while subscribed is go-redis subscribing
+			// again on a connection it replaced without telling (a
+			// failed write, a handoff): messages may have been lost.
+			l.lost()
 			l.found()
 		}
 	case *redis.Message:
@@ -320,6 +343,8 @@ func (l *local) close() {
 	l.mu.Unlock()
 	if ps != nil {
 		_ = ps.Close()
+	}
+	if l.started.Load() {
 		<-l.done
 	}
 	l.cache.InvalidateAll()

@@ -1,15 +1,20 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"database/sql/driver"
 	"fmt"
+	"net"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/gormflight/gormflight/internal/rowcodec"
+	"github.com/redis/go-redis/v9"
 )
 
 // localRig is two engines with near caches over one miniredis, and a key
@@ -167,5 +172,151 @@ func TestGlobEscape(t *testing.T) {
 		if got := globEscape(in); got != want {
 			t.Errorf("globEscape(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// An entry kept in Redis past its TTL for StaleFor is kept in the near
+// cache only until its TTL ends: past it, a query that accepts no
+// staleness loads it again, as it does without Local.
+func TestLocalNotPastTTL(t *testing.T) {
+	r := newLocalRig(t)
+	req := func(staleFor time.Duration) Request {
+		return Request{Hash: "k", Tables: []string{"t"}, TTL: time.Minute, StaleFor: staleFor, Local: time.Hour,
+			Load: func(context.Context) (*rowcodec.Entry, error) {
+				return rowcodec.NewEntry([]string{"v"}, [][]driver.Value{{fmt.Sprintf("v%d", r.n.Add(1))}})
+			}}
+	}
+	do(t, r.b, req(time.Hour)) // fill, stored for TTL + StaleFor
+	waitFor(t, "b's subscription", 10*time.Second, r.b.local.subscribed)
+	if v := do(t, r.b, req(time.Hour)); v != "v1" { // a Redis hit, kept locally
+		t.Fatalf("hit: %q", v)
+	}
+	// Two minutes on: the entry is past its 1-minute TTL.
+	r.srv.FastForward(2 * time.Minute)
+	r.clock.add(2 * time.Minute)
+	hits := r.b.stats.LocalHits.Load()
+	v := do(t, r.b, req(0)) // accepts no staleness
+	if r.b.stats.LocalHits.Load() != hits {
+		t.Errorf("a query with StaleFor 0 got a local hit of %q 1 minute past the entry's TTL; Redis alone would have loaded it again", v)
+	}
+	noLocal := req(0)
+	noLocal.Local = 0
+	if v := do(t, r.b, noLocal); v != "v2" {
+		t.Errorf("without Local: %q, want v2 (the entry is past its TTL in Redis)", v)
+	}
+}
+
+// deafConn wraps a Redis connection; once deaf, the pub/sub connection
+// drops every byte it receives and fails every write, as a connection
+// whose peer went away does.
+type deafConn struct {
+	net.Conn
+	ps, deaf atomic.Bool
+	onPS     func(*deafConn)
+}
+
+func (c *deafConn) Write(p []byte) (int, error) {
+	if !c.ps.Load() && bytes.Contains(bytes.ToLower(p), []byte("psubscribe")) {
+		c.ps.Store(true)
+		c.onPS(c)
+	}
+	if c.deaf.Load() {
+		return 0, &net.OpError{Op: "write", Net: "tcp", Err: syscall.ECONNRESET}
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *deafConn) Read(p []byte) (int, error) {
+	for {
+		n, err := c.Conn.Read(p)
+		if err == nil && c.deaf.Load() {
+			continue // lost
+		}
+		return n, err
+	}
+}
+
+// go-redis replaces a pub/sub connection by itself when a write on it
+// fails (here the listener's health Ping, after 1 s of quiet) and
+// subscribes again, without an error: the new confirmation still counts
+// as a loss, so an entry held from before is not served after it (the
+// bump published while the connection was dead never arrived).
+func TestLocalSilentReconnect(t *testing.T) {
+	withLocal := func(c *Config) { c.LocalSize = 1 << 20 }
+	a, srv := newTestEngine(t, withLocal)
+	var mu sync.Mutex
+	var pss []*deafConn
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true,
+		Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var d net.Dialer
+			cn, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return &deafConn{Conn: cn, onPS: func(c *deafConn) { mu.Lock(); pss = append(pss, c); mu.Unlock() }}, nil
+		}})
+	t.Cleanup(func() { _ = rdb.Close() })
+	cfg := testConfig(t, rdb)
+	withLocal(&cfg)
+	b, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = b.Close() })
+	r := &localRig{a: a, b: b, srv: srv, clock: &fakeClock{t: time.Unix(1_800_000_000, 0)}}
+	b.local.now = r.clock.now
+	r.warm(t, time.Hour)
+
+	mu.Lock()
+	first := pss[0]
+	mu.Unlock()
+	first.deaf.Store(true)
+	// A writes; its bump's message reaches b's dead connection only.
+	if err := a.Invalidate(context.Background(), []string{"t"}, Announcement{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a second pub/sub connection", 10*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return len(pss) == 2 })
+	waitFor(t, "b to subscribe again", 10*time.Second, func() bool { return b.stats.LocalResubscribes.Load() > 0 && b.local.subscribed() })
+	if v := do(t, b, r.request(time.Hour)); v != "v2" {
+		t.Errorf("after subscribing again b read %q, want v2: a's write returned long ago (LocalResubscribes = %d)", v, b.stats.LocalResubscribes.Load())
+	}
+}
+
+// Close waits for the listener it started, subscribed or not.
+func TestLocalCloseWaitsForListener(t *testing.T) {
+	for i := range 200 {
+		e, _ := newTestEngine(t, func(c *Config) { c.LocalSize = 1 << 20 })
+		e.local.snapshot([]string{"t"}) // the first Local request starts the listener
+		if _, err := e.Close(); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-e.local.done:
+		default:
+			t.Fatalf("run %d: Close returned with the near cache's listener still running", i)
+		}
+	}
+}
+
+// The listener keeps versions only of the tables this instance read with
+// Local: the bumps of every other table take no memory.
+func TestLocalVersionsOnlyForReadTables(t *testing.T) {
+	r := newLocalRig(t)
+	r.warm(t, time.Hour)
+	const n = 2000
+	for i := range n {
+		if err := r.a.Invalidate(context.Background(), []string{fmt.Sprintf("tmp_%d", i)}, Announcement{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Then "t", which b read: messages arrive in order.
+	if err := r.a.Invalidate(context.Background(), []string{"t"}, Announcement{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "b to hear of t", 10*time.Second, func() bool { return do(t, r.b, r.request(time.Hour)) == "v2" })
+	count := 0
+	r.b.local.versions.Range(func(any, any) bool { count++; return true })
+	if count > 10 {
+		t.Errorf("b keeps %d table versions for tables it never read (it read 1)", count)
 	}
 }
