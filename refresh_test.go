@@ -16,7 +16,9 @@ var refreshSchema = schemaOnce{lock: schemaLockRefresh}
 
 // setupRefreshSchema creates gft_refresh_load(tag, ms): it records when an
 // execution started and ended, as PostgreSQL's clock tells, and sleeps ms
-// in between.
+// in between. gft_refresh_flaky(tag, ms) fails at once while gft_fail (see
+// setupSchema) holds its tag, and otherwise records and sleeps as
+// gft_refresh_load does.
 func setupRefreshSchema(t testing.TB, db *gorm.DB) {
 	t.Helper()
 	err := refreshSchema.do(db, func(tx *gorm.DB) error {
@@ -28,6 +30,13 @@ BEGIN
 	PERFORM pg_sleep(p_ms / 1000.0);
 	INSERT INTO gft_refresh_loads VALUES (p_tag, s, clock_timestamp());
 	RETURN 1;
+END $$;
+CREATE OR REPLACE FUNCTION gft_refresh_flaky(p_tag text, p_ms int) RETURNS int LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+	IF EXISTS (SELECT 1 FROM gft_fail WHERE tag = p_tag) THEN
+		RAISE EXCEPTION 'gft_refresh_flaky: % is failing', p_tag;
+	END IF;
+	RETURN gft_refresh_load(p_tag, p_ms);
 END $$;`).Error
 	})
 	if err != nil {
@@ -143,6 +152,50 @@ func TestRefreshAheadSteadyLoad(t *testing.T) {
 	off := runSteadyLoad(t, false, queryMs, ttl, runFor)
 	if off.slow == 0 {
 		t.Errorf("refresh off: no call of %d waited for a load: the test cannot tell", off.calls)
+	}
+}
+
+// The database fails during a background refresh: callers keep getting the
+// entry, see no error, and a later refresh succeeds. The query takes
+// 150 ms when it succeeds and fails at once, so the entry's TTL (600 ms)
+// outlasts the failed refreshes.
+func TestRefreshFailureOnPostgres(t *testing.T) {
+	in := newInstances(t, 1, nil)[0]
+	setupSchema(t, in.db)
+	setupRefreshSchema(t, in.db)
+	tag := uniqueTag(t)
+	read := func() {
+		t.Helper()
+		var n int
+		if err := in.db.Scopes(Cache(600*time.Millisecond)).Raw("SELECT gft_refresh_flaky(?, 150) AS n", tag).Scan(&n).Error; err != nil || n != 1 {
+			t.Fatalf("read: %d, %v; want 1 and no error", n, err)
+		}
+	}
+	loads := func() (n int64) {
+		t.Helper()
+		if err := in.db.Raw("SELECT count(*) FROM gft_refresh_loads WHERE tag = ?", tag).Scan(&n).Error; err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	read() // the first load
+	adminExec(t, in.db, "INSERT INTO gft_fail VALUES (?)", tag)
+	waitFor(t, "a refresh to fail", waitTimeout, func() bool {
+		read()
+		return in.p.Stats().RefreshErrors > 0
+	})
+	adminExec(t, in.db, "DELETE FROM gft_fail WHERE tag = ?", tag)
+	failed := in.p.Stats()
+	waitFor(t, "a load after the failure", waitTimeout, func() bool {
+		read()
+		return loads() == 2
+	})
+	s := in.p.Stats()
+	t.Logf("refreshes: %d started, %d failed; misses after the failure %d", s.RefreshesStarted, s.RefreshErrors, s.Misses-failed.Misses)
+	// Every refresh before the recovery failed: one that did not is a
+	// refresh after it that succeeded.
+	if s.RefreshesStarted-s.RefreshErrors < 1 {
+		t.Errorf("refreshes: %d started, %d failed; want one that succeeded after the database recovered", s.RefreshesStarted, s.RefreshErrors)
 	}
 }
 
