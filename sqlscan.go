@@ -2,8 +2,10 @@ package gormflight
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/gormflight/gormflight/internal/sqlscan"
+	"github.com/maypok86/otter/v2"
 )
 
 // The SQL analyser lives in internal/sqlscan; these wrappers keep the
@@ -14,7 +16,11 @@ import (
 const sqlDialect = sqlscan.PostgreSQL
 
 // sqlTables returns the tables a statement reads and writes (sqlscan.Tables).
-func sqlTables(query string) (read, written []string) { return sqlscan.Tables(sqlDialect, query) }
+// The lists are shared: append to them, never change them in place.
+func sqlTables(query string) (read, written []string) {
+	r := analyze(query)
+	return r.Reads, r.Writes
+}
 
 // normTable returns the generation name of a table reference (sqlscan.NormTable).
 func normTable(name string) string { return sqlscan.NormTable(sqlDialect, name) }
@@ -29,8 +35,46 @@ func tableName(name string) (string, error) {
 	return t, nil
 }
 
-// analyze returns everything the analyser knows of a statement (sqlscan.Analyze).
-func analyze(query string) sqlscan.Result { return sqlscan.Analyze(sqlDialect, query) }
+// analyze returns everything the analyser knows of a statement
+// (sqlscan.Analyze). Its lists are shared: append to them, never change
+// them in place.
+func analyze(query string) sqlscan.Result {
+	if len(query) > maxAnalysedLen {
+		return sqlscan.Analyze(sqlDialect, query)
+	}
+	if r, ok := analyses.GetIfPresent(query); ok {
+		return r
+	}
+	r := sqlscan.Analyze(sqlDialect, query)
+	// Clipped, so that an append copies instead of writing into them.
+	r.Reads, r.Writes = slices.Clip(r.Reads), slices.Clip(r.Writes)
+	analyses.Set(query, r)
+	return r
+}
+
+// analyses remembers the analysis of recent statements, whose strings an
+// application repeats: a cached query needs its analysis twice (the pool's
+// request, and the write callbacks that run after every statement). It is
+// bounded by weight: statement strings up to maxAnalysedLen bytes and their
+// tables, 4 MiB in all. The analysis depends on the string alone
+// (sqlDialect is fixed), so every Plugin of the process shares it.
+var analyses = otter.Must(&otter.Options[string, sqlscan.Result]{
+	MaximumWeight: 4 << 20,
+	Weigher: func(query string, r sqlscan.Result) uint32 {
+		w := 64 + len(query)
+		for _, t := range r.Reads {
+			w += 16 + len(t)
+		}
+		for _, t := range r.Writes {
+			w += 16 + len(t)
+		}
+		return uint32(w)
+	},
+})
+
+// maxAnalysedLen: longer statements (generated IN lists, bulk inserts)
+// are analysed every time rather than remembered.
+const maxAnalysedLen = 4 << 10
 
 // classify returns the kind of a statement by its first keyword (sqlscan.Classify).
 func classify(query string) sqlscan.Kind { return sqlscan.Classify(sqlDialect, query) }

@@ -3,7 +3,9 @@ package gormflight
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
+	"unsafe"
 
 	"github.com/gormflight/gormflight/internal/engine"
 	"github.com/gormflight/gormflight/internal/sqlscan"
@@ -19,6 +21,15 @@ import (
 // caller. Inside a transaction begun through GORM they are recorded, then
 // announced just before the outermost Commit and bumped once it returned; a
 // rollback drops them. (See internal/engine/stamps.go for why writes announce.)
+
+// instanceKey is key as a setting of this statement instance, as GORM's
+// InstanceSet makes it (Settings are shared by the statements of a
+// session), without fmt: the callbacks that read it run after every
+// statement, cached hits included.
+func instanceKey(stmt *gorm.Statement, key string) string {
+	var b [2 + 16]byte
+	return string(strconv.AppendUint(append(b[:0], "0x"...), uint64(uintptr(unsafe.Pointer(stmt))), 16)) + key
+}
 
 // announcedKey is the statement instance setting that carries the tables a
 // statement announced from the before to the after callback.
@@ -115,7 +126,7 @@ func (p *Plugin) announceWrites(withTable bool) func(*gorm.DB) {
 			return // announced by the transaction's Commit
 		}
 		if a := p.engine.Announce(db.Statement.Context, p.cascadeBefore(db, writtenTables(db, withTable)), inTx); !a.Empty() {
-			db.InstanceSet(announcedKey, a)
+			db.Statement.Settings.Store(instanceKey(db.Statement, announcedKey), a)
 		}
 	}
 }
@@ -133,7 +144,7 @@ func (p *Plugin) recordWrites(withTable bool) func(*gorm.DB) {
 		// one Statement, and a later statement must not find this one's
 		// announcement and bump its tables again.
 		var announced engine.Announcement
-		if v, ok := db.Statement.Settings.LoadAndDelete(fmt.Sprintf("%p", db.Statement) + announcedKey); ok {
+		if v, ok := db.Statement.Settings.LoadAndDelete(instanceKey(db.Statement, announcedKey)); ok {
 			announced, _ = v.(engine.Announcement)
 		}
 		tables := writtenTables(db, withTable)
