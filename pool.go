@@ -11,7 +11,6 @@ import (
 	"github.com/gormflight/gormflight/internal/cachekey"
 	"github.com/gormflight/gormflight/internal/engine"
 	"github.com/gormflight/gormflight/internal/rowcodec"
-	"github.com/gormflight/gormflight/internal/sqlscan"
 	"gorm.io/gorm"
 )
 
@@ -78,7 +77,7 @@ func (c *cachedPool) GetDBConn() (*sql.DB, error) {
 // that must run uncached: one that writes or is not a plain query (CALL,
 // DO, ...), or whose arguments cannot be hashed into a key.
 func (p *Plugin) request(c *cachedPool, query string, args []any) (engine.Request, bool) {
-	sql := analyze(query)
+	sql := analysisOf(query)
 	// Catalog reads are never cached: DDL changes them, and entries would
 	// otherwise need every DDL statement to name what it changed there.
 	if len(sql.Writes) > 0 || sql.Catalog || sql.DDL || !classify(query).IsQuery() || changesSession(query) != (sessionEffect{}) {
@@ -88,7 +87,10 @@ func (p *Plugin) request(c *cachedPool, query string, args []any) (engine.Reques
 	// Every entry also depends on sqlscan.AllTables, which DDL whose
 	// effects cannot be named (DROP SCHEMA ... CASCADE, CREATE FUNCTION)
 	// bumps.
-	tables := mergeTables(sql.Reads, append(slices.Clip(c.settings.tables), sqlscan.AllTables))
+	tables := sql.depends // shared: the engine and the key only read them
+	if len(c.settings.tables) > 0 {
+		tables = mergeTables(tables, c.settings.tables)
+	}
 	hash, err := cachekey.Query(p.dialect, c.scope, query, args, tables)
 	if err != nil {
 		p.stats.Bypassed.Add(1)

@@ -38,18 +38,28 @@ func tableName(name string) (string, error) {
 // analyze returns everything the analyser knows of a statement
 // (sqlscan.Analyze). Its lists are shared: append to them, never change
 // them in place.
-func analyze(query string) sqlscan.Result {
-	if len(query) > maxAnalysedLen {
-		return sqlscan.Analyze(sqlDialect, query)
-	}
-	if r, ok := analyses.GetIfPresent(query); ok {
-		return r
+func analyze(query string) sqlscan.Result { return analysisOf(query).Result }
+
+// analysis is a statement's sqlscan.Result and the tables its entries
+// depend on without declared ones: what it reads and sqlscan.AllTables.
+type analysis struct {
+	sqlscan.Result
+	depends []string
+}
+
+// analysisOf returns query's analysis, remembered for the next time.
+func analysisOf(query string) analysis {
+	if a, ok := analyses.GetIfPresent(query); ok {
+		return a
 	}
 	r := sqlscan.Analyze(sqlDialect, query)
 	// Clipped, so that an append copies instead of writing into them.
 	r.Reads, r.Writes = slices.Clip(r.Reads), slices.Clip(r.Writes)
-	analyses.Set(query, r)
-	return r
+	a := analysis{Result: r, depends: slices.Clip(mergeTables(r.Reads, []string{sqlscan.AllTables}))}
+	if len(query) <= maxAnalysedLen {
+		analyses.Set(query, a)
+	}
+	return a
 }
 
 // analyses remembers the analysis of recent statements, whose strings an
@@ -58,14 +68,14 @@ func analyze(query string) sqlscan.Result {
 // bounded by weight: statement strings up to maxAnalysedLen bytes and their
 // tables, 4 MiB in all. The analysis depends on the string alone
 // (sqlDialect is fixed), so every Plugin of the process shares it.
-var analyses = otter.Must(&otter.Options[string, sqlscan.Result]{
+var analyses = otter.Must(&otter.Options[string, analysis]{
 	MaximumWeight: 4 << 20,
-	Weigher: func(query string, r sqlscan.Result) uint32 {
-		w := 64 + len(query)
-		for _, t := range r.Reads {
-			w += 16 + len(t)
+	Weigher: func(query string, a analysis) uint32 {
+		w := 96 + len(query)
+		for _, t := range a.Reads {
+			w += 32 + 2*len(t) // in Reads and in depends
 		}
-		for _, t := range r.Writes {
+		for _, t := range a.Writes {
 			w += 16 + len(t)
 		}
 		return uint32(w)
