@@ -45,8 +45,10 @@ type Engine struct {
 	rdb   redis.UniversalClient
 	cfg   Config
 	// compact: the client talks to one Redis node, and a lookup reads all
-	// its tables' keys in two commands (stamps.go).
-	compact bool
+	// its tables' keys in two commands (stamps.go). A node in cluster mode
+	// refuses them (CROSSSLOT), even when it serves every slot: the first
+	// refusal turns compact off for good.
+	compact atomic.Bool
 	stats *Counters
 	group singleflight.Group
 	locks *redsync.Redsync
@@ -112,7 +114,8 @@ func New(cfg Config) (*Engine, error) {
 		log:     logger{f: cfg.Log},
 	}
 	e.breaker = newBreaker(cfg, stats, &e.log)
-	_, e.compact = cfg.Redis.(*redis.Client)
+	_, single := cfg.Redis.(*redis.Client)
+	e.compact.Store(single)
 	e.local = newLocal(cfg, stats, &e.log)
 	e.now = time.Now
 	e.bgCtx, e.bgCancel = context.WithCancel(context.Background())

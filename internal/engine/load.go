@@ -177,6 +177,7 @@ func (e *Engine) store(ctx context.Context, req request, stamp string, load time
 		return err
 	})
 	if err != nil {
+		e.crossSlot(err)
 		return readyUncached, false
 	}
 	if look != nil && !look.current(stamp) {

@@ -89,12 +89,16 @@ func (e *Engine) lookupOnce(ctx context.Context, req request, head string) (foun
 	defer cancel()
 	var f found
 	err := e.guard(func() error {
-		for compact := e.compact; ; compact = false {
+		for compact := e.compact.Load(); ; compact = false {
 			pipe := e.rdb.Pipeline()
 			c := e.queueLookup(ctx, pipe, req, head, compact)
 			_, _ = pipe.Exec(ctx)
 			var err error
-			if f, err = c.result(e, req); err != nil || !f.recheck {
+			f, err = c.result(e, req)
+			switch {
+			case compact && e.crossSlot(err):
+				continue // a node in cluster mode: per table from now on
+			case err != nil || !f.recheck:
 				return err
 			}
 		}
@@ -140,12 +144,22 @@ func (e *Engine) queueLookup(ctx context.Context, pipe redis.Pipeliner, req requ
 	return c
 }
 
+// crossSlot reports whether err is Redis refusing a command whose keys are
+// in several cluster slots, and then turns compact lookups off.
+func (e *Engine) crossSlot(err error) bool {
+	if err == nil || !strings.HasPrefix(err.Error(), "CROSSSLOT") {
+		return false
+	}
+	e.compact.Store(false)
+	return true
+}
+
 // queueGenerations queues the reads of the generations of req's tables and
 // of their writes in progress, without the entry: current then tells
 // whether an entry stamped with a given stamp would be served.
 func (e *Engine) queueGenerations(ctx context.Context, pipe redis.Pipeliner, req request) *lookupCmds {
 	c := new(lookupCmds)
-	e.queueTables(ctx, pipe, req, c, e.compact)
+	e.queueTables(ctx, pipe, req, c, e.compact.Load())
 	return c
 }
 
