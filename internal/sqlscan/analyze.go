@@ -40,20 +40,20 @@ type Result struct {
 //
 // The returned strings may share memory with query.
 func Analyze(d Dialect, query string) Result {
-	if d != PostgreSQL {
+	if !d.known() {
 		return unknownStatement()
 	}
 	// PostgreSQL reads a query string as a C string: nothing after a NUL
-	// byte is part of the statement.
+	// byte is part of the statement. (SQLite's tokenizer refuses a NUL.)
 	if i := strings.IndexByte(query, 0); i >= 0 {
 		query = query[:i]
 	}
 	w := walkerPool.Get().(*walker)
-	w.s = query
+	w.s, w.d = query, d
 	if est := min(len(query)/2, maxPresizeTokens); cap(w.toks) < est {
 		w.toks = make([]token, 0, est) // avoid repeated growth on long inputs
 	}
-	w.toks = tokenize(query, w.toks[:0])
+	w.toks = tokenize(d, query, w.toks[:0])
 	w.run()
 	if w.schema {
 		w.writes = append(w.writes, AllTables)

@@ -47,6 +47,9 @@ const maxCatalogName = maxIdentLen
 // catalogRef reports whether the identifier token at i names a catalog
 // relation, schema or function, or session state.
 func (w *walker) catalogRef(i int) bool {
+	if w.d == SQLite {
+		return w.sqliteCatalogRef(i)
+	}
 	t := w.toks[i]
 	if i > 0 && w.toks[i-1].kind == tkDot && t.kind == tkWord {
 		return false // a column or the last part of a qualified name: see addRead
@@ -61,7 +64,7 @@ func (w *walker) catalogRef(i int) bool {
 	case t.n < 4 || !strings.HasPrefix(w.s[t.pos+1:], "pg_") && !strings.HasPrefix(w.s[t.pos+1:], "information_schema"):
 		return false // a quoted name
 	default:
-		v = []byte(identValue(w.s, w.toks, i))
+		v = []byte(identValue(w.d, w.s, w.toks, i))
 	}
 	next := tokKind(0)
 	if i+1 < len(w.toks) {
@@ -97,15 +100,43 @@ func lowerInto(buf []byte, s string) []byte {
 // catalogSchema reports whether the qualifier token at i is pg_catalog,
 // information_schema or another pg_ schema.
 func (w *walker) catalogSchema(i int) bool {
+	if w.d == SQLite {
+		return false // main, temp and attached databases: sqliteCatalogRef looks at the names
+	}
 	t := w.toks[i]
 	v := t.text(w.s)
 	if t.kind == tkQuoted {
 		if t.kw&qfUnicode != 0 {
-			v = identValue(w.s, w.toks, i) // rare: allocates
+			v = identValue(w.d, w.s, w.toks, i) // rare: allocates
 		} else {
 			v = v[1:]
 		}
 		return strings.HasPrefix(v, "pg_") || strings.HasPrefix(v, `information_schema"`) || v == "information_schema"
 	}
 	return len(v) >= 3 && strings.EqualFold(v[:3], "pg_") || strings.EqualFold(v, "information_schema")
+}
+
+// sqliteCatalogRef is catalogRef for SQLite: any name starting with sqlite_
+// (sqlite_schema, sqlite_master, sqlite_temp_schema, sqlite_sequence, which
+// inserts change without naming it, sqlite_stat1, sqlite_version(), ...),
+// the table-valued pragma functions (pragma_table_info(...)), and the
+// functions that read the connection's state.
+func (w *walker) sqliteCatalogRef(i int) bool {
+	if i > 0 && w.toks[i-1].kind == tkDot && w.toks[i].kind == tkWord {
+		return false // a column
+	}
+	v := identValue(w.d, w.s, w.toks, i)
+	call := i+1 < len(w.toks) && w.toks[i+1].kind == tkLParen
+	switch {
+	case strings.HasPrefix(v, "sqlite_"):
+		return true
+	case strings.HasPrefix(v, "pragma_"):
+		return call
+	}
+	return call && sqliteSessionFuncs[v]
+}
+
+// sqliteSessionFuncs read the state of the connection, not of tables.
+var sqliteSessionFuncs = map[string]bool{
+	"changes": true, "total_changes": true, "last_insert_rowid": true,
 }

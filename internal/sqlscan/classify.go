@@ -50,7 +50,7 @@ func (k Kind) IsQuery() bool { return k == Select || k == Query }
 // Classify returns the Kind of a statement string of dialect d by its
 // first keyword. It is safe for concurrent use and does not allocate.
 func Classify(d Dialect, query string) Kind {
-	if d != PostgreSQL {
+	if !d.known() {
 		return Other
 	}
 	query = strings.TrimLeft(query, " \t\r\n(")
@@ -69,8 +69,11 @@ func Classify(d Dialect, query string) Kind {
 	case kwInsert, kwUpdate, kwDelete, kwMerge:
 		return Write
 	case kwNone:
-		if end == len("show") && strings.EqualFold(query[:end], "show") { // bytes: ASCII only
+		if d == PostgreSQL && end == len("show") && strings.EqualFold(query[:end], "show") { // bytes: ASCII only
 			return Query
+		}
+		if d == SQLite && end == len("replace") && strings.EqualFold(query[:end], "replace") {
+			return Write // REPLACE INTO
 		}
 	}
 	return Other

@@ -44,6 +44,18 @@ func (w *walker) statement(i int) int {
 	switch {
 	case w.inSchema && !w.is(i, "create") && !w.is(i, "grant"):
 		return i
+	case w.d == SQLite && w.is(i, "pragma"):
+		// PRAGMA reads the catalog or the connection's settings, and one
+		// that sets a value may change how later statements behave
+		// (foreign_keys, recursive_triggers): what is known of the schema
+		// is forgotten.
+		w.catalog, w.ddl = true, true
+		return w.stmtEnd(i)
+	case w.d == SQLite && (w.is(i, "attach") || w.is(i, "detach")):
+		// A database attached or detached changes what unqualified names
+		// resolve to.
+		w.ddl, w.schema = true, true
+		return w.stmtEnd(i)
 	case w.is(i, "explain"):
 		return w.explain(i)
 	case w.is(i, "create"):
@@ -250,7 +262,7 @@ func (w *walker) onObject(j int, strict bool) {
 	case w.is(j, "column"):
 		// [schema.]table.column: the table is the next-to-last component.
 		if prev, _, ok := w.qualLastTwo(j + 1); ok && prev >= 0 {
-			w.addWrite(identValue(w.s, w.toks, prev))
+			w.addWrite(identValue(w.d, w.s, w.toks, prev))
 		}
 	case w.is(j, "constraint"), w.is(j, "policy"), w.is(j, "rule"), w.is(j, "trigger"):
 		w.onTable(j) // COMMENT ON CONSTRAINT c ON DOMAIN d writes d: harmless

@@ -18,24 +18,36 @@ const (
 	// PostgreSQL is PostgreSQL's grammar (version 17), strings lexed with
 	// standard_conforming_strings = on.
 	PostgreSQL
+	// SQLite is SQLite's grammar (version 3): identifiers quoted with "",
+	// [] or `` and compared without regard to ASCII case, comments that do
+	// not nest, parameters ?, ?NNN, :name, @name and $name, INSERT OR
+	// REPLACE and REPLACE, and its catalog (sqlite_schema, PRAGMA).
+	SQLite
 )
 
 // DialectOf returns the Dialect of a database driver by its name, as
-// GORM's Dialector.Name reports it ("postgres"). ok is false for a driver
+// GORM's Dialector.Name reports it ("postgres", "sqlite"). ok is false for a driver
 // the analyser cannot read.
 func DialectOf(driverName string) (d Dialect, ok bool) {
 	switch driverName {
 	case "postgres":
 		return PostgreSQL, true
+	case "sqlite":
+		return SQLite, true
 	}
 	return 0, false
 }
+
+// known reports whether the analyser reads d.
+func (d Dialect) known() bool { return d == PostgreSQL || d == SQLite }
 
 // String returns the dialect's name, or "unknown" for the zero Dialect.
 func (d Dialect) String() string {
 	switch d {
 	case PostgreSQL:
 		return "PostgreSQL"
+	case SQLite:
+		return "SQLite"
 	}
 	return "unknown"
 }

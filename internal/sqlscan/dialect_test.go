@@ -15,7 +15,8 @@ func TestDialectOf(t *testing.T) {
 		{"postgres", PostgreSQL, true},
 		{"Postgres", 0, false},
 		{"mysql", 0, false},
-		{"sqlite", 0, false},
+		{"sqlite", SQLite, true},
+		{"sqlite3", 0, false},
 		{"", 0, false},
 	} {
 		if d, ok := DialectOf(c.name); d != c.want || ok != c.ok {
@@ -25,6 +26,9 @@ func TestDialectOf(t *testing.T) {
 	if s := PostgreSQL.String(); s != "PostgreSQL" {
 		t.Errorf("PostgreSQL.String() = %q", s)
 	}
+	if s := SQLite.String(); s != "SQLite" {
+		t.Errorf("SQLite.String() = %q", s)
+	}
 }
 
 // TestZeroDialect checks that a Dialect the package does not know gets
@@ -32,7 +36,7 @@ func TestDialectOf(t *testing.T) {
 // table invalidated.
 func TestZeroDialect(t *testing.T) {
 	const query = `SELECT * FROM users`
-	for _, d := range []Dialect{0, PostgreSQL + 1, 255} {
+	for _, d := range []Dialect{0, SQLite + 1, 255} {
 		t.Run(d.String(), func(t *testing.T) {
 			want := Result{Reads: l(AllTables), Writes: l(AllTables), Catalog: true, DDL: true, Schema: true}
 			r := Analyze(d, query)

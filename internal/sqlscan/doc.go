@@ -2,8 +2,8 @@
 // generation-based cache invalidation, tells which statements must never
 // be cached (catalog reads) or change the schema (DDL), and classifies a
 // statement by its first keyword. It knows nothing of GORM or of any
-// driver; every entry point takes the Dialect of the statement, with
-// PostgreSQL its only value so far.
+// driver; every entry point takes the Dialect of the statement:
+// PostgreSQL or SQLite.
 //
 // The analysis is a hand-written lexer (following PostgreSQL's scan.l for
 // strings, comments, quoted identifiers and dollar quotes) followed by a single
@@ -31,4 +31,14 @@
 // standard_conforming_strings = on (the default since PostgreSQL 9.1).
 // An oracle test module (oracle/) checks all this against PostgreSQL's own
 // parser.
+//
+// SQLite is read by its own tokenizer (tokenizeSQLite: [], `` and ""
+// identifiers, comments that do not nest, its parameters) and the same
+// walk, with its differences: names fold to lower case quoted or not, a
+// string names a table where a name is expected, INSERT OR ... INTO,
+// REPLACE INTO and UPDATE OR ..., ATTACH and DETACH change what every name
+// means (Schema), PRAGMA and sqlite_* names are the catalog. A second
+// oracle module (sqliteoracle/) checks it against SQLite: the tables a
+// statement's compiled program opens, and what it really changes on a
+// scratch database.
 package sqlscan

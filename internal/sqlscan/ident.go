@@ -32,11 +32,11 @@ func TableName(d Dialect, name string) (string, bool) {
 // tableRef returns NormTable's answer and whether the reference was all of
 // name.
 func tableRef(d Dialect, name string) (string, bool) {
-	if d != PostgreSQL {
+	if !d.known() {
 		return AllTables, true
 	}
 	var buf [8]token
-	toks := tokenize(name, buf[:0])
+	toks := tokenize(d, name, buf[:0])
 	if len(toks) == 0 || (toks[0].kind != tkWord && toks[0].kind != tkQuoted) {
 		return "", false
 	}
@@ -45,11 +45,15 @@ func tableRef(d Dialect, name string) (string, bool) {
 		last = k + 1
 		k += 2
 	}
-	return identValue(name, toks, last), k == len(toks)
+	return identValue(d, name, toks, last), k == len(toks)
 }
 
-// identValue returns the normalised name of the identifier token toks[idx].
-func identValue(s string, toks []token, idx int) string {
+// identValue returns the normalised name of the identifier token toks[idx]
+// of a statement of dialect d.
+func identValue(d Dialect, s string, toks []token, idx int) string {
+	if d == SQLite {
+		return sqliteIdent(s, toks[idx])
+	}
 	t := toks[idx]
 	var v string
 	switch t.kind {
@@ -68,6 +72,34 @@ func identValue(s string, toks []token, idx int) string {
 		v = clipIdent(v)
 	}
 	return v
+}
+
+// sqliteIdent returns the normalised name of a SQLite identifier token:
+// unquoted, and folded to lower case whether quoted or not, since SQLite
+// compares table names without regard to ASCII case. A string literal
+// where a name is expected names a table too (SQLite's fallback).
+func sqliteIdent(s string, t token) string {
+	v := t.text(s)
+	switch t.kind {
+	case tkWord:
+		return foldLower(v)
+	case tkQuoted, tkString:
+		if t.kind == tkString && v[0] != '\'' {
+			return "" // a blob
+		}
+		q := v[0]
+		v = v[1:]
+		if q == '[' {
+			v = strings.TrimSuffix(v, "]")
+		} else {
+			if len(v) > 0 && v[len(v)-1] == q && (t.kind == tkString || t.kw&qfClosed != 0) {
+				v = v[:len(v)-1]
+			}
+			v = strings.ReplaceAll(v, string([]byte{q, q}), string(q))
+		}
+		return foldLower(v)
+	}
+	return ""
 }
 
 // quotedValue returns the name of the quoted identifier toks[idx], before

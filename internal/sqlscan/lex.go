@@ -15,7 +15,7 @@ type TokenKind uint8
 const (
 	TokOther  TokenKind = iota
 	TokWord             // unquoted identifier or keyword
-	TokQuoted           // "quoted identifier"
+	TokQuoted           // "quoted identifier" (SQLite: also [this] and `this`)
 	TokSemi             // ;
 	TokLParen           // (
 	TokRParen           // )
@@ -26,10 +26,10 @@ const (
 // must stay safe with it decides from Analyze, which reports such a
 // statement as unknown.
 func Lex(d Dialect, query string) []Token {
-	if d != PostgreSQL {
+	if !d.known() {
 		return nil
 	}
-	toks := tokenize(query, nil)
+	toks := tokenize(d, query, nil)
 	out := make([]Token, len(toks))
 	for i, t := range toks {
 		k := TokOther

@@ -81,13 +81,22 @@ var charClass = func() (t [256]uint8) {
 	return t
 }()
 
-// tokenize appends the tokens of s to toks. Whitespace and comments produce no
-// tokens. It never fails: unterminated constructs extend to the end of s.
+// tokenize appends the tokens of s, a statement string of dialect d (a
+// known one), to toks. Whitespace and comments produce no tokens. It never
+// fails: unterminated constructs extend to the end of s.
+func tokenize(d Dialect, s string, toks []token) []token {
+	if d == SQLite {
+		return tokenizeSQLite(s, toks)
+	}
+	return tokenizePostgres(s, toks)
+}
+
+// tokenizePostgres is tokenize for PostgreSQL.
 //
 // The tokens most statements are made of (words, quoted identifiers,
 // numbers, one-byte punctuation) are lexed in line and the rest by
 // lexOther: a call per token made tokenize 15% slower.
-func tokenize(s string, toks []token) []token {
+func tokenizePostgres(s string, toks []token) []token {
 	for i := 0; i < len(s); {
 		c, start := s[i], i
 		var kind tokKind
@@ -103,7 +112,7 @@ func tokenize(s string, toks []token) []token {
 			kind, i = tkNumber, scanNumber(s, i)
 		case c == '"':
 			kind = tkQuoted
-			i, flags = scanQuoted(s, i+1)
+			i, flags = scanQuoted(s, i+1, '"')
 		case punctKind[c] != 0 && !(c == '.' && i+1 < len(s) && charClass[s[i+1]]&ccDigit != 0):
 			kind, i = punctKind[c], i+1
 		default:
@@ -180,7 +189,7 @@ func lexPrefixed(s string, i int) (kind tokKind, flags uint8, end int, ok bool) 
 	case s[i+2] == '\'':
 		return tkString, 0, scanString(s, i+3), true
 	case s[i+2] == '"':
-		end, flags = scanQuoted(s, i+3)
+		end, flags = scanQuoted(s, i+3, '"')
 		return tkQuoted, flags | qfUnicode, end, true
 	}
 	return 0, 0, i, false
@@ -231,16 +240,17 @@ func scanEString(s string, i int) int {
 	return len(s)
 }
 
-// scanQuoted scans a quoted identifier body starting after the opening quote.
-func scanQuoted(s string, i int) (int, uint8) {
+// scanQuoted scans a quoted identifier body starting after the opening
+// quote q, which a doubled q escapes.
+func scanQuoted(s string, i int, q byte) (int, uint8) {
 	var fl uint8
 	for {
-		j := strings.IndexByte(s[i:], '"')
+		j := strings.IndexByte(s[i:], q)
 		if j < 0 {
 			return len(s), fl
 		}
 		i += j + 1
-		if i < len(s) && s[i] == '"' {
+		if i < len(s) && s[i] == q {
 			fl |= qfDoubled
 			i++
 			continue
@@ -336,3 +346,80 @@ func scanNumber(s string, i int) int {
 func isHexDigit(c byte) bool {
 	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
 }
+
+// tokenizeSQLite is tokenize for SQLite, as its tokenizer (tokenize.c)
+// reads what matters here: identifiers quoted with "", `` (a doubled quote
+// escapes it) or [] (nothing escapes), strings and X'' blobs (a doubled
+// quote escapes), parameters (?, ?NNN, :name, @name, $name), comments (--
+// to the end of the line, /* */, which do not nest) and numbers. There are
+// no E'' strings, no dollar quotes and no U& identifiers.
+//
+// PostgreSQL's keywords that SQLite does not have (COPY, MERGE, ONLY, ...)
+// are plain words: in SQLite they can name tables.
+func tokenizeSQLite(s string, toks []token) []token {
+	for i := 0; i < len(s); {
+		c, start := s[i], i
+		next := byte(0)
+		if i+1 < len(s) {
+			next = s[i+1]
+		}
+		var kind tokKind
+		var flags uint8
+		switch cc := charClass[c]; {
+		case cc&ccSpace != 0:
+			i++
+			continue
+		case (c == 'x' || c == 'X') && next == '\'':
+			kind, i = tkString, scanString(s, i+2)
+		case cc&ccIdentStart != 0:
+			i = scanWord(s, i+1)
+			kind, flags = tkWord, lookupKeyword(s[start:i])
+			if notSQLiteKeyword[flags] {
+				flags = kwNone
+			}
+		case cc&ccDigit != 0, c == '.' && charClass[next]&ccDigit != 0:
+			kind, i = tkNumber, scanNumber(s, i)
+		case c == '"', c == '`':
+			kind = tkQuoted
+			i, flags = scanQuoted(s, i+1, c)
+		case c == '[':
+			kind, i = tkQuoted, len(s)
+			if j := strings.IndexByte(s[start+1:], ']'); j >= 0 {
+				i, flags = start+j+2, qfClosed
+			}
+		case c == '\'':
+			kind, i = tkString, scanString(s, i+1)
+		case c == '-' && next == '-':
+			for i += 2; i < len(s) && s[i] != '\n'; i++ {
+			}
+			continue
+		case c == '/' && next == '*':
+			i = len(s)
+			if j := strings.Index(s[start+2:], "*/"); j >= 0 {
+				i = start + 2 + j + 2
+			}
+			continue
+		case c == '?':
+			for i++; i < len(s) && charClass[s[i]]&ccDigit != 0; i++ {
+			}
+			kind = tkParam
+		case (c == ':' || c == '@' || c == '$') && charClass[next]&ccIdentCont != 0:
+			kind, i = tkParam, scanWord(s, i+1)
+		case punctKind[c] != 0:
+			kind, i = punctKind[c], i+1
+		default:
+			kind, i = tkOp, i+1
+		}
+		toks = append(toks, mkTok(start, i, kind, flags))
+	}
+	return toks
+}
+
+// notSQLiteKeyword marks the keywords the walk knows from PostgreSQL that
+// SQLite does not have.
+var notSQLiteKeyword = func() (m [256]bool) {
+	for _, kw := range []uint8{kwCopy, kwMerge, kwTruncate, kwRefresh, kwOnly, kwLateral, kwFetch, kwUnlogged} {
+		m[kw] = true
+	}
+	return m
+}()

@@ -95,7 +95,7 @@ func (w *walker) cteDef(j int, recursive bool) (int, bool) {
 	if !w.isKind(k, tkLParen) {
 		return j, false
 	}
-	w.ctes = append(w.ctes, cteDef{name: identValue(w.s, w.toks, j), depth: len(w.fs) - 1})
+	w.ctes = append(w.ctes, cteDef{name: identValue(w.d, w.s, w.toks, j), depth: len(w.fs) - 1})
 	idx := len(w.ctes) - 1
 	if recursive {
 		w.activateCTE(idx)

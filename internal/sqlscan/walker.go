@@ -20,6 +20,7 @@ type frame struct {
 }
 
 type walker struct {
+	d      Dialect // of s, a known one
 	s      string
 	toks   []token
 	fs     []frame
@@ -150,7 +151,38 @@ func (w *walker) isNameTok(j int) bool {
 		return false
 	}
 	t := w.toks[j]
+	if w.d == SQLite {
+		return t.kind == tkQuoted || t.kind == tkString || t.kind == tkWord && !w.sqliteReserved(j)
+	}
 	return t.kind == tkQuoted || t.kind == tkWord && !kwReserved[t.kw]
+}
+
+// sqliteReserved reports whether the word toks[j] is one of SQLite's
+// keywords that cannot name a table unquoted. The others can, PostgreSQL's
+// reserved words among them ("FROM user").
+func (w *walker) sqliteReserved(j int) bool {
+	t := w.toks[j]
+	if t.n > 17 {
+		return false
+	}
+	var buf [17]byte
+	return sqliteReservedWords[string(lowerInto(buf[:0], t.text(w.s)))]
+}
+
+// sqliteReservedWords are the keywords SQLite's parser never takes for an
+// identifier (its grammar's %fallback ID list leaves them out).
+var sqliteReservedWords = map[string]bool{
+	"add": true, "all": true, "alter": true, "and": true, "as": true, "autoincrement": true,
+	"between": true, "case": true, "check": true, "collate": true, "commit": true,
+	"constraint": true, "create": true, "default": true, "deferrable": true, "delete": true,
+	"distinct": true, "drop": true, "else": true, "escape": true, "except": true,
+	"exists": true, "foreign": true, "from": true, "group": true, "having": true, "in": true,
+	"index": true, "insert": true, "intersect": true, "into": true, "is": true, "isnull": true,
+	"join": true, "limit": true, "not": true, "nothing": true, "notnull": true, "null": true,
+	"on": true, "or": true, "order": true, "primary": true, "references": true,
+	"returning": true, "select": true, "set": true, "table": true, "then": true, "to": true,
+	"transaction": true, "union": true, "unique": true, "update": true, "using": true,
+	"values": true, "when": true, "where": true,
 }
 
 // qualName parses a possibly qualified name at j and returns its normalised
@@ -168,7 +200,7 @@ func (w *walker) qualName(j int) (name string, qualified bool, next int, ok bool
 		last = k + 1
 		k += 2
 	}
-	return identValue(w.s, w.toks, last), last != j, k, true
+	return identValue(w.d, w.s, w.toks, last), last != j, k, true
 }
 
 // skipNameList checks that toks[j] starts a parenthesised list of names

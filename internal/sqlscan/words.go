@@ -119,6 +119,9 @@ func (w *walker) updateTarget(i int) int {
 	if w.isKw(j, kwOnly) {
 		j++
 	}
+	if w.d == SQLite && w.isKw(j, kwOr) {
+		j += 2 // UPDATE OR REPLACE|IGNORE|ABORT|FAIL|ROLLBACK
+	}
 	name, _, k, ok := w.qualName(j)
 	if !ok {
 		return i + 1
@@ -162,7 +165,7 @@ func (w *walker) deleteTarget(i int) int {
 // written, and so is the one SELECT ... INTO creates.
 func (w *walker) intoTarget(i int) int {
 	j := i + 1
-	if prev := w.prevKw(i); prev != kwInsert && prev != kwMerge {
+	if prev := w.prevKw(i); prev != kwInsert && prev != kwMerge && !w.sqliteInsert(i) {
 		// SELECT ... INTO [TEMP | UNLOGGED ...] [TABLE] name creates a table.
 		w.ddl = true
 		for (w.isNameTok(j+1) || w.isKw(j+1, kwTable)) && (w.isKw(j, kwTemp) || w.isKw(j, kwTemporary) ||
@@ -183,6 +186,22 @@ func (w *walker) intoTarget(i int) int {
 	w.addWrite(name)
 	w.top().joinSeen = false
 	return k
+}
+
+// sqliteInsert reports whether INTO at i belongs to one of SQLite's forms
+// of INSERT: INSERT OR REPLACE|IGNORE|ABORT|FAIL|ROLLBACK INTO, REPLACE
+// INTO.
+func (w *walker) sqliteInsert(i int) bool {
+	if w.d != SQLite || i == 0 || w.toks[i-1].kind != tkWord {
+		return false
+	}
+	switch w.lower(i - 1) {
+	case "replace":
+		return true
+	case "ignore", "abort", "fail", "rollback":
+		return i >= 3 && w.isKw(i-2, kwOr) && w.isKw(i-3, kwInsert)
+	}
+	return false
 }
 
 // truncateTargets handles TRUNCATE [TABLE] at i: the tables are written.
