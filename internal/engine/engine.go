@@ -42,19 +42,19 @@ import (
 // reports false), Close does nothing, and Invalidate fails with
 // ErrInvalidRequest.
 type Engine struct {
-	rdb   redis.UniversalClient
-	cfg   Config
+	rdb redis.UniversalClient
+	cfg Config
 	// compact: the client talks to one Redis node, and a lookup reads all
 	// its tables' keys in two commands (stamps.go). A node in cluster mode
 	// refuses them (CROSSSLOT), even when it serves every slot: the first
 	// refusal turns compact off for good.
 	compact atomic.Bool
-	stats *Counters
-	group singleflight.Group
-	locks *redsync.Redsync
-	hub   *hub
-	memo  *memo
-	local *local // the near cache; nil without Config.LocalSize
+	stats   *Counters
+	group   singleflight.Group
+	locks   *redsync.Redsync
+	hub     *hub
+	memo    *memo
+	local   *local // the near cache; nil without Config.LocalSize
 	// done is closed by Close: waiting flights stop waiting and query the
 	// database themselves.
 	done chan struct{}

@@ -66,10 +66,10 @@ type local struct {
 	start   sync.Once   // of the listener, on the first Local request
 	started atomic.Bool // the listener was started: close waits for it
 	mu      sync.Mutex
-	ps    *redis.PubSub // the listener's, nil before it starts
-	ctx   context.Context
-	stop  context.CancelFunc
-	done  chan struct{} // closed when the listener returns
+	ps      *redis.PubSub // the listener's, nil before it starts
+	ctx     context.Context
+	stop    context.CancelFunc
+	done    chan struct{} // closed when the listener returns
 }
 
 // localItem is one entry of the near cache.

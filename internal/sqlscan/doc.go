@@ -32,7 +32,7 @@
 // An oracle test module (oracle/) checks all this against PostgreSQL's own
 // parser.
 //
-// SQLite is read by its own tokenizer (tokenizeSQLite: [], `` and ""
+// SQLite is read by its own tokenizer (tokenizeSQLite: [], “ and ""
 // identifiers, comments that do not nest, its parameters) and the same
 // walk, with its differences: names fold to lower case quoted or not, a
 // string names a table where a name is expected, INSERT OR ... INTO,

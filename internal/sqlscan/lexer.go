@@ -348,11 +348,11 @@ func isHexDigit(c byte) bool {
 }
 
 // tokenizeSQLite is tokenize for SQLite, as its tokenizer (tokenize.c)
-// reads what matters here: identifiers quoted with "", `` (a doubled quote
-// escapes it) or [] (nothing escapes), strings and X'' blobs (a doubled
+// reads what matters here: identifiers quoted with "", “ (a doubled quote
+// escapes it) or [] (nothing escapes), strings and X” blobs (a doubled
 // quote escapes), parameters (?, ?NNN, :name, @name, $name), comments (--
 // to the end of the line, /* */, which do not nest) and numbers. There are
-// no E'' strings, no dollar quotes and no U& identifiers.
+// no E” strings, no dollar quotes and no U& identifiers.
 //
 // PostgreSQL's keywords that SQLite does not have (COPY, MERGE, ONLY, ...)
 // are plain words: in SQLite they can name tables.
