@@ -47,8 +47,11 @@ const maxCatalogName = maxIdentLen
 // catalogRef reports whether the identifier token at i names a catalog
 // relation, schema or function, or session state.
 func (w *walker) catalogRef(i int) bool {
-	if w.d == SQLite {
+	switch w.d {
+	case SQLite:
 		return w.sqliteCatalogRef(i)
+	case MySQL:
+		return w.mysqlCatalogRef(i)
 	}
 	t := w.toks[i]
 	if i > 0 && w.toks[i-1].kind == tkDot && t.kind == tkWord {
@@ -100,8 +103,11 @@ func lowerInto(buf []byte, s string) []byte {
 // catalogSchema reports whether the qualifier token at i is pg_catalog,
 // information_schema or another pg_ schema.
 func (w *walker) catalogSchema(i int) bool {
-	if w.d == SQLite {
+	switch w.d {
+	case SQLite:
 		return false // main, temp and attached databases: sqliteCatalogRef looks at the names
+	case MySQL:
+		return mysqlCatalogSchemas[identValue(w.d, w.s, w.toks, i)]
 	}
 	t := w.toks[i]
 	v := t.text(w.s)
@@ -139,4 +145,33 @@ func (w *walker) sqliteCatalogRef(i int) bool {
 // sqliteSessionFuncs read the state of the connection, not of tables.
 var sqliteSessionFuncs = map[string]bool{
 	"changes": true, "total_changes": true, "last_insert_rowid": true,
+}
+
+// mysqlCatalogSchemas are MySQL's and MariaDB's system databases.
+var mysqlCatalogSchemas = map[string]bool{
+	"information_schema": true, "mysql": true, "performance_schema": true, "sys": true,
+}
+
+// mysqlCatalogRef is catalogRef for MySQL: a system database named as a
+// qualifier (information_schema.tables) and the functions that read the
+// session or the server; SHOW and DESCRIBE are statements (ddl.go), and
+// variables (@x, @@x) tokens of their own (walker.run).
+func (w *walker) mysqlCatalogRef(i int) bool {
+	if i > 0 && w.toks[i-1].kind == tkDot {
+		return false
+	}
+	v := identValue(w.d, w.s, w.toks, i)
+	if i+1 < len(w.toks) && w.toks[i+1].kind == tkDot {
+		return mysqlCatalogSchemas[v]
+	}
+	call := i+1 < len(w.toks) && w.toks[i+1].kind == tkLParen
+	return call && mysqlSessionFuncs[v] || v == "current_user" || v == "current_role"
+}
+
+// mysqlSessionFuncs read the session or the server, not tables.
+var mysqlSessionFuncs = map[string]bool{
+	"database": true, "schema": true, "user": true, "current_user": true, "session_user": true,
+	"system_user": true, "current_role": true, "connection_id": true, "last_insert_id": true,
+	"found_rows": true, "row_count": true, "version": true, "get_lock": true, "is_free_lock": true,
+	"is_used_lock": true, "release_lock": true,
 }

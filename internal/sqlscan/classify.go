@@ -72,8 +72,11 @@ func Classify(d Dialect, query string) Kind {
 		if d == PostgreSQL && end == len("show") && strings.EqualFold(query[:end], "show") { // bytes: ASCII only
 			return Query
 		}
-		if d == SQLite && end == len("replace") && strings.EqualFold(query[:end], "replace") {
+		if d != PostgreSQL && end == len("replace") && strings.EqualFold(query[:end], "replace") {
 			return Write // REPLACE INTO
+		}
+		if d == MySQL && end == len("show") && strings.EqualFold(query[:end], "show") {
+			return Query
 		}
 	}
 	return Other

@@ -51,6 +51,27 @@ func (w *walker) statement(i int) int {
 		// is forgotten.
 		w.catalog, w.ddl = true, true
 		return w.stmtEnd(i)
+	case w.d == MySQL && w.is(i, "replace"):
+		return w.mysqlInsert(i)
+	case w.d == MySQL && (w.is(i, "describe") || w.is(i, "desc")):
+		w.catalog = true
+		return w.stmtEnd(i)
+	case w.d == MySQL && w.is(i, "load"):
+		// LOAD DATA|XML ... INTO TABLE t
+		if k := w.findWord(i, "into"); k >= 0 && w.is(k+1, "table") {
+			w.writeName(k + 2)
+		}
+		return w.stmtEnd(i)
+	case w.d == MySQL && w.is(i, "rename"):
+		// RENAME TABLE a TO b, c TO d: every name is written.
+		w.ddl = true
+		end := w.stmtEnd(i)
+		for k := i + 1; k < end; k++ {
+			if !w.is(k, "table") && !w.is(k, "to") && w.isNameTok(k) && !w.isKind(k+1, tkDot) {
+				w.addWrite(identValue(w.d, w.s, w.toks, k))
+			}
+		}
+		return end
 	case w.d == SQLite && (w.is(i, "attach") || w.is(i, "detach")):
 		// A database attached or detached changes what unqualified names
 		// resolve to.
@@ -219,6 +240,10 @@ func (w *walker) alterTargets(j int) {
 		switch {
 		case w.is(k, "rename") && w.is(k+1, "to"):
 			w.writeName(k + 2)
+		case w.d == MySQL && w.is(k, "rename") && (w.is(k+1, "as") || w.isNameTok(k+1) && !w.is(k+1, "column") && !w.is(k+1, "index") && !w.is(k+1, "key")):
+			w.writeName(k + 1 + btoi(w.is(k+1, "as")))
+		case w.d == MySQL && w.is(k, "with") && w.is(k+1, "table"):
+			w.writeName(k + 2) // EXCHANGE PARTITION p WITH TABLE u
 		case (w.is(k, "attach") || w.is(k, "detach")) && w.is(k+1, "partition"):
 			w.writeName(k + 2)
 		case w.is(k, "inherit"):
@@ -425,3 +450,10 @@ func (w *walker) findWord(j int, kw string) int {
 // hasWord reports whether the statement from j on contains the word kw
 // outside parentheses.
 func (w *walker) hasWord(j int, kw string) bool { return w.findWord(j, kw) >= 0 }
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -23,10 +23,18 @@ const (
 	// not nest, parameters ?, ?NNN, :name, @name and $name, INSERT OR
 	// REPLACE and REPLACE, and its catalog (sqlite_schema, PRAGMA).
 	SQLite
+	// MySQL is MySQL's and MariaDB's grammar with the default sql_mode:
+	// strings in '' or "" with backslash escapes (not NO_BACKSLASH_ESCAPES),
+	// identifiers in `` (not ANSI_QUOTES), # and "-- " comments, /*! */
+	// comments whose content runs. Table names fold to lower case, as
+	// lower_case_table_names = 1 makes them: with 0, two tables whose
+	// names differ only in case share a generation, which costs misses.
+	MySQL
 )
 
 // DialectOf returns the Dialect of a database driver by its name, as
-// GORM's Dialector.Name reports it ("postgres", "sqlite"). ok is false for a driver
+// GORM's Dialector.Name reports it ("postgres", "sqlite", "mysql", which
+// MariaDB's dialector reports too). ok is false for a driver
 // the analyser cannot read.
 func DialectOf(driverName string) (d Dialect, ok bool) {
 	switch driverName {
@@ -34,12 +42,14 @@ func DialectOf(driverName string) (d Dialect, ok bool) {
 		return PostgreSQL, true
 	case "sqlite":
 		return SQLite, true
+	case "mysql":
+		return MySQL, true
 	}
 	return 0, false
 }
 
 // known reports whether the analyser reads d.
-func (d Dialect) known() bool { return d == PostgreSQL || d == SQLite }
+func (d Dialect) known() bool { return d == PostgreSQL || d == SQLite || d == MySQL }
 
 // String returns the dialect's name, or "unknown" for the zero Dialect.
 func (d Dialect) String() string {
@@ -48,6 +58,8 @@ func (d Dialect) String() string {
 		return "PostgreSQL"
 	case SQLite:
 		return "SQLite"
+	case MySQL:
+		return "MySQL"
 	}
 	return "unknown"
 }

@@ -14,7 +14,8 @@ func TestDialectOf(t *testing.T) {
 	}{
 		{"postgres", PostgreSQL, true},
 		{"Postgres", 0, false},
-		{"mysql", 0, false},
+		{"mysql", MySQL, true},
+		{"MySQL", 0, false},
 		{"sqlite", SQLite, true},
 		{"sqlite3", 0, false},
 		{"", 0, false},
@@ -26,6 +27,9 @@ func TestDialectOf(t *testing.T) {
 	if s := PostgreSQL.String(); s != "PostgreSQL" {
 		t.Errorf("PostgreSQL.String() = %q", s)
 	}
+	if s := MySQL.String(); s != "MySQL" {
+		t.Errorf("MySQL.String() = %q", s)
+	}
 	if s := SQLite.String(); s != "SQLite" {
 		t.Errorf("SQLite.String() = %q", s)
 	}
@@ -36,7 +40,7 @@ func TestDialectOf(t *testing.T) {
 // table invalidated.
 func TestZeroDialect(t *testing.T) {
 	const query = `SELECT * FROM users`
-	for _, d := range []Dialect{0, SQLite + 1, 255} {
+	for _, d := range []Dialect{0, MySQL + 1, 255} {
 		t.Run(d.String(), func(t *testing.T) {
 			want := Result{Reads: l(AllTables), Writes: l(AllTables), Catalog: true, DDL: true, Schema: true}
 			r := Analyze(d, query)

@@ -3,7 +3,7 @@
 // be cached (catalog reads) or change the schema (DDL), and classifies a
 // statement by its first keyword. It knows nothing of GORM or of any
 // driver; every entry point takes the Dialect of the statement:
-// PostgreSQL or SQLite.
+// PostgreSQL, SQLite or MySQL (MariaDB too).
 //
 // The analysis is a hand-written lexer (following PostgreSQL's scan.l for
 // strings, comments, quoted identifiers and dollar quotes) followed by a single
@@ -41,4 +41,16 @@
 // oracle module (sqliteoracle/) checks it against SQLite: the tables a
 // statement's compiled program opens, and what it really changes on a
 // scratch database.
+//
+// MySQL is read by tokenizeMySQL (backticks, strings in '' and "" with
+// backslash escapes, #, "-- " and /* */ comments, /*! */ comments whose
+// content runs, identifiers that start with a digit, variables) and the
+// same walk: names fold to lower case, INSERT and REPLACE with or without
+// INTO and with their modifiers, ON DUPLICATE KEY UPDATE, multi-table
+// UPDATE and DELETE (every table they name up to SET or WHERE is
+// written), LOAD DATA ... INTO TABLE, RENAME TABLE, ALTER TABLE ... RENAME
+// [AS] and EXCHANGE PARTITION; the system databases, SHOW, DESCRIBE,
+// variables and the session's functions are the catalog. A third oracle
+// module (mysqloracle/) runs every statement on MariaDB and checks what
+// it really changed.
 package sqlscan

@@ -51,8 +51,11 @@ func tableRef(d Dialect, name string) (string, bool) {
 // identValue returns the normalised name of the identifier token toks[idx]
 // of a statement of dialect d.
 func identValue(d Dialect, s string, toks []token, idx int) string {
-	if d == SQLite {
+	switch d {
+	case SQLite:
 		return sqliteIdent(s, toks[idx])
+	case MySQL:
+		return mysqlIdent(s, toks[idx])
 	}
 	t := toks[idx]
 	var v string
@@ -96,6 +99,26 @@ func sqliteIdent(s string, t token) string {
 				v = v[:len(v)-1]
 			}
 			v = strings.ReplaceAll(v, string([]byte{q, q}), string(q))
+		}
+		return foldLower(v)
+	}
+	return ""
+}
+
+// mysqlIdent returns the normalised name of a MySQL identifier token:
+// unquoted, and folded to lower case (see MySQL).
+func mysqlIdent(s string, t token) string {
+	v := t.text(s)
+	switch t.kind {
+	case tkWord:
+		return foldLower(v)
+	case tkQuoted:
+		v = v[1:]
+		if t.kw&qfClosed != 0 {
+			v = v[:len(v)-1]
+		}
+		if t.kw&qfDoubled != 0 {
+			v = strings.ReplaceAll(v, "``", "`")
 		}
 		return foldLower(v)
 	}

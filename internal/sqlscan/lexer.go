@@ -85,8 +85,11 @@ var charClass = func() (t [256]uint8) {
 // known one), to toks. Whitespace and comments produce no tokens. It never
 // fails: unterminated constructs extend to the end of s.
 func tokenize(d Dialect, s string, toks []token) []token {
-	if d == SQLite {
+	switch d {
+	case SQLite:
 		return tokenizeSQLite(s, toks)
+	case MySQL:
+		return tokenizeMySQL(s, toks)
 	}
 	return tokenizePostgres(s, toks)
 }
@@ -419,6 +422,127 @@ func tokenizeSQLite(s string, toks []token) []token {
 // SQLite does not have.
 var notSQLiteKeyword = func() (m [256]bool) {
 	for _, kw := range []uint8{kwCopy, kwMerge, kwTruncate, kwRefresh, kwOnly, kwLateral, kwFetch, kwUnlogged} {
+		m[kw] = true
+	}
+	return m
+}()
+
+// tokenizeMySQL is tokenize for MySQL and MariaDB with the default
+// sql_mode: identifiers in `` (a doubled backtick escapes it), which may
+// start with a digit (1abc); strings in '' and "" where a backslash or a
+// doubled quote escapes; comments from # or "-- " (a space or control
+// character after the dashes) to the end of the line, and /* */, which do
+// not nest, but whose content runs when they start /*! or /*M! (an
+// optional version number follows); parameters ? and variables @name and
+// @@name.
+//
+// PostgreSQL's keywords MySQL lacks (COPY, MERGE, ONLY, ...) are plain
+// words that can name tables.
+func tokenizeMySQL(s string, toks []token) []token {
+	running := false // inside a /*! comment, whose */ ends it
+	for i := 0; i < len(s); {
+		c, start := s[i], i
+		next := byte(0)
+		if i+1 < len(s) {
+			next = s[i+1]
+		}
+		var kind tokKind
+		var flags uint8
+		switch cc := charClass[c]; {
+		case cc&ccSpace != 0:
+			i++
+			continue
+		case c == '#', c == '-' && next == '-' && (i+2 >= len(s) || s[i+2] <= ' '):
+			for i++; i < len(s) && s[i] != '\n'; i++ {
+			}
+			continue
+		case c == '/' && next == '*':
+			i += 2
+			if k := i; k < len(s) && (s[k] == '!' || s[k] == 'M' && k+1 < len(s) && s[k+1] == '!') {
+				if s[k] == 'M' {
+					k++
+				}
+				for k++; k < len(s) && charClass[s[k]]&ccDigit != 0; k++ {
+				}
+				i, running = k, true
+				continue
+			}
+			i = len(s)
+			if j := strings.Index(s[start+2:], "*/"); j >= 0 {
+				i = start + 2 + j + 2
+			}
+			continue
+		case c == '*' && next == '/' && running:
+			i, running = i+2, false
+			continue
+		case (c == 'x' || c == 'X' || c == 'b' || c == 'B' || c == 'n' || c == 'N') && next == '\'':
+			kind, i = tkString, scanMySQLString(s, i+2, '\'')
+		case cc&ccIdentStart != 0, c == '$':
+			i = scanWord(s, i+1)
+			kind, flags = tkWord, lookupKeyword(s[start:i])
+			if notMySQLKeyword[flags] {
+				flags = kwNone
+			}
+		case cc&ccDigit != 0:
+			kind, i = tkNumber, scanNumber(s, i)
+			if i < len(s) && charClass[s[i]]&ccIdentCont != 0 {
+				kind, i = tkWord, scanWord(s, i) // 1abc: an identifier
+			}
+		case c == '.' && charClass[next]&ccDigit != 0 && (len(toks) == 0 || toks[len(toks)-1].kind != tkWord && toks[len(toks)-1].kind != tkQuoted):
+			kind, i = tkNumber, scanNumber(s, i)
+		case c == '`':
+			kind = tkQuoted
+			i, flags = scanQuoted(s, i+1, '`')
+		case c == '\'', c == '"':
+			kind, i = tkString, scanMySQLString(s, i+1, c)
+		case c == '?':
+			kind, i = tkParam, i+1
+		case c == '@':
+			i++
+			if i < len(s) && s[i] == '@' {
+				i++
+			}
+			switch {
+			case i < len(s) && (s[i] == '`' || s[i] == '\'' || s[i] == '"'):
+				i = scanMySQLString(s, i+1, s[i]) // @`name`
+			default:
+				i = scanWord(s, i)
+			}
+			kind = tkParam
+		case punctKind[c] != 0:
+			kind, i = punctKind[c], i+1
+		default:
+			kind, i = tkOp, i+1
+		}
+		toks = append(toks, mkTok(start, i, kind, flags))
+	}
+	return toks
+}
+
+// scanMySQLString scans a MySQL string body starting after the opening
+// quote q: a backslash escapes the next byte, a doubled quote is a quote.
+func scanMySQLString(s string, i int, q byte) int {
+	for i < len(s) {
+		switch s[i] {
+		case '\\':
+			i += 2
+		case q:
+			if i+1 < len(s) && s[i+1] == q {
+				i += 2
+				continue
+			}
+			return i + 1
+		default:
+			i++
+		}
+	}
+	return len(s)
+}
+
+// notMySQLKeyword marks the keywords the walk knows from PostgreSQL that
+// MySQL does not have.
+var notMySQLKeyword = func() (m [256]bool) {
+	for _, kw := range []uint8{kwCopy, kwMerge, kwRefresh, kwOnly, kwFetch, kwUnlogged} {
 		m[kw] = true
 	}
 	return m

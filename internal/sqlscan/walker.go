@@ -38,6 +38,9 @@ type walker struct {
 	head       int // index of the first token of the current statement
 
 	inSchema bool // in CREATE SCHEMA: CREATE and GRANT start schema elements
+	// dmlWrite: MySQL's multi-table UPDATE and DELETE, until their SET or
+	// WHERE: every table named is written.
+	dmlWrite bool
 	catalog  bool // Result.Catalog
 	ddl      bool // Result.DDL
 	schema   bool // Result.Schema
@@ -78,7 +81,7 @@ func (w *walker) release() {
 
 // reset starts a statement whose first token is toks[head].
 func (w *walker) reset(head int) {
-	w.head, w.inSchema = head, false
+	w.head, w.inSchema, w.dmlWrite = head, false, false
 	w.fs = append(w.fs[:0], frame{cte: -1})
 	clear(w.ctes)
 	w.ctes = w.ctes[:0]
@@ -119,8 +122,11 @@ func (w *walker) run() {
 	// walk: it steps over the items of a FROM list, set-returning function
 	// calls (pg_get_keywords()) included.
 	for i := 0; i < n && !w.catalog; i++ {
-		if k := w.toks[i].kind; k == tkWord || k == tkQuoted {
+		switch k := w.toks[i].kind; {
+		case k == tkWord || k == tkQuoted:
 			w.catalog = w.catalogRef(i)
+		case k == tkParam && w.d == MySQL && w.s[w.toks[i].pos] == '@':
+			w.catalog = true // @var and @@var: the session's variables
 		}
 	}
 }
@@ -151,8 +157,11 @@ func (w *walker) isNameTok(j int) bool {
 		return false
 	}
 	t := w.toks[j]
-	if w.d == SQLite {
+	switch w.d {
+	case SQLite:
 		return t.kind == tkQuoted || t.kind == tkString || t.kind == tkWord && !w.sqliteReserved(j)
+	case MySQL:
+		return t.kind == tkQuoted || t.kind == tkWord && !w.reservedIn(j, mysqlReservedWords)
 	}
 	return t.kind == tkQuoted || t.kind == tkWord && !kwReserved[t.kw]
 }
@@ -160,13 +169,32 @@ func (w *walker) isNameTok(j int) bool {
 // sqliteReserved reports whether the word toks[j] is one of SQLite's
 // keywords that cannot name a table unquoted. The others can, PostgreSQL's
 // reserved words among them ("FROM user").
-func (w *walker) sqliteReserved(j int) bool {
+func (w *walker) sqliteReserved(j int) bool { return w.reservedIn(j, sqliteReservedWords) }
+
+// reservedIn reports whether the word toks[j] is in words, a set of lower
+// case words of at most 17 bytes.
+func (w *walker) reservedIn(j int, words map[string]bool) bool {
 	t := w.toks[j]
 	if t.n > 17 {
 		return false
 	}
 	var buf [17]byte
-	return sqliteReservedWords[string(lowerInto(buf[:0], t.text(w.s)))]
+	return words[string(lowerInto(buf[:0], t.text(w.s)))]
+}
+
+// mysqlReservedWords are MySQL's reserved words that a statement's table
+// position can hold in place of a name: the clauses and modifiers that
+// follow or precede a table there. The others can name a table unquoted.
+var mysqlReservedWords = map[string]bool{
+	"select": true, "from": true, "where": true, "set": true, "join": true, "inner": true,
+	"cross": true, "left": true, "right": true, "natural": true, "straight_join": true,
+	"on": true, "using": true, "values": true, "into": true, "table": true,
+	"update": true, "delete": true, "insert": true, "replace": true, "group": true,
+	"order": true, "limit": true, "having": true, "union": true, "except": true,
+	"intersect": true, "as": true, "partition": true, "use": true, "ignore": true,
+	"force": true, "low_priority": true, "high_priority": true, "delayed": true,
+	"window": true, "for": true, "lock": true, "with": true, "lateral": true,
+	"default": true, "not": true, "exists": true, "if": true,
 }
 
 // sqliteReservedWords are the keywords SQLite's parser never takes for an
@@ -237,6 +265,9 @@ func (w *walker) addRead(name string, qualified bool) {
 		w.catalog = true // pg_class, pg_tables, pg_stat_activity, ...
 	}
 	w.reads = append(w.reads, name)
+	if w.dmlWrite {
+		w.addWrite(name)
+	}
 }
 
 func (w *walker) addWrite(name string) {

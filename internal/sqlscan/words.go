@@ -26,13 +26,24 @@ func (w *walker) word(i int) int {
 	case kwWhere, kwGroup, kwHaving, kwOrder, kwLimit, kwOffset, kwFetch, kwFor, kwWindow,
 		kwUnion, kwIntersect, kwExcept, kwReturning, kwDo:
 		w.top().inFrom = false
+		if len(w.fs) == 1 {
+			w.dmlWrite = false
+		}
 	case kwSet:
+		if w.dmlWrite && len(w.fs) == 1 {
+			w.dmlWrite, w.top().inFrom = false, false // UPDATE a JOIN b SET
+		}
 		// MERGE ... USING s ... THEN UPDATE SET a = 1, b = 2: the commas are
 		// not from-items. Elsewhere SET may be a table alias ("FROM t set, u").
 		if w.prevKw(i) == kwUpdate {
 			w.top().inFrom = false
 		}
-	case kwSelect, kwValues, kwInsert, kwMerge:
+	case kwInsert:
+		w.top().withList = false
+		if w.d == MySQL {
+			return w.mysqlInsert(i)
+		}
+	case kwSelect, kwValues, kwMerge:
 		w.top().withList = false
 	case kwUpdate:
 		w.top().withList = false
@@ -122,6 +133,9 @@ func (w *walker) updateTarget(i int) int {
 	if w.d == SQLite && w.isKw(j, kwOr) {
 		j += 2 // UPDATE OR REPLACE|IGNORE|ABORT|FAIL|ROLLBACK
 	}
+	if w.d == MySQL {
+		j = w.skipWords(j, "low_priority", "ignore")
+	}
 	name, _, k, ok := w.qualName(j)
 	if !ok {
 		return i + 1
@@ -131,11 +145,54 @@ func (w *walker) updateTarget(i int) int {
 	}
 	w.addWrite(name)
 	w.top().joinSeen = false
+	if w.d == MySQL {
+		// UPDATE a, b ... or UPDATE a JOIN b ...: every table of the list
+		// may be written, up to SET.
+		w.dmlWrite, w.top().inFrom = true, true
+	}
+	return k
+}
+
+// skipWords returns the index after the words of set at j, in any order.
+func (w *walker) skipWords(j int, set ...string) int {
+	for j < len(w.toks) && w.toks[j].kind == tkWord {
+		found := false
+		for _, s := range set {
+			if w.is(j, s) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			break
+		}
+		j++
+	}
+	return j
+}
+
+// mysqlInsert handles INSERT and REPLACE at i in MySQL, whose INTO is
+// optional: INSERT [LOW_PRIORITY | DELAYED | HIGH_PRIORITY] [IGNORE]
+// [INTO] t, REPLACE [LOW_PRIORITY | DELAYED] [INTO] t.
+func (w *walker) mysqlInsert(i int) int {
+	j := w.skipWords(i+1, "low_priority", "delayed", "high_priority", "ignore")
+	if w.isKw(j, kwInto) {
+		j++
+	}
+	name, _, k, ok := w.qualName(j)
+	if !ok {
+		return i + 1
+	}
+	w.addWrite(name)
+	w.top().joinSeen = false
 	return k
 }
 
 // deleteTarget handles DELETE at i: the table of DELETE FROM is written.
 func (w *walker) deleteTarget(i int) int {
+	if w.d == MySQL {
+		return w.mysqlDelete(i)
+	}
 	if !w.isKw(i+1, kwFrom) {
 		return i + 1
 	}
@@ -159,6 +216,35 @@ func (w *walker) deleteTarget(i int) int {
 		k++
 	}
 	return k
+}
+
+// mysqlDelete handles DELETE at i in MySQL: DELETE [LOW_PRIORITY] [QUICK]
+// [IGNORE] FROM t ..., DELETE a, b FROM a JOIN b ..., DELETE FROM a, b
+// USING a JOIN b ...: every table named up to WHERE may be written.
+func (w *walker) mysqlDelete(i int) int {
+	if w.prevKw(i) == kwOn {
+		return i + 1 // ON DELETE CASCADE
+	}
+	j := w.skipWords(i+1, "low_priority", "quick", "ignore")
+	w.dmlWrite = true
+	if w.isKw(j, kwFrom) {
+		return j // from: a from-list, whose tables dmlWrite writes
+	}
+	// The tables before FROM (a, b.*): written, read by the FROM after.
+	for {
+		name, _, k, ok := w.qualName(j)
+		if !ok {
+			return j
+		}
+		w.addWrite(name)
+		if w.isKind(k, tkDot) && w.isKind(k+1, tkStar) {
+			k += 2
+		}
+		if !w.isKind(k, tkComma) {
+			return k
+		}
+		j = k + 1
+	}
 }
 
 // intoTarget handles INTO at i: the table of INSERT INTO and MERGE INTO is
