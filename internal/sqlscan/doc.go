@@ -42,7 +42,7 @@
 // statement's compiled program opens, and what it really changes on a
 // scratch database.
 //
-// MySQL is read by tokenizeMySQL (backticks, strings in '' and "" with
+// MySQL is read by tokenizeMySQL (backticks, strings in ” and "" with
 // backslash escapes, #, "-- " and /* */ comments, /*! */ comments whose
 // content runs, identifiers that start with a digit, variables) and the
 // same walk: names fold to lower case, INSERT and REPLACE with or without

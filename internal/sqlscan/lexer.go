@@ -428,8 +428,8 @@ var notSQLiteKeyword = func() (m [256]bool) {
 }()
 
 // tokenizeMySQL is tokenize for MySQL and MariaDB with the default
-// sql_mode: identifiers in `` (a doubled backtick escapes it), which may
-// start with a digit (1abc); strings in '' and "" where a backslash or a
+// sql_mode: identifiers in “ (a doubled backtick escapes it), which may
+// start with a digit (1abc); strings in ” and "" where a backslash or a
 // doubled quote escapes; comments from # or "-- " (a space or control
 // character after the dashes) to the end of the line, and /* */, which do
 // not nest, but whose content runs when they start /*! or /*M! (an
