@@ -138,6 +138,8 @@ func decodeValue(dec *msgpack.Decoder) (driver.Value, error) {
 		return dec.DecodeBool()
 	case c == msgpcode.Double:
 		return dec.DecodeFloat64()
+	case c == msgpcode.Float:
+		return dec.DecodeFloat32()
 	case msgpcode.IsFixedNum(c) || (c >= msgpcode.Uint8 && c <= msgpcode.Int64):
 		return dec.DecodeInt64()
 	case msgpcode.IsString(c):
@@ -149,7 +151,7 @@ func decodeValue(dec *msgpack.Decoder) (driver.Value, error) {
 		}
 		return b, err
 	case msgpcode.IsExt(c):
-		return decodeTime(dec)
+		return decodeExt(dec)
 	default:
 		return nil, fmt.Errorf("unexpected msgpack code %#x", c)
 	}
@@ -182,11 +184,26 @@ func isNamedLocation(name string, t time.Time) bool {
 	return n1 == n2 && o1 == o2
 }
 
-func decodeTime(dec *msgpack.Decoder) (time.Time, error) {
+// decodeExt decodes a value of one of the codec's extension types.
+func decodeExt(dec *msgpack.Decoder) (driver.Value, error) {
 	id, n, err := dec.DecodeExtHeader()
 	if err != nil {
-		return time.Time{}, err
+		return nil, err
 	}
+	if id == Uint64Ext {
+		var b [8]byte
+		if n != len(b) {
+			return nil, fmt.Errorf("uint64 extension of %d bytes", n)
+		}
+		if err := dec.ReadFull(b[:]); err != nil {
+			return nil, err
+		}
+		return binary.BigEndian.Uint64(b[:]), nil
+	}
+	return decodeTime(dec, id, n)
+}
+
+func decodeTime(dec *msgpack.Decoder, id int8, n int) (time.Time, error) {
 	if id != TimeExt || n < 13 || n > 64 {
 		return time.Time{}, fmt.Errorf("time extension %d of %d bytes", id, n)
 	}

@@ -25,6 +25,11 @@ const maxBareRows = 1 << 20
 // TimeExt is the msgpack extension type of a time.Time with its location.
 const TimeExt int8 = 1
 
+// Uint64Ext is the msgpack extension type of a uint64 (go-sql-driver's
+// BIGINT UNSIGNED): msgpack's own unsigned codes also carry positive
+// int64s, so they could not tell the two apart.
+const Uint64Ext int8 = 2
+
 // Location kinds of an encoded time.
 const (
 	locUTC   = 0
@@ -57,6 +62,9 @@ var scanTypes = []reflect.Type{
 	reflect.TypeFor[sql.NullInt64](), reflect.TypeFor[sql.NullInt32](), reflect.TypeFor[sql.NullInt16](),
 	reflect.TypeFor[sql.NullByte](), reflect.TypeFor[sql.NullFloat64](), reflect.TypeFor[sql.NullBool](),
 	reflect.TypeFor[sql.NullString](), reflect.TypeFor[sql.NullTime](),
+	// Appended, so that the codes above keep their meaning: go-sql-driver's
+	// unsigned and unknown columns.
+	reflect.TypeFor[sql.Null[uint64]](), reflect.TypeFor[*any](),
 }
 
 var scanTypeCodes = func() map[reflect.Type]int {
@@ -145,6 +153,14 @@ func (w *entryWriter) encodeValue(v driver.Value) error {
 		return enc.EncodeInt(v)
 	case float64:
 		return enc.EncodeFloat64(v)
+	case float32: // go-sql-driver's FLOAT; msgpack's float 32 code is its own
+		return enc.EncodeFloat32(v)
+	case uint64:
+		if err := enc.EncodeExtHeader(Uint64Ext, 8); err != nil {
+			return err
+		}
+		_, err := w.buf.Write(binary.BigEndian.AppendUint64(nil, v))
+		return err
 	case bool:
 		return enc.EncodeBool(v)
 	case string:
