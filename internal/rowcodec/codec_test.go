@@ -23,6 +23,7 @@ func TestRoundTrip(t *testing.T) {
 		nil, int64(-1 << 63), int64(1<<63 - 1), 3.5, true, false, "", "text", []byte{}, []byte{0, 1, 2},
 		// go-sql-driver's FLOAT and BIGINT UNSIGNED keep their types.
 		float32(3.25), float32(-1e38), uint64(0), uint64(1<<64 - 1), uint64(200), int64(200),
+		[]byte(nil), // modernc's empty blob: not NULL
 		at, at.Local(), at.In(paris), at.In(time.FixedZone("X", -3*3600-1800)), at.In(time.FixedZone("", 60)),
 	}
 	rows := make([][]driver.Value, len(values))

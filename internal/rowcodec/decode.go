@@ -190,6 +190,9 @@ func decodeExt(dec *msgpack.Decoder) (driver.Value, error) {
 	if err != nil {
 		return nil, err
 	}
+	if id == NilBytesExt && n == 0 {
+		return []byte(nil), nil
+	}
 	if id == Uint64Ext {
 		var b [8]byte
 		if n != len(b) {

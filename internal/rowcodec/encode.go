@@ -30,6 +30,11 @@ const TimeExt int8 = 1
 // int64s, so they could not tell the two apart.
 const Uint64Ext int8 = 2
 
+// NilBytesExt is the msgpack extension type of a nil []byte, which is not
+// NULL: modernc.org/sqlite returns one for an empty blob, and it scans
+// into a string as "" where NULL fails. msgpack writes a nil slice as nil.
+const NilBytesExt int8 = 3
+
 // Location kinds of an encoded time.
 const (
 	locUTC   = 0
@@ -166,6 +171,9 @@ func (w *entryWriter) encodeValue(v driver.Value) error {
 	case string:
 		return enc.EncodeString(v)
 	case []byte:
+		if v == nil {
+			return enc.EncodeExtHeader(NilBytesExt, 0)
+		}
 		return enc.EncodeBytes(v)
 	case time.Time:
 		return w.encodeTime(v)
