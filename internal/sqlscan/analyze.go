@@ -45,7 +45,7 @@ func Analyze(d Dialect, query string) Result {
 	}
 	// PostgreSQL reads a query string as a C string: nothing after a NUL
 	// byte is part of the statement. (SQLite's tokenizer refuses a NUL.)
-	if i := strings.IndexByte(query, 0); i >= 0 {
+	if i := strings.IndexByte(query, 0); i >= 0 && d == PostgreSQL {
 		query = query[:i]
 	}
 	w := walkerPool.Get().(*walker)

@@ -128,18 +128,12 @@ func (w *walker) catalogSchema(i int) bool {
 // the table-valued pragma functions (pragma_table_info(...)), and the
 // functions that read the connection's state.
 func (w *walker) sqliteCatalogRef(i int) bool {
-	if i > 0 && w.toks[i-1].kind == tkDot && w.toks[i].kind == tkWord {
-		return false // a column
-	}
 	v := identValue(w.d, w.s, w.toks, i)
-	call := i+1 < len(w.toks) && w.toks[i+1].kind == tkLParen
-	switch {
-	case strings.HasPrefix(v, "sqlite_"):
-		return true
-	case strings.HasPrefix(v, "pragma_"):
-		return call
+	if strings.HasPrefix(v, "sqlite_") || strings.HasPrefix(v, "pragma_") {
+		return true // main.sqlite_master, pragma_table_list (called or not), ...
 	}
-	return call && sqliteSessionFuncs[v]
+	call := i+1 < len(w.toks) && w.toks[i+1].kind == tkLParen
+	return call && sqliteSessionFuncs[v] && !(i > 0 && w.toks[i-1].kind == tkDot)
 }
 
 // sqliteSessionFuncs read the state of the connection, not of tables.

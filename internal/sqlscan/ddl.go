@@ -53,6 +53,19 @@ func (w *walker) statement(i int) int {
 		return w.stmtEnd(i)
 	case w.d == MySQL && w.is(i, "replace"):
 		return w.mysqlInsert(i)
+	case w.d == MySQL && w.is(i, "analyze") && !w.is(i+1, "table") && !w.is(i+1, "no_write_to_binlog") && !w.is(i+1, "local"):
+		// MariaDB's ANALYZE [FORMAT=...] statement runs the statement.
+		j := i + 1
+		if w.is(j, "format") {
+			j += 3
+		}
+		w.head = j
+		return j
+	case w.d == MySQL && w.is(i, "begin") && w.is(i+1, "not") && w.is(i+2, "atomic"):
+		// A compound statement, whose statements the walk does not follow
+		// through labels and control flow: every table.
+		w.ddl, w.schema = true, true
+		return i + 3
 	case w.d == MySQL && (w.is(i, "describe") || w.is(i, "desc")):
 		w.catalog = true
 		return w.stmtEnd(i)

@@ -407,7 +407,7 @@ func tokenizeSQLite(s string, toks []token) []token {
 			}
 			kind = tkParam
 		case (c == ':' || c == '@' || c == '$') && charClass[next]&ccIdentCont != 0:
-			kind, i = tkParam, scanWord(s, i+1)
+			kind, i = tkParam, scanSQLiteParam(s, i+1)
 		case punctKind[c] != 0:
 			kind, i = punctKind[c], i+1
 		default:
@@ -416,6 +416,30 @@ func tokenizeSQLite(s string, toks []token) []token {
 		toks = append(toks, mkTok(start, i, kind, flags))
 	}
 	return toks
+}
+
+// scanSQLiteParam scans the name of a :, @ or $ parameter from i as
+// SQLite's tokenizer does: identifier characters, "::", and a "(...)"
+// suffix that runs to the next ")" (TCL's array syntax), quotes and all.
+func scanSQLiteParam(s string, i int) int {
+	for i < len(s) {
+		switch c := s[i]; {
+		case charClass[c]&ccIdentCont != 0:
+			i++
+		case c == ':' && i+1 < len(s) && s[i+1] == ':':
+			i += 2
+		case c == '(':
+			for i++; i < len(s) && s[i] != ')' && charClass[s[i]]&ccSpace == 0; i++ {
+			}
+			if i < len(s) && s[i] == ')' {
+				i++
+			}
+			return i
+		default:
+			return i
+		}
+	}
+	return i
 }
 
 // notSQLiteKeyword marks the keywords the walk knows from PostgreSQL that
@@ -483,10 +507,13 @@ func tokenizeMySQL(s string, toks []token) []token {
 			if notMySQLKeyword[flags] {
 				flags = kwNone
 			}
+			if flags == kwNone && strings.EqualFold(s[start:i], "straight_join") {
+				flags = kwJoin
+			}
 		case cc&ccDigit != 0:
-			kind, i = tkNumber, scanNumber(s, i)
+			kind, i = tkNumber, scanMySQLNumber(s, i)
 			if i < len(s) && charClass[s[i]]&ccIdentCont != 0 {
-				kind, i = tkWord, scanWord(s, i) // 1abc: an identifier
+				kind, i = tkWord, scanWord(s, i) // 1abc, 2024_01, 0o17: identifiers
 			}
 		case c == '.' && charClass[next]&ccDigit != 0 && (len(toks) == 0 || toks[len(toks)-1].kind != tkWord && toks[len(toks)-1].kind != tkQuoted):
 			kind, i = tkNumber, scanNumber(s, i)
@@ -517,6 +544,41 @@ func tokenizeMySQL(s string, toks []token) []token {
 		toks = append(toks, mkTok(start, i, kind, flags))
 	}
 	return toks
+}
+
+// scanMySQLNumber scans a MySQL number at i (a digit): digits, a fraction,
+// an exponent, or 0x and 0b literals; no _ separators and no 0o.
+func scanMySQLNumber(s string, i int) int {
+	n := len(s)
+	if s[i] == '0' && i+2 < n && (s[i+1] == 'x' || s[i+1] == 'b') {
+		j := i + 2
+		for j < n && (s[i+1] == 'x' && isHexDigit(s[j]) || s[i+1] == 'b' && (s[j] == '0' || s[j] == '1')) {
+			j++
+		}
+		if j > i+2 {
+			return j
+		}
+	}
+	for i < n && charClass[s[i]]&ccDigit != 0 {
+		i++
+	}
+	if i < n && s[i] == '.' {
+		i++
+		for i < n && charClass[s[i]]&ccDigit != 0 {
+			i++
+		}
+	}
+	if i < n && (s[i] == 'e' || s[i] == 'E') {
+		j := i + 1
+		if j < n && (s[j] == '+' || s[j] == '-') {
+			j++
+		}
+		if j < n && charClass[s[j]]&ccDigit != 0 {
+			for i = j; i < n && charClass[s[i]]&ccDigit != 0; i++ {
+			}
+		}
+	}
+	return i
 }
 
 // scanMySQLString scans a MySQL string body starting after the opening

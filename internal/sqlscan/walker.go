@@ -216,12 +216,15 @@ var sqliteReservedWords = map[string]bool{
 // qualName parses a possibly qualified name at j and returns its normalised
 // last component, whether it was qualified, and the index after it.
 func (w *walker) qualName(j int) (name string, qualified bool, next int, ok bool) {
+	if w.d == MySQL && w.isKind(j, tkDot) && w.isNameTok(j+1) {
+		j++ // .t: the default database's (ODBC)
+	}
 	if !w.isNameTok(j) {
 		return "", false, j, false
 	}
 	last, k := j, j+1
 	for k+1 < len(w.toks) && w.toks[k].kind == tkDot &&
-		(w.toks[k+1].kind == tkWord || w.toks[k+1].kind == tkQuoted) {
+		(w.toks[k+1].kind == tkWord || w.toks[k+1].kind == tkQuoted || w.d == SQLite && w.toks[k+1].kind == tkString) {
 		if !w.catalog {
 			w.catalog = w.catalogSchema(last)
 		}
@@ -261,8 +264,8 @@ func (w *walker) addRead(name string, qualified bool) {
 	if name == "" || !qualified && w.isCTE(name) {
 		return
 	}
-	if strings.HasPrefix(name, "pg_") {
-		w.catalog = true // pg_class, pg_tables, pg_stat_activity, ...
+	if strings.HasPrefix(name, "pg_") || w.d == SQLite && strings.HasPrefix(name, "sqlite_") {
+		w.catalog = true // pg_class, pg_tables, pg_stat_activity, ...; sqlite_master
 	}
 	w.reads = append(w.reads, name)
 	if w.dmlWrite {
@@ -341,6 +344,12 @@ func (w *walker) comma(i int) int {
 func (w *walker) fromItem(j int) (next int, found bool) {
 	if w.isKw(j, kwOnly) {
 		j++
+	}
+	if w.d == MySQL && w.isKind(j, tkOp) && w.s[w.toks[j].pos] == '{' {
+		j++ // { OJ a LEFT JOIN b ON ... }: ODBC's outer join
+		if w.is(j, "oj") {
+			j++
+		}
 	}
 	if w.isKw(j, kwLateral) {
 		j++

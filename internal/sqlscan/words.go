@@ -8,6 +8,14 @@ package sqlscan
 
 // word handles the unquoted word at i.
 func (w *walker) word(i int) int {
+	if w.d == MySQL {
+		if next := w.mysqlWord(i); next > i {
+			return next
+		}
+	}
+	if w.d != PostgreSQL && w.aliasKeyword(i) {
+		return i + 1
+	}
 	kw := w.toks[i].kw
 	if kw == kwNone || i > 0 && w.toks[i-1].kind == tkDot {
 		return i + 1 // an identifier (a name after "." is never a keyword)
@@ -64,6 +72,60 @@ func (w *walker) word(i int) int {
 		return w.tableName(i)
 	}
 	return i + 1
+}
+
+// mysqlWord handles the words of MySQL that the walk would misread, and
+// returns the index after them, or i: index hints (USE|IGNORE|FORCE
+// INDEX|KEY [FOR JOIN|ORDER BY|GROUP BY] (...)), whose FOR, ORDER and
+// GROUP are not clauses; MariaDB's FOR SYSTEM_TIME; and the walk's
+// keywords that MySQL does not reserve used as an alias or a qualifier
+// (FROM a do, b; do.id).
+func (w *walker) mysqlWord(i int) int {
+	switch {
+	case (w.is(i, "use") || w.is(i, "ignore") || w.is(i, "force")) && (w.is(i+1, "index") || w.is(i+1, "key")):
+		j := i + 2
+		if w.isKw(j, kwFor) {
+			j++
+			if w.isKw(j, kwJoin) {
+				j++
+			} else if w.isKw(j, kwOrder) || w.isKw(j, kwGroup) {
+				j += 2 // ORDER BY, GROUP BY
+			}
+		}
+		if w.isKind(j, tkLParen) {
+			for j < len(w.toks) && !w.isKind(j, tkRParen) {
+				j++
+			}
+			j++
+		}
+		return j
+	case w.isKw(i, kwFor) && w.is(i+1, "system_time"):
+		return i + 2
+	}
+	return i
+}
+
+// aliasKeyword reports whether the word at i is one of the walk's
+// keywords that the dialect does not reserve, used as an alias or a
+// qualifier: FROM a do, b; do.id (MySQL: DO, OFFSET, RETURNING, FETCH;
+// SQLite: DO, FOR, OFFSET, WINDOW, FETCH).
+func (w *walker) aliasKeyword(i int) bool {
+	switch kw := w.toks[i].kw; {
+	case kw == kwDo || kw == kwOffset || kw == kwFetch,
+		w.d == MySQL && kw == kwReturning,
+		w.d == SQLite && (kw == kwFor || kw == kwWindow):
+	default:
+		return false
+	}
+	if w.isKind(i+1, tkDot) {
+		return true // a qualifier: do.id
+	}
+	prev := tokKind(0)
+	if i > 0 {
+		prev = w.toks[i-1].kind
+	}
+	// An alias right after a from-item's name.
+	return w.top().inFrom && (prev == tkQuoted || prev == tkString || prev == tkWord && w.toks[i-1].kw == kwNone)
 }
 
 // from handles FROM at i, which starts a from-list unless it belongs to
@@ -135,6 +197,12 @@ func (w *walker) updateTarget(i int) int {
 	}
 	if w.d == MySQL {
 		j = w.skipWords(j, "low_priority", "ignore")
+		if w.isKind(j, tkLParen) {
+			// UPDATE (a JOIN b ...) SET: a from-item in parentheses, every
+			// table of which may be written.
+			w.dmlWrite, w.top().inFrom, w.pendFrom = true, true, j
+			return j
+		}
 	}
 	name, _, k, ok := w.qualName(j)
 	if !ok {
