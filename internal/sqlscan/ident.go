@@ -106,12 +106,13 @@ func sqliteIdent(s string, t token) string {
 }
 
 // mysqlIdent returns the normalised name of a MySQL identifier token:
-// unquoted, and folded to lower case (see MySQL).
+// unquoted, and folded to lower case (see MySQL), non-ASCII letters too,
+// as lower_case_table_names = 1 folds them.
 func mysqlIdent(s string, t token) string {
 	v := t.text(s)
 	switch t.kind {
 	case tkWord:
-		return foldLower(v)
+		return strings.ToLower(v)
 	case tkQuoted:
 		v = v[1:]
 		if t.kw&qfClosed != 0 {
@@ -120,7 +121,7 @@ func mysqlIdent(s string, t token) string {
 		if t.kw&qfDoubled != 0 {
 			v = strings.ReplaceAll(v, "``", "`")
 		}
-		return foldLower(v)
+		return strings.ToLower(v)
 	}
 	return ""
 }

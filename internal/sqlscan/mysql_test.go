@@ -89,6 +89,7 @@ func TestMySQLNames(t *testing.T) {
 		{"Users", "users", true},
 		{"`Users`", "users", true},
 		{"shop.`Order Items`", "order items", true},
+		{"`ÄB`", "äb", true}, // lower_case_table_names = 1 folds non-ASCII letters too
 		{"t; x", "t", false},
 	} {
 		if got := NormTable(MySQL, c.name); got != c.want {
