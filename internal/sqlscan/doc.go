@@ -52,5 +52,6 @@
 // [AS] and EXCHANGE PARTITION; the system databases, SHOW, DESCRIBE,
 // variables and the session's functions are the catalog. A third oracle
 // module (mysqloracle/) runs every statement on MariaDB and checks what
-// it really changed.
+// it really changed, and compares the tables with those vitess's MySQL
+// parser finds.
 package sqlscan

@@ -1,5 +1,6 @@
 // Package mysqloracle checks the MySQL dialect of internal/sqlscan
-// against MariaDB (127.0.0.1:3306, or GORMFLIGHT_MYSQL_DSN), in a module
+// against vitess's MySQL parser (vitess_test.go) and against MariaDB
+// (127.0.0.1:3306, or GORMFLIGHT_MYSQL_DSN), in a module
 // of its own so that the library does not depend on a MySQL driver: every
 // statement of the analyser's tests, and GORM's MySQL shapes below, runs
 // on a scratch database of its own, and every table whose rows or
