@@ -210,30 +210,12 @@ func (e *Engine) queueTables(ctx context.Context, pipe redis.Pipeliner, req requ
 // kept them from knowing.
 func (c *lookupCmds) result(e *Engine, req request) (found, error) {
 	var f found
-	if c.anyWriter != nil {
-		n, err := c.anyWriter.Result()
-		if err != nil {
-			return found{}, err
-		}
-		f.recheck = n > 0
+	if err := c.writes(req, &f); err != nil {
+		return found{}, err
 	}
 	gens, err := c.generations()
 	if err != nil {
 		return found{}, err
-	}
-	for i := range c.gens {
-		w, err := c.writers[2*i].Result()
-		if err != nil {
-			return found{}, err
-		}
-		h, err := c.writers[2*i+1].Result()
-		if err != nil {
-			return found{}, err
-		}
-		if w > 0 {
-			f.writing = append(f.writing, req.tables[i])
-		}
-		f.held = f.held || h > 0
 	}
 	data, err := c.get.Bytes()
 	switch {
@@ -291,6 +273,31 @@ func (e *Engine) current(req request, data []byte, gens []string, expires time.T
 		return nil, "", storedMeta{}
 	}
 	return ent, string(head), meta
+}
+
+// writes records in f the writes in progress the commands found: per
+// table, or, compact, whether there is any.
+func (c *lookupCmds) writes(req request, f *found) error {
+	if c.anyWriter != nil {
+		n, err := c.anyWriter.Result()
+		f.recheck = n > 0
+		return err
+	}
+	for i := range c.gens {
+		w, err := c.writers[2*i].Result()
+		if err != nil {
+			return err
+		}
+		h, err := c.writers[2*i+1].Result()
+		if err != nil {
+			return err
+		}
+		if w > 0 {
+			f.writing = append(f.writing, req.tables[i])
+		}
+		f.held = f.held || h > 0
+	}
+	return nil
 }
 
 // generations returns the generations read, in the order of the tables;

@@ -44,52 +44,16 @@ func (w *walker) statement(i int) int {
 	switch {
 	case w.inSchema && !w.is(i, "create") && !w.is(i, "grant"):
 		return i
-	case w.d == SQLite && w.is(i, "pragma"):
-		// PRAGMA reads the catalog or the connection's settings, and one
-		// that sets a value may change how later statements behave
-		// (foreign_keys, recursive_triggers): what is known of the schema
-		// is forgotten.
-		w.catalog, w.ddl = true, true
-		return w.stmtEnd(i)
-	case w.d == MySQL && w.is(i, "replace"):
-		return w.mysqlInsert(i)
-	case w.d == MySQL && w.is(i, "analyze") && !w.is(i+1, "table") && !w.is(i+1, "no_write_to_binlog") && !w.is(i+1, "local"):
-		// MariaDB's ANALYZE [FORMAT=...] statement runs the statement.
-		j := i + 1
-		if w.is(j, "format") {
-			j += 3
+	case w.d == SQLite:
+		if next, ok := w.sqliteStatement(i); ok {
+			return next
 		}
-		w.head = j
-		return j
-	case w.d == MySQL && w.is(i, "begin") && w.is(i+1, "not") && w.is(i+2, "atomic"):
-		// A compound statement, whose statements the walk does not follow
-		// through labels and control flow: every table.
-		w.ddl, w.schema = true, true
-		return i + 3
-	case w.d == MySQL && (w.is(i, "describe") || w.is(i, "desc")):
-		w.catalog = true
-		return w.stmtEnd(i)
-	case w.d == MySQL && w.is(i, "load"):
-		// LOAD DATA|XML ... INTO TABLE t
-		if k := w.findWord(i, "into"); k >= 0 && w.is(k+1, "table") {
-			w.writeName(k + 2)
+	case w.d == MySQL:
+		if next, ok := w.mysqlStatement(i); ok {
+			return next
 		}
-		return w.stmtEnd(i)
-	case w.d == MySQL && w.is(i, "rename"):
-		// RENAME TABLE a TO b, c TO d: every name is written.
-		w.ddl = true
-		end := w.stmtEnd(i)
-		for k := i + 1; k < end; k++ {
-			if !w.is(k, "table") && !w.is(k, "to") && w.isNameTok(k) && !w.isKind(k+1, tkDot) {
-				w.addWrite(identValue(w.d, w.s, w.toks, k))
-			}
-		}
-		return end
-	case w.d == SQLite && (w.is(i, "attach") || w.is(i, "detach")):
-		// A database attached or detached changes what unqualified names
-		// resolve to.
-		w.ddl, w.schema = true, true
-		return w.stmtEnd(i)
+	}
+	switch {
 	case w.is(i, "explain"):
 		return w.explain(i)
 	case w.is(i, "create"):
@@ -130,6 +94,68 @@ func (w *walker) statement(i int) int {
 		w.catalog = true // session settings
 	}
 	return i
+}
+
+// sqliteStatement handles the heads of SQLite's own statements; ok is
+// false for the others.
+func (w *walker) sqliteStatement(i int) (next int, ok bool) {
+	switch {
+	case w.is(i, "pragma"):
+		// PRAGMA reads the catalog or the connection's settings, and one
+		// that sets a value may change how later statements behave
+		// (foreign_keys, recursive_triggers): what is known of the schema
+		// is forgotten.
+		w.catalog, w.ddl = true, true
+		return w.stmtEnd(i), true
+	case (w.is(i, "attach") || w.is(i, "detach")):
+		// A database attached or detached changes what unqualified names
+		// resolve to.
+		w.ddl, w.schema = true, true
+		return w.stmtEnd(i), true
+	}
+	return i, false
+}
+
+// mysqlStatement handles the heads of MySQL's own statements; ok is false
+// for the others.
+func (w *walker) mysqlStatement(i int) (next int, ok bool) {
+	switch {
+	case w.is(i, "replace"):
+		return w.mysqlInsert(i), true
+	case w.is(i, "analyze") && !w.is(i+1, "table") && !w.is(i+1, "no_write_to_binlog") && !w.is(i+1, "local"):
+		// MariaDB's ANALYZE [FORMAT=...] statement runs the statement.
+		j := i + 1
+		if w.is(j, "format") {
+			j += 3
+		}
+		w.head = j
+		return j, true
+	case w.is(i, "begin") && w.is(i+1, "not") && w.is(i+2, "atomic"):
+		// A compound statement, whose statements the walk does not follow
+		// through labels and control flow: every table.
+		w.ddl, w.schema = true, true
+		return i + 3, true
+	case w.is(i, "describe") || w.is(i, "desc"):
+		w.catalog = true
+		return w.stmtEnd(i), true
+	case w.is(i, "load"):
+		// LOAD DATA|XML ... INTO TABLE t
+		if k := w.findWord(i, "into"); k >= 0 && w.is(k+1, "table") {
+			w.writeName(k + 2)
+		}
+		return w.stmtEnd(i), true
+	case w.is(i, "rename"):
+		// RENAME TABLE a TO b, c TO d: every name is written.
+		w.ddl = true
+		end := w.stmtEnd(i)
+		for k := i + 1; k < end; k++ {
+			if !w.is(k, "table") && !w.is(k, "to") && w.isNameTok(k) && !w.isKind(k+1, tkDot) {
+				w.addWrite(identValue(w.d, w.s, w.toks, k))
+			}
+		}
+		return end, true
+	}
+	return i, false
 }
 
 // explain skips "EXPLAIN [(options)] [ANALYZE] [VERBOSE]": EXPLAIN ANALYZE

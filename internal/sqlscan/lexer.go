@@ -361,11 +361,7 @@ func isHexDigit(c byte) bool {
 // are plain words: in SQLite they can name tables.
 func tokenizeSQLite(s string, toks []token) []token {
 	for i := 0; i < len(s); {
-		c, start := s[i], i
-		next := byte(0)
-		if i+1 < len(s) {
-			next = s[i+1]
-		}
+		c, start, next := s[i], i, byteAt(s, i+1)
 		var kind tokKind
 		var flags uint8
 		switch cc := charClass[c]; {
@@ -465,40 +461,14 @@ var notSQLiteKeyword = func() (m [256]bool) {
 func tokenizeMySQL(s string, toks []token) []token {
 	running := false // inside a /*! comment, whose */ ends it
 	for i := 0; i < len(s); {
-		c, start := s[i], i
-		next := byte(0)
-		if i+1 < len(s) {
-			next = s[i+1]
-		}
+		c, start, next := s[i], i, byteAt(s, i+1)
 		var kind tokKind
 		var flags uint8
+		if end, run, skipped := skipMySQLComment(s, i, running); skipped {
+			i, running = end, run
+			continue
+		}
 		switch cc := charClass[c]; {
-		case cc&ccSpace != 0:
-			i++
-			continue
-		case c == '#', c == '-' && next == '-' && (i+2 >= len(s) || s[i+2] <= ' '):
-			for i++; i < len(s) && s[i] != '\n'; i++ {
-			}
-			continue
-		case c == '/' && next == '*':
-			i += 2
-			if k := i; k < len(s) && (s[k] == '!' || s[k] == 'M' && k+1 < len(s) && s[k+1] == '!') {
-				if s[k] == 'M' {
-					k++
-				}
-				for k++; k < len(s) && charClass[s[k]]&ccDigit != 0; k++ {
-				}
-				i, running = k, true
-				continue
-			}
-			i = len(s)
-			if j := strings.Index(s[start+2:], "*/"); j >= 0 {
-				i = start + 2 + j + 2
-			}
-			continue
-		case c == '*' && next == '/' && running:
-			i, running = i+2, false
-			continue
 		case (c == 'x' || c == 'X' || c == 'b' || c == 'B' || c == 'n' || c == 'N') && next == '\'':
 			kind, i = tkString, scanMySQLString(s, i+2, '\'')
 		case cc&ccIdentStart != 0, c == '$':
@@ -544,6 +514,47 @@ func tokenizeMySQL(s string, toks []token) []token {
 		toks = append(toks, mkTok(start, i, kind, flags))
 	}
 	return toks
+}
+
+// skipMySQLComment skips the white space or comment at i, or the end of
+// a /*! comment (running: one is open), and reports the index after it and
+// whether a /*! comment is open then; skipped is false for anything else.
+func skipMySQLComment(s string, i int, running bool) (end int, stillRunning, skipped bool) {
+	c, next := s[i], byteAt(s, i+1)
+	switch {
+	case charClass[c]&ccSpace != 0:
+		return i + 1, running, true
+	case c == '#', c == '-' && next == '-' && (i+2 >= len(s) || s[i+2] <= ' '):
+		for i++; i < len(s) && s[i] != '\n'; i++ {
+		}
+		return i, running, true
+	case c == '/' && next == '*':
+		k := i + 2
+		if k < len(s) && (s[k] == '!' || s[k] == 'M' && k+1 < len(s) && s[k+1] == '!') {
+			// Its content runs: skip the marker and the version.
+			if s[k] == 'M' {
+				k++
+			}
+			for k++; k < len(s) && charClass[s[k]]&ccDigit != 0; k++ {
+			}
+			return k, true, true
+		}
+		if j := strings.Index(s[k:], "*/"); j >= 0 {
+			return k + j + 2, running, true
+		}
+		return len(s), running, true
+	case c == '*' && next == '/' && running:
+		return i + 2, false, true
+	}
+	return i, running, false
+}
+
+// byteAt returns s[i], or 0 past its end.
+func byteAt(s string, i int) byte {
+	if i < len(s) {
+		return s[i]
+	}
+	return 0
 }
 
 // scanMySQLNumber scans a MySQL number at i (a digit): digits, a fraction,

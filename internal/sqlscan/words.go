@@ -8,13 +8,8 @@ package sqlscan
 
 // word handles the unquoted word at i.
 func (w *walker) word(i int) int {
-	if w.d == MySQL {
-		if next := w.mysqlWord(i); next > i {
-			return next
-		}
-	}
-	if w.d != PostgreSQL && w.aliasKeyword(i) {
-		return i + 1
+	if next := w.dialectWord(i); next > i {
+		return next
 	}
 	kw := w.toks[i].kw
 	if kw == kwNone || i > 0 && w.toks[i-1].kind == tkDot {
@@ -38,14 +33,7 @@ func (w *walker) word(i int) int {
 			w.dmlWrite = false
 		}
 	case kwSet:
-		if w.dmlWrite && len(w.fs) == 1 {
-			w.dmlWrite, w.top().inFrom = false, false // UPDATE a JOIN b SET
-		}
-		// MERGE ... USING s ... THEN UPDATE SET a = 1, b = 2: the commas are
-		// not from-items. Elsewhere SET may be a table alias ("FROM t set, u").
-		if w.prevKw(i) == kwUpdate {
-			w.top().inFrom = false
-		}
+		w.set(i)
 	case kwInsert:
 		w.top().withList = false
 		if w.d == MySQL {
@@ -72,6 +60,23 @@ func (w *walker) word(i int) int {
 		return w.tableName(i)
 	}
 	return i + 1
+}
+
+// dialectWord handles the words a dialect other than PostgreSQL reads
+// otherwise, and returns the index after them, or i.
+func (w *walker) dialectWord(i int) int {
+	if w.d == PostgreSQL {
+		return i
+	}
+	if w.d == MySQL {
+		if next := w.mysqlWord(i); next > i {
+			return next
+		}
+	}
+	if w.aliasKeyword(i) {
+		return i + 1
+	}
+	return i
 }
 
 // mysqlWord handles the words of MySQL that the walk would misread, and
@@ -126,6 +131,18 @@ func (w *walker) aliasKeyword(i int) bool {
 	}
 	// An alias right after a from-item's name.
 	return w.top().inFrom && (prev == tkQuoted || prev == tkString || prev == tkWord && w.toks[i-1].kw == kwNone)
+}
+
+// set handles SET at i.
+func (w *walker) set(i int) {
+	if w.dmlWrite && len(w.fs) == 1 {
+		w.dmlWrite, w.top().inFrom = false, false // UPDATE a JOIN b SET
+	}
+	// MERGE ... USING s ... THEN UPDATE SET a = 1, b = 2: the commas are
+	// not from-items. Elsewhere SET may be a table alias ("FROM t set, u").
+	if w.prevKw(i) == kwUpdate {
+		w.top().inFrom = false
+	}
 }
 
 // from handles FROM at i, which starts a from-list unless it belongs to
