@@ -17,18 +17,14 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"fmt"
-	"go/ast"
-	"go/parser"
-	"go/token"
 	"os"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/gormflight/gormflight/internal/sqlscan"
+	sqlcorpus "github.com/gormflight/gormflight/internal/sqlscan/corpus"
 )
 
 // schema is the scratch database every statement runs on.
@@ -205,27 +201,11 @@ func contents(t *testing.T, conn *sql.Conn) map[string]string {
 // corpus returns extraCorpus and every string literal of the analyser's
 // tests.
 func corpus(t *testing.T) []string {
-	files, err := filepath.Glob("../*_test.go")
-	if err != nil || len(files) == 0 {
+	strs, err := sqlcorpus.TestStrings("..")
+	if err != nil || len(strs) == 0 {
 		t.Fatalf("analyser tests not found: %v", err)
 	}
-	out := slices.Clone(extraCorpus)
-	fset := token.NewFileSet()
-	for _, name := range files {
-		f, err := parser.ParseFile(fset, name, nil, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ast.Inspect(f, func(n ast.Node) bool {
-			if lit, ok := n.(*ast.BasicLit); ok && lit.Kind == token.STRING {
-				if s, err := strconv.Unquote(lit.Value); err == nil && strings.TrimSpace(s) != "" {
-					out = append(out, s)
-				}
-			}
-			return true
-		})
-	}
-	return out
+	return append(slices.Clone(extraCorpus), strs...)
 }
 
 // params returns an argument, 1, for each ? of stmt.

@@ -1,16 +1,13 @@
 package oracle
 
 import (
-	"go/ast"
-	"go/parser"
-	"go/token"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
 	"testing"
 
 	"github.com/gormflight/gormflight/internal/sqlscan"
+	sqlcorpus "github.com/gormflight/gormflight/internal/sqlscan/corpus"
 )
 
 // extraCorpus are statements besides the analyser's own test cases: the
@@ -123,27 +120,11 @@ var extraCorpus = []string{
 // corpus returns extraCorpus and every string literal of the analyser's
 // test files; the oracle skips those PostgreSQL does not accept.
 func corpus(t testing.TB) []string {
-	files, err := filepath.Glob("../*_test.go")
-	if err != nil || len(files) == 0 {
+	strs, err := sqlcorpus.TestStrings("..")
+	if err != nil || len(strs) == 0 {
 		t.Fatalf("analyser tests not found: %v", err)
 	}
-	out := slices.Clone(extraCorpus)
-	fset := token.NewFileSet()
-	for _, name := range files {
-		f, err := parser.ParseFile(fset, name, nil, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ast.Inspect(f, func(n ast.Node) bool {
-			if lit, ok := n.(*ast.BasicLit); ok && lit.Kind == token.STRING {
-				if s, err := strconv.Unquote(lit.Value); err == nil {
-					out = append(out, s)
-				}
-			}
-			return true
-		})
-	}
-	return out
+	return append(slices.Clone(extraCorpus), strs...)
 }
 
 // check compares the analyser with the oracle for one statement string.
