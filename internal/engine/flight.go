@@ -228,7 +228,7 @@ func (e *Engine) hit(ctx context.Context, req request) (res *flightResult, f fou
 	e.stats.Hits.Add(1)
 	res = &flightResult{entry: f.entry, readAt: readAt}
 	if !stale {
-		res.expires = f.ttlEnds()
+		res.expires = f.ttlEnds(e.refreshWindow(req, f.meta.load))
 	}
 	return res, f, nil
 }
@@ -262,13 +262,26 @@ func (e *Engine) miss(ctx context.Context, req request, ws *waits, f found) (*fl
 	return e.wait(ctx, req, ws, len(f.writing) > 0)
 }
 
-// ttlEnds returns when the TTL of the entry f found ends: before Redis drops
-// it when it is kept past its TTL for StaleFor. Zero when unknown.
-func (f found) ttlEnds() time.Time {
-	if left := f.left - f.meta.stale; left > 0 {
+// ttlEnds returns when the TTL of the entry f found ends (before Redis
+// drops it when it is kept past its TTL for StaleFor), less window. Zero
+// when that is past or unknown.
+func (f found) ttlEnds(window time.Duration) time.Time {
+	if left := f.left - f.meta.stale - window; left > 0 {
 		return time.Now().Add(left)
 	}
 	return time.Time{}
+}
+
+// refreshWindow is the last part of an entry's life in which a hit may
+// refresh it ahead of expiry (refreshAhead): β × how long its query took,
+// for a refreshable request; 0 otherwise. The near cache keeps an entry
+// only until the window begins, so that a hot key served from it is
+// looked up in Redis, and refreshed, before it expires.
+func (e *Engine) refreshWindow(req request, load time.Duration) time.Duration {
+	if !req.refreshable || e.cfg.RefreshBeta <= 0 || load <= 0 {
+		return 0
+	}
+	return time.Duration(min(e.cfg.RefreshBeta*float64(load), float64(MaxTTL)))
 }
 
 // usable reports whether the current entry f found may answer req, and

@@ -41,7 +41,7 @@ func (e *Engine) load(ctx context.Context, req request, polled bool) (*flightRes
 			e.stats.Hits.Add(1)
 			res := &flightResult{entry: f.entry, readAt: readAt}
 			if !stale {
-				res.expires = f.ttlEnds()
+				res.expires = f.ttlEnds(e.refreshWindow(req, f.meta.load))
 			}
 			return res, nil
 		}
@@ -94,11 +94,11 @@ func (e *Engine) fill(ctx context.Context, req request, m *redsync.Mutex, stampC
 	}
 	stop()
 	e.at(SeamLoaded, req.keys)
-	storedAt := time.Now()
-	payload, woken = e.store(ctx, req, stamp, e.now().Sub(start), ent)
+	storedAt, took := time.Now(), e.now().Sub(start)
+	payload, woken = e.store(ctx, req, stamp, took, ent)
 	res = &flightResult{entry: ent, readAt: readAt}
-	if payload == readyStored && woken {
-		res.expires = storedAt.Add(req.ttl) // the TTL before its jitter: the earliest
+	if left := req.ttl - e.refreshWindow(req, took); payload == readyStored && woken && left > 0 {
+		res.expires = storedAt.Add(left) // the TTL before its jitter: the earliest
 	}
 	return res, nil
 }

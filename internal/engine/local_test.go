@@ -320,3 +320,40 @@ func TestLocalVersionsOnlyForReadTables(t *testing.T) {
 		t.Errorf("b keeps %d table versions for tables it never read (it read 1)", count)
 	}
 }
+
+// A hot key served from the near cache is still refreshed ahead of
+// expiry: a local item ends where the refresh window (the last β × Δ of
+// the entry's life) begins, so the calls in the window look the key up in
+// Redis, and one of them refreshes it, with no caller waiting for a load.
+func TestLocalLeavesRefreshWindow(t *testing.T) {
+	r := &refreshRig{clock: &fakeClock{t: time.Unix(1_800_000_000, 0)}}
+	r.e, r.srv = newTestEngine(t, func(c *Config) { c.RefreshBeta = 1; c.MaxRefreshes = 4; c.LocalSize = 1 << 20 })
+	r.e.now = r.clock.now
+	local := &fakeClock{t: time.Unix(1_900_000_000, 0)}
+	r.e.local.now = local.now
+	req := r.request()
+	req.Local = time.Hour
+	do(t, r.e, req) // loads v1
+	waitFor(t, "the subscription", 10*time.Second, r.e.local.subscribed)
+	do(t, r.e, req) // a Redis hit, kept locally
+	hits := r.e.stats.LocalHits.Load()
+	if v := do(t, r.e, req); v != "v1" || r.e.stats.LocalHits.Load() != hits+1 {
+		t.Fatalf("%q, local hits +%d: want a local hit of v1", v, r.e.stats.LocalHits.Load()-hits)
+	}
+	// 100ms before expiry: inside the last Δ (200ms).
+	left := r.srv.TTL(newKeys(r.e.cfg.Prefix, "hot").entry)
+	r.srv.FastForward(left - 100*time.Millisecond)
+	local.add(left - 100*time.Millisecond)
+	hits = r.e.stats.LocalHits.Load()
+	for i := 0; r.e.stats.RefreshesStarted.Load() == 0; i++ {
+		if i == 200 {
+			t.Fatalf("200 calls in the refresh window started no refresh (%d local hits)", r.e.stats.LocalHits.Load()-hits)
+		}
+		if v := do(t, r.e, req); v != "v1" {
+			t.Fatalf("call %d: %q, want v1 at once", i, v)
+		}
+	}
+	if n := r.e.stats.LocalHits.Load() - hits; n != 0 {
+		t.Errorf("%d local hits in the refresh window, want none", n)
+	}
+}
