@@ -21,11 +21,13 @@
 // Reads are linearizable: a read that starts after a write returned never
 // gets rows from before it, on any instance. A hot key is refreshed in the
 // background ahead of its expiry (Config.RefreshBeta), so no caller waits
-// for it to load again. Two options trade that guarantee for speed, per
-// query: StaleFor(d) serves an entry up to d past its TTL while it is
-// refreshed, and Local(maxStale) serves it from this instance's memory with
-// no round trip, missing writes through other instances for at most
-// maxStale (usually for one pub/sub hop), never this instance's own.
+// for it to load again. Per query, StaleFor(d) serves an entry up to d past
+// its TTL while it is refreshed (an entry of a written table never), which
+// lengthens by d the bound on writes the plugin cannot see; and
+// Local(maxStale) gives up linearizable reads for speed: it serves the entry
+// from this instance's memory with no round trip, missing writes through
+// other instances for at most maxStale (usually for one pub/sub hop), never
+// this instance's own.
 //
 // Entries hold the rows as the database driver produced them, not Go
 // values: a hit is replayed through a small database/sql driver as a real
