@@ -52,6 +52,7 @@ func main() {
 	lockExpiry := flag.Duration("lock-expiry", 0, "how soon a dead loader's lock expires (0: library default, 2s)")
 	redisTimeout := flag.Duration("redis-timeout", 0, "bound on each Redis operation (0: library default, 250ms)")
 	maxWait := flag.Duration("max-wait", 0, "longest wait for another instance's result (0: library default, 10s)")
+	local := flag.Duration("local", 0, "serve /fetch from the near cache, missing other instances' writes for at most this long (0: off)")
 	flag.Parse()
 
 	cfg := gormflight.Config{
@@ -59,6 +60,7 @@ func main() {
 		LockExpiry:   *lockExpiry,
 		RedisTimeout: *redisTimeout,
 		MaxWait:      *maxWait,
+		Local:        *local,
 	}
 	if err := run(*listen, *dsn, *redisAddr, cfg, *delay, *ttl); err != nil {
 		log.Fatal(err)
