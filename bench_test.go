@@ -439,7 +439,7 @@ func BenchmarkExpiry(b *testing.B) {
 			var lat []time.Duration
 			runs := 0
 			for b.Loop() {
-				r := runSteadyLoad(b, refresh, queryMs, ttl, runFor)
+				r := runSteadyLoad(b, refresh, queryMs, ttl, runFor, 0)
 				slow += r.slow
 				loads += r.loads
 				lat = append(lat, r.latencies...)

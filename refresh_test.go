@@ -56,8 +56,10 @@ type steadyLoad struct {
 }
 
 // runSteadyLoad reads one hot key from instances × callers for runFor,
-// with a query of queryMs and a TTL of ttl, and reports what it saw.
-func runSteadyLoad(t testing.TB, refresh bool, queryMs int, ttl, runFor time.Duration) *steadyLoad {
+// with a query of queryMs and a TTL of ttl, and reports what it saw. A
+// caller reads as fast as it can, or, with a pace, at most once per pace;
+// opts go to Cache.
+func runSteadyLoad(t testing.TB, refresh bool, queryMs int, ttl, runFor, pace time.Duration, opts ...Option) *steadyLoad {
 	ins := newInstances(t, 2, func(c *Config) {
 		if !refresh {
 			c.RefreshBeta = -1
@@ -67,7 +69,7 @@ func runSteadyLoad(t testing.TB, refresh bool, queryMs int, ttl, runFor time.Dur
 	tag := uniqueTag(t)
 	read := func(in *instance) error {
 		var n int
-		return in.db.Scopes(Cache(ttl)).Raw("SELECT gft_refresh_load(?, ?) AS n", tag, queryMs).Scan(&n).Error
+		return in.db.Scopes(Cache(ttl, opts...)).Raw("SELECT gft_refresh_load(?, ?) AS n", tag, queryMs).Scan(&n).Error
 	}
 	if err := read(ins[0]); err != nil { // warm-up: the first load
 		t.Fatal(err)
@@ -87,11 +89,24 @@ func runSteadyLoad(t testing.TB, refresh bool, queryMs int, ttl, runFor time.Dur
 					out.latencies = append(out.latencies, lat...)
 					out.mu.Unlock()
 				}()
+				var tick <-chan time.Time // nil: no pace
+				if pace > 0 {
+					ticker := time.NewTicker(pace)
+					defer ticker.Stop()
+					tick = ticker.C
+				}
 				for {
 					select {
 					case <-stop:
 						return
 					default:
+					}
+					if tick != nil {
+						select {
+						case <-stop:
+							return
+						case <-tick:
+						}
 					}
 					start := time.Now()
 					if err := read(in); err != nil {
@@ -139,7 +154,7 @@ func runSteadyLoad(t testing.TB, refresh bool, queryMs int, ttl, runFor time.Dur
 func TestRefreshAheadSteadyLoad(t *testing.T) {
 	const queryMs = 200
 	ttl, runFor := time.Second, 4*time.Second
-	on := runSteadyLoad(t, true, queryMs, ttl, runFor)
+	on := runSteadyLoad(t, true, queryMs, ttl, runFor, 0)
 	if max := int64(runFor/ttl) + 1 + 1; on.loads > max { // the warm-up, one per TTL, plus one
 		t.Errorf("refresh on: %d loads in %v with a TTL of %v, want at most %d", on.loads, runFor, ttl, max)
 	}
@@ -149,7 +164,7 @@ func TestRefreshAheadSteadyLoad(t *testing.T) {
 	if on.slow != 0 {
 		t.Errorf("refresh on: %d of %d calls took more than half the query time", on.slow, on.calls)
 	}
-	off := runSteadyLoad(t, false, queryMs, ttl, runFor)
+	off := runSteadyLoad(t, false, queryMs, ttl, runFor, 0)
 	if off.slow == 0 {
 		t.Errorf("refresh off: no call of %d waited for a load: the test cannot tell", off.calls)
 	}
@@ -196,6 +211,27 @@ func TestRefreshFailureOnPostgres(t *testing.T) {
 	// refresh after it that succeeded.
 	if s.RefreshesStarted-s.RefreshErrors < 1 {
 		t.Errorf("refreshes: %d started, %d failed; want one that succeeded after the database recovered", s.RefreshesStarted, s.RefreshErrors)
+	}
+}
+
+// TestRefreshAheadSteadyLoad with the near cache (Local): a local entry
+// ends where the refresh window begins, so the key is still refreshed
+// ahead of expiry and no caller waits for a load. Local hits use no I/O, so
+// each caller reads at most once per 500µs (still about 16,000 reads per
+// second in all): callers spinning on the CPU would starve the goroutines
+// that refresh, which is not what an application does.
+func TestLocalSteadyLoad(t *testing.T) {
+	const queryMs = 200
+	ttl, runFor := time.Second, 4*time.Second
+	r := runSteadyLoad(t, true, queryMs, ttl, runFor, 500*time.Microsecond, Local(time.Hour))
+	if max := int64(runFor/ttl) + 1 + 1; r.loads > max {
+		t.Errorf("%d loads in %v with a TTL of %v, want at most %d", r.loads, runFor, ttl, max)
+	}
+	if r.overlapping != 0 {
+		t.Errorf("%d loads of the key ran while another did", r.overlapping)
+	}
+	if r.slow != 0 {
+		t.Errorf("%d of %d calls took more than half the query time", r.slow, r.calls)
 	}
 }
 
