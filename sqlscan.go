@@ -49,29 +49,37 @@ type analysis struct {
 
 // analysisOf returns query's analysis, remembered for the next time.
 func analysisOf(query string) analysis {
-	if a, ok := analyses.GetIfPresent(query); ok {
+	key := analysisKey{sqlDialect, query}
+	if a, ok := analyses.GetIfPresent(key); ok {
 		return a
 	}
-	r := sqlscan.Analyze(sqlDialect, query)
+	r := sqlscan.Analyze(key.dialect, query)
 	// Clipped, so that an append copies instead of writing into them.
 	r.Reads, r.Writes = slices.Clip(r.Reads), slices.Clip(r.Writes)
 	a := analysis{Result: r, depends: slices.Clip(mergeTables(r.Reads, []string{sqlscan.AllTables}))}
 	if len(query) <= maxAnalysedLen {
-		analyses.Set(query, a)
+		analyses.Set(key, a)
 	}
 	return a
+}
+
+// analysisKey is what an analysis depends on: the statement string and
+// its dialect (one today; a plugin of another dialect must not share the
+// analyses of this one's).
+type analysisKey struct {
+	dialect sqlscan.Dialect
+	query   string
 }
 
 // analyses remembers the analysis of recent statements, whose strings an
 // application repeats: a cached query needs its analysis twice (the pool's
 // request, and the write callbacks that run after every statement). It is
 // bounded by weight: statement strings up to maxAnalysedLen bytes and their
-// tables, 4 MiB in all. The analysis depends on the string alone
-// (sqlDialect is fixed), so every Plugin of the process shares it.
-var analyses = otter.Must(&otter.Options[string, analysis]{
+// tables, 4 MiB in all. Every Plugin of the process shares it.
+var analyses = otter.Must(&otter.Options[analysisKey, analysis]{
 	MaximumWeight: 4 << 20,
-	Weigher: func(query string, a analysis) uint32 {
-		w := 96 + len(query)
+	Weigher: func(key analysisKey, a analysis) uint32 {
+		w := 96 + len(key.query)
 		for _, t := range a.Reads {
 			w += 32 + 2*len(t) // in Reads and in depends
 		}
