@@ -203,14 +203,7 @@ func BenchmarkHitLocal(b *testing.B) {
 		b.Run(fmt.Sprintf("rows=%d", n), func(b *testing.B) {
 			in, _, _ := primedInstance(b, n, nil)
 			local := func() ([]benchItem, error) { return benchQuery(in.db, true, n, Local(time.Hour)) }
-			// The first Local query starts the subscription; reads after
-			// it is live are kept.
-			waitFor(b, "a local hit", waitTimeout, func() bool {
-				if _, err := local(); err != nil {
-					b.Fatal(err)
-				}
-				return in.p.Stats().LocalHits > 0
-			})
+			awaitLocalHit(b, in, n)
 			before := in.p.Stats()
 			var items []benchItem
 			var err error
@@ -230,6 +223,37 @@ func BenchmarkHitLocal(b *testing.B) {
 			}
 		})
 	}
+}
+
+// awaitLocalHit reads the query for n rows with Local until in answers it
+// from its near cache: the first Local query starts the subscription, and
+// only reads after it is live are kept.
+func awaitLocalHit(b *testing.B, in *instance, n int) {
+	b.Helper()
+	waitFor(b, "a local hit", waitTimeout, func() bool {
+		if _, err := benchQuery(in.db, true, n, Local(time.Hour)); err != nil {
+			b.Fatal(err)
+		}
+		return in.p.Stats().LocalHits > 0
+	})
+}
+
+// scanFloorDB returns a session whose queries for n rows are answered by a
+// scanFloorPool, the rows captured already.
+func scanFloorDB(b *testing.B, n int) *gorm.DB {
+	b.Helper()
+	db := openDB(b)
+	setupBenchSchema(b, db)
+	replay := rowcodec.NewReplayer()
+	b.Cleanup(func() { _ = replay.Close() })
+	floor := db.Session(&gorm.Session{})
+	floor.Statement.ConnPool = &scanFloorPool{ConnPool: db.ConnPool, replay: replay}
+	items, err := benchQuery(floor, false, n) // captures the rows
+	if err != nil {
+		b.Fatal(err)
+	}
+	checkBenchItems(b, items, n)
+	return floor
 }
 
 // scanFloorPool answers every query with the rows it captured from the
@@ -260,17 +284,9 @@ func (f *scanFloorPool) QueryContext(ctx context.Context, query string, args ...
 func BenchmarkScanFloor(b *testing.B) {
 	for _, n := range benchRowCounts {
 		b.Run(fmt.Sprintf("rows=%d", n), func(b *testing.B) {
-			db := openDB(b)
-			setupBenchSchema(b, db)
-			replay := rowcodec.NewReplayer()
-			b.Cleanup(func() { _ = replay.Close() })
-			floor := db.Session(&gorm.Session{})
-			floor.Statement.ConnPool = &scanFloorPool{ConnPool: db.ConnPool, replay: replay}
-			items, err := benchQuery(floor, false, n) // captures the rows
-			if err != nil {
-				b.Fatal(err)
-			}
-			checkBenchItems(b, items, n)
+			floor := scanFloorDB(b, n)
+			var items []benchItem
+			var err error
 			b.ReportAllocs()
 			b.ResetTimer()
 			for b.Loop() {
@@ -490,12 +506,7 @@ func BenchmarkHotKeyParallel(b *testing.B) {
 		other := newInstance(b, in.p.cfg)
 		ins := []*instance{in, other}
 		for _, in := range ins {
-			waitFor(b, "a local hit", waitTimeout, func() bool {
-				if _, err := benchQuery(in.db, true, hotKeyRows, Local(time.Hour)); err != nil {
-					b.Fatal(err)
-				}
-				return in.p.Stats().LocalHits > 0
-			})
+			awaitLocalHit(b, in, hotKeyRows)
 		}
 		benchParallel(b, func(i int) error {
 			items, err := benchQuery(ins[i%len(ins)].db, true, hotKeyRows, Local(time.Hour))
@@ -506,16 +517,7 @@ func BenchmarkHotKeyParallel(b *testing.B) {
 		})
 	})
 	b.Run("scan-floor", func(b *testing.B) {
-		db := openDB(b)
-		setupBenchSchema(b, db)
-		replay := rowcodec.NewReplayer()
-		b.Cleanup(func() { _ = replay.Close() })
-		pool := &scanFloorPool{ConnPool: db.ConnPool, replay: replay}
-		floor := db.Session(&gorm.Session{})
-		floor.Statement.ConnPool = pool
-		if _, err := benchQuery(floor, false, hotKeyRows); err != nil { // captures the rows
-			b.Fatal(err)
-		}
+		floor := scanFloorDB(b, hotKeyRows)
 		benchParallel(b, func(int) error {
 			items, err := benchQuery(floor, false, hotKeyRows)
 			if err == nil && len(items) != hotKeyRows {

@@ -12,13 +12,12 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"os"
-	"reflect"
-	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/gormflight/gormflight/internal/rowcodec"
+	"github.com/gormflight/gormflight/internal/rowcodec/replaytest"
 )
 
 const table = `CREATE TABLE kinds (
@@ -82,45 +81,6 @@ func scratch(t *testing.T) string {
 	return name
 }
 
-// scanned is a result as database/sql hands it out: each value scanned
-// into *any, and the column types.
-type scanned struct {
-	rows  [][]any
-	types []string
-}
-
-func scanAll(t *testing.T, rows *sql.Rows) scanned {
-	t.Helper()
-	defer rows.Close()
-	var s scanned
-	cts, err := rows.ColumnTypes()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range cts {
-		n, nok := c.Nullable()
-		l, lok := c.Length()
-		p, sc, dok := c.DecimalSize()
-		s.types = append(s.types, strings.Join([]string{c.Name(), c.DatabaseTypeName(), typeName(c.ScanType()),
-			boolStr(n), boolStr(nok), itoa(l), boolStr(lok), itoa(p), itoa(sc), boolStr(dok)}, " "))
-	}
-	for rows.Next() {
-		vals := make([]any, len(cts))
-		ptrs := make([]any, len(cts))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
-			t.Fatal(err)
-		}
-		s.rows = append(s.rows, vals)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
 func TestReplayExact(t *testing.T) {
 	name := scratch(t)
 	replay := rowcodec.NewReplayer()
@@ -145,59 +105,8 @@ func TestReplayExact(t *testing.T) {
 			{"binary", "SELECT * FROM kinds WHERE id >= ? ORDER BY id", []any{0}},
 		} {
 			t.Run(protocol.name+map[bool]string{false: "", true: "/parseTime"}[parseTime], func(t *testing.T) {
-				ctx := context.Background()
-				live, err := db.QueryContext(ctx, protocol.query, protocol.args...)
-				if err != nil {
-					t.Fatal(err)
-				}
-				want := scanAll(t, live)
-				rows, err := db.QueryContext(ctx, protocol.query, protocol.args...)
-				if err != nil {
-					t.Fatal(err)
-				}
-				ent, err := rowcodec.Capture(rows)
-				if err != nil {
-					t.Fatal(err)
-				}
-				data, err := rowcodec.Encode(nil, ent, 0)
-				if err != nil {
-					t.Fatalf("Encode: %v", err)
-				}
-				dec, err := rowcodec.Decode(data)
-				if err != nil {
-					t.Fatalf("Decode: %v", err)
-				}
-				replayed, err := replay.Rows(ctx, dec)
-				if err != nil {
-					t.Fatal(err)
-				}
-				got := scanAll(t, replayed)
-				if !reflect.DeepEqual(got.types, want.types) {
-					t.Errorf("column types\n got %q\nwant %q", got.types, want.types)
-				}
-				if len(got.rows) != len(want.rows) {
-					t.Fatalf("%d rows, want %d", len(got.rows), len(want.rows))
-				}
-				for r := range want.rows {
-					for c := range want.rows[r] {
-						g, w := got.rows[r][c], want.rows[r][c]
-						if !reflect.DeepEqual(g, w) || reflect.TypeOf(g) != reflect.TypeOf(w) {
-							t.Errorf("row %d column %s: got %#v (%T), want %#v (%T)", r, strings.Fields(want.types[c])[0], g, g, w, w)
-						}
-					}
-				}
+				replaytest.Check(t, db, replay, protocol.query, protocol.args...)
 			})
 		}
 	}
 }
-
-func typeName(t reflect.Type) string {
-	if t == nil {
-		return "<nil>"
-	}
-	return t.String()
-}
-
-func boolStr(b bool) string { return map[bool]string{false: "f", true: "t"}[b] }
-
-func itoa(n int64) string { return strconv.FormatInt(n, 10) }
