@@ -770,7 +770,8 @@ func TestChaosPubSubConnectionKilled(t *testing.T) {
 
 // chaosProxy is a TCP proxy in front of a Redis. Black-holed, it keeps every
 // connection open but forwards nothing in either direction, like a network
-// that silently drops packets. Given a round trip (setRTT), it delays
+// that silently drops packets; with its subscribers silenced, it does that
+// to the connections that subscribe to patterns (PSUBSCRIBE) only. Given a round trip (setRTT), it delays
 // everything it forwards by half of it in each direction, keeping the order
 // of the bytes. Connecting to it is immediate: only the traffic over a
 // connection pays the latency, as over a slow link whose TCP handshake
@@ -779,6 +780,7 @@ type chaosProxy struct {
 	ln        net.Listener
 	target    string
 	blackhole atomic.Bool
+	silent    atomic.Bool  // subscribers are black-holed
 	oneWay    atomic.Int64 // nanoseconds added to each chunk, each direction
 
 	mu    sync.Mutex
@@ -814,8 +816,9 @@ func (p *chaosProxy) accept() {
 		if !p.track(client, server) {
 			return
 		}
-		p.wg.Go(func() { p.pipe(server, client) })
-		p.wg.Go(func() { p.pipe(client, server) })
+		subscriber := new(atomic.Bool) // the client sent PSUBSCRIBE
+		p.wg.Go(func() { p.pipe(server, client, subscriber, true) })
+		p.wg.Go(func() { p.pipe(client, server, subscriber, false) })
 	}
 }
 
@@ -836,6 +839,10 @@ func (p *chaosProxy) track(conns ...net.Conn) bool {
 	return true
 }
 
+// silenceSubscribers black-holes the connections that subscribe to
+// patterns, now and from then on.
+func (p *chaosProxy) silenceSubscribers() { p.silent.Store(true) }
+
 // setRTT sets the round trip the proxy adds, from the next chunk read on.
 func (p *chaosProxy) setRTT(rtt time.Duration) { p.oneWay.Store(int64(rtt / 2)) }
 
@@ -845,10 +852,11 @@ type delayed struct {
 	due  time.Time
 }
 
-// pipe copies src to dst, dropping what it reads while black-holed, each
+// pipe copies src to dst, dropping what it reads while black-holed (or, a
+// subscriber's connection, while subscribers are silenced), each
 // chunk leaving one one-way delay after it arrived. When either side ends,
 // it closes both.
-func (p *chaosProxy) pipe(dst, src net.Conn) {
+func (p *chaosProxy) pipe(dst, src net.Conn, subscriber *atomic.Bool, fromClient bool) {
 	queue := make(chan delayed, 4096)
 	var writer sync.WaitGroup
 	writer.Go(func() {
@@ -865,7 +873,10 @@ func (p *chaosProxy) pipe(dst, src net.Conn) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
-		if n > 0 && !p.blackhole.Load() {
+		if fromClient && bytes.Contains(bytes.ToLower(buf[:n]), []byte("psubscribe")) {
+			subscriber.Store(true)
+		}
+		if n > 0 && !p.blackhole.Load() && !(p.silent.Load() && subscriber.Load()) {
 			due := time.Now().Add(time.Duration(p.oneWay.Load()))
 			queue <- delayed{data: append([]byte(nil), buf[:n]...), due: due}
 		}

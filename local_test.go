@@ -1,15 +1,11 @@
 package gormflight
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -127,11 +123,11 @@ func TestLocalPushedInvalidation(t *testing.T) {
 // dead network does), B misses A's write for at most maxStale: no read of
 // B that starts later than maxStale after the write returned is old.
 func TestLocalSilentSubscription(t *testing.T) {
-	proxy := startPubSubProxy(t, testRedisAddr())
+	proxy := chaosStartProxy(t, testRedisAddr())
 	r := newLocalRig(t, openRedis(t, proxy.addr()))
 	const maxStale = 300 * time.Millisecond
 	r.warm(t, r.b, maxStale, "v0")
-	proxy.silence()
+	proxy.silenceSubscribers()
 	r.write(t, r.a, "v1")
 	written := time.Now()
 	var oldReads int
@@ -199,89 +195,4 @@ func killSubscriptions(t *testing.T, rdb *redis.Client, name string) {
 	if killed != 1 {
 		t.Fatalf("killed %d subscriptions named %s, want 1", killed, name)
 	}
-}
-
-// pubSubProxy is a TCP proxy in front of a Redis that, once silenced, drops
-// every byte of the connections that subscribe (PSUBSCRIBE) in both
-// directions, and forwards the others untouched.
-type pubSubProxy struct {
-	ln     net.Listener
-	target string
-	silent atomic.Bool
-
-	mu    sync.Mutex
-	conns []net.Conn // nil once closed
-	wg    sync.WaitGroup
-}
-
-func startPubSubProxy(t *testing.T, target string) *pubSubProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &pubSubProxy{ln: ln, target: target, conns: []net.Conn{}}
-	p.wg.Go(p.accept)
-	t.Cleanup(p.close)
-	return p
-}
-
-func (p *pubSubProxy) addr() string { return p.ln.Addr().String() }
-
-func (p *pubSubProxy) silence() { p.silent.Store(true) }
-
-func (p *pubSubProxy) accept() {
-	for {
-		client, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		server, err := net.DialTimeout("tcp", p.target, 2*time.Second)
-		if err != nil {
-			_ = client.Close()
-			continue
-		}
-		p.mu.Lock()
-		if p.conns == nil {
-			p.mu.Unlock()
-			_, _ = client.Close(), server.Close()
-			return
-		}
-		p.conns = append(p.conns, client, server)
-		p.mu.Unlock()
-		subscriber := new(atomic.Bool)
-		p.wg.Go(func() { p.pipe(server, client, subscriber, true) })
-		p.wg.Go(func() { p.pipe(client, server, subscriber, false) })
-	}
-}
-
-// pipe copies src to dst until either ends, then closes both.
-func (p *pubSubProxy) pipe(dst, src net.Conn, subscriber *atomic.Bool, fromClient bool) {
-	defer func() { _, _ = dst.Close(), src.Close() }()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if fromClient && bytes.Contains(bytes.ToLower(buf[:n]), []byte("psubscribe")) {
-			subscriber.Store(true)
-		}
-		if n > 0 && !(subscriber.Load() && p.silent.Load()) {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-func (p *pubSubProxy) close() {
-	_ = p.ln.Close()
-	p.mu.Lock()
-	for _, c := range p.conns {
-		_ = c.Close()
-	}
-	p.conns = nil
-	p.mu.Unlock()
-	p.wg.Wait()
 }
