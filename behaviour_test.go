@@ -1336,7 +1336,7 @@ func TestBehaviourHitIsOneRedisRoundTrip(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if read, _ := sqlTables(tc.sql); !slices.Equal(read, tc.tables) {
+			if read, _ := postgresDialect.tables(tc.sql); !slices.Equal(read, tc.tables) {
 				t.Fatalf("test precondition: the query reads %v, want %v", read, tc.tables)
 			}
 			rdb := openRedis(t, "")

@@ -19,8 +19,10 @@ import (
 // exactly which: a foreign key whose ON UPDATE or ON DELETE action is
 // CASCADE, SET NULL or SET DEFAULT changes the referencing table, and
 // TRUNCATE ... CASCADE empties every referencing table whatever its actions.
-// The plugin reads these edges from pg_constraint and bumps every table a
-// write can reach through them, transitively. Triggers and rules are code
+// The plugin reads these edges from the catalog (pg_constraint,
+// information_schema, SQLite's pragma_foreign_key_list; the dialect's
+// schemaSQL) and bumps every table a write can reach through them,
+// transitively. Triggers and rules are code
 // the plugin cannot follow: their writes are declared in Config.AlsoWrites,
 // which joins the same closure, and tables with undeclared triggers are
 // named in a warning.
@@ -43,23 +45,6 @@ const (
 	// maxWarnTables caps how many tables one trigger warning names.
 	maxWarnTables = 20
 )
-
-// schemaSQL lists, in one round trip, every foreign key (parent, child,
-// whether an action changes the child) and every table with a trigger a
-// user created. Names are pg_class.relname: the unqualified name as stored,
-// which is what normTable gives for a quoted or a folded unquoted name.
-const schemaSQL = `SELECT 'f', p.relname::text, c.relname::text,
-	k.confupdtype IN ('c', 'n', 'd') OR k.confdeltype IN ('c', 'n', 'd')
-FROM pg_catalog.pg_constraint k
-JOIN pg_catalog.pg_class p ON p.oid = k.confrelid
-JOIN pg_catalog.pg_class c ON c.oid = k.conrelid
-WHERE k.contype = 'f'
-UNION ALL
-SELECT DISTINCT 't', c.relname::text, '', false
-FROM pg_catalog.pg_trigger t
-JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
-JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-WHERE NOT t.tgisinternal AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\_%'`
 
 // schemaGraph is one immutable reading of the schema. Readers load it
 // without locking; a reload replaces it whole.
@@ -85,19 +70,14 @@ type schemaState struct {
 // fails Initialize: without the graph, cascaded writes would go unseen.
 func (p *Plugin) loadSchema(db *gorm.DB) error {
 	s := &p.schema
-	declared, err := normAlsoWrites(p.cfg.AlsoWrites)
+	declared, err := normAlsoWrites(p.dialect.tableName, p.cfg.AlsoWrites)
 	if err != nil {
 		return err
 	}
 	s.declared, s.maxAge = declared, schemaMaxAge
-	if p.dialect != "postgres" {
-		// Only PostgreSQL's catalog is read; the declared writes still count.
-		s.graph.Store(buildGraph(nil, nil, declared, time.Now()))
-		return nil
-	}
 	s.pool = db.ConnPool
 	ctx := context.Background()
-	g, err := readSchema(ctx, s.pool, declared)
+	g, err := p.dialect.readSchema(ctx, s.pool, declared)
 	if err != nil {
 		return fmt.Errorf("gormflight: read foreign keys and triggers: %w", err)
 	}
@@ -106,10 +86,10 @@ func (p *Plugin) loadSchema(db *gorm.DB) error {
 	return nil
 }
 
-// normAlsoWrites normalises Config.AlsoWrites with normTable, rejecting
+// normAlsoWrites normalises Config.AlsoWrites with tableName, rejecting
 // names that are not table references. A key with no tables stays: it
 // declares a trigger that writes no other table.
-func normAlsoWrites(also map[string][]string) (map[string][]string, error) {
+func normAlsoWrites(tableName func(string) (string, error), also map[string][]string) (map[string][]string, error) {
 	if len(also) == 0 {
 		return nil, nil
 	}
@@ -138,11 +118,14 @@ type fkEdge struct {
 	modifies      bool // an ON UPDATE/ON DELETE action writes the child
 }
 
-// readSchema runs schemaSQL on pool and builds the graph.
-func readSchema(ctx context.Context, pool gorm.ConnPool, declared map[string][]string) (*schemaGraph, error) {
+// readSchema runs the dialect's schemaSQL on pool and builds the graph.
+// Its rows are (kind, parent, child, modifies): kind 'f' is a foreign key
+// (modifies: an action changes the child), 't' a table with a trigger a
+// user created (in parent).
+func (d *dialect) readSchema(ctx context.Context, pool gorm.ConnPool, declared map[string][]string) (*schemaGraph, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), schemaLoadTimeout)
 	defer cancel()
-	rows, err := pool.QueryContext(ctx, schemaSQL)
+	rows, err := pool.QueryContext(ctx, d.schemaSQL)
 	if err != nil {
 		return nil, err
 	}
@@ -155,6 +138,7 @@ func readSchema(ctx context.Context, pool gorm.ConnPool, declared map[string][]s
 		if err := rows.Scan(&kind, &e.parent, &e.child, &e.modifies); err != nil {
 			return nil, err
 		}
+		e.parent, e.child = d.catalogName(e.parent), d.catalogName(e.child)
 		if kind == "t" {
 			triggers = append(triggers, e.parent)
 		} else {
@@ -256,7 +240,7 @@ func (p *Plugin) cascadeBefore(db *gorm.DB, tables []string) []string {
 	if len(tables) == 0 {
 		return tables
 	}
-	return p.schema.graph.Load().expand(tables, truncatesCascade(db.Statement.SQL.String()))
+	return p.schema.graph.Load().expand(tables, p.dialect.truncatesCascade(db.Statement.SQL.String()))
 }
 
 // cascadeAfter expands the tables a statement wrote, after it ran. A DDL
@@ -265,7 +249,7 @@ func (p *Plugin) cascadeBefore(db *gorm.DB, tables []string) []string {
 // reloads a graph older than maxAge, to learn DDL run elsewhere.
 func (p *Plugin) cascadeAfter(db *gorm.DB, tables []string) []string {
 	s := &p.schema
-	if s.pool != nil && db.Statement.SQL.Len() > 0 && isDDL(db.Statement.SQL.String()) {
+	if s.pool != nil && db.Statement.SQL.Len() > 0 && p.dialect.isDDL(db.Statement.SQL.String()) {
 		pool, inTx := p.schemaConn(db)
 		if !inTx || db.Error == nil { // a failed statement aborted the transaction
 			s.mu.Lock()
@@ -308,7 +292,7 @@ func (p *Plugin) schemaConn(db *gorm.DB) (pool gorm.ConnPool, inTx bool) {
 func (p *Plugin) reloadSchema(ctx context.Context, pool gorm.ConnPool, merge bool) {
 	s := &p.schema
 	old := s.graph.Load()
-	g, err := readSchema(ctx, pool, s.declared)
+	g, err := p.dialect.readSchema(ctx, pool, s.declared)
 	if err != nil {
 		p.logf(ctx, engine.LevelError, "gormflight: could not reload foreign keys and triggers, keeping those read at %s (writes through foreign keys added since are not followed): %v", old.loaded.Format(time.RFC3339), err)
 		retry := *old
@@ -351,16 +335,16 @@ func (p *Plugin) warnTriggers(ctx context.Context, g, old *schemaGraph) {
 
 // isDDL reports whether query holds DDL: a statement that may change
 // foreign keys or triggers. Extra reloads only cost a catalog query.
-func isDDL(query string) bool { return analyze(query).DDL }
+func (d *dialect) isDDL(query string) bool { return d.analyze(query).DDL }
 
 // truncatesCascade reports whether query holds a TRUNCATE statement with
 // CASCADE, which empties every table referencing the ones it names.
-func truncatesCascade(query string) bool {
+func (d *dialect) truncatesCascade(query string) bool {
 	if !containsFold(query, "truncate") {
 		return false
 	}
 	first, truncate := true, false
-	for _, t := range sqlscan.Lex(sqlDialect, query) {
+	for _, t := range sqlscan.Lex(d.sql, query) {
 		word := t.Kind == sqlscan.TokWord
 		switch {
 		case t.Kind == sqlscan.TokSemi:

@@ -336,17 +336,17 @@ func TestCascadeStatementKinds(t *testing.T) {
 		{"TRUNCATE t; DELETE FROM cascade", false, false},
 		{"DELETE FROM t WHERE a = 'truncate x cascade'", false, false},
 	} {
-		if got := isDDL(c.sql); got != c.ddl {
+		if got := postgresDialect.isDDL(c.sql); got != c.ddl {
 			t.Errorf("isDDL(%q) = %v", c.sql, got)
 		}
-		if got := truncatesCascade(c.sql); got != c.truncCas {
+		if got := postgresDialect.truncatesCascade(c.sql); got != c.truncCas {
 			t.Errorf("truncatesCascade(%q) = %v", c.sql, got)
 		}
 	}
 }
 
 func TestCascadeAlsoWritesConfig(t *testing.T) {
-	got, err := normAlsoWrites(map[string][]string{"Public.Orders": {`"Totals"`, "audit", "AUDIT"}, "q": nil})
+	got, err := normAlsoWrites(postgresDialect.tableName, map[string][]string{"Public.Orders": {`"Totals"`, "audit", "AUDIT"}, "q": nil})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -357,7 +357,7 @@ func TestCascadeAlsoWritesConfig(t *testing.T) {
 		t.Errorf("a key with no tables was dropped: %v", got)
 	}
 	for _, bad := range []map[string][]string{{"": {"x"}}, {"x": {"1abc"}}} {
-		if _, err := normAlsoWrites(bad); !errors.Is(err, ErrInvalidConfig) {
+		if _, err := normAlsoWrites(postgresDialect.tableName, bad); !errors.Is(err, ErrInvalidConfig) {
 			t.Errorf("normAlsoWrites(%v): err %v, want ErrInvalidConfig", bad, err)
 		}
 	}

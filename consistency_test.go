@@ -1,9 +1,11 @@
 package gormflight
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	mathrand "math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
@@ -67,6 +69,35 @@ func consSchema(t testing.TB, db *gorm.DB) {
 	}
 }
 
+// consSchemaOf is the consistency schema for MariaDB and SQLite, which
+// number rows by auto-increment (autoIncrement: the key word), with text
+// columns MariaDB can index and a time type of the driver's (the SQLite
+// driver parses a column declared DATETIME, not DATETIME(6)).
+func consSchemaOf(autoIncrement, datetime string) []string {
+	id := "id " + autoIncrement
+	return []string{
+		`CREATE TABLE IF NOT EXISTS gft_cons_item (` + id + `, grp bigint NOT NULL DEFAULT 0, val bigint NOT NULL DEFAULT 0)`,
+		`CREATE TABLE IF NOT EXISTS gft_cons_tag (` + id + `, grp bigint NOT NULL DEFAULT 0, name varchar(255) NOT NULL DEFAULT '')`,
+		`CREATE TABLE IF NOT EXISTS gft_cons_item_tags (item_id bigint NOT NULL, tag_id bigint NOT NULL, PRIMARY KEY (item_id, tag_id))`,
+		`CREATE TABLE IF NOT EXISTS gft_cons_note (` + id + `, item_id bigint, body varchar(255) NOT NULL DEFAULT '')`,
+		`CREATE TABLE IF NOT EXISTS gft_cons_soft (` + id + `, grp bigint NOT NULL DEFAULT 0, val bigint NOT NULL DEFAULT 0, deleted_at ` + datetime + ` NULL)`,
+		`CREATE TABLE IF NOT EXISTS gft_cons_trunc (id bigint, val bigint)`,
+	}
+}
+
+// consSchemaOn sets the consistency schema up on d's database.
+func consSchemaOn(t testing.TB, d *testDB, db *gorm.DB) {
+	t.Helper()
+	switch d.name {
+	case "postgres":
+		consSchema(t, db)
+	case "mysql":
+		d.setup(t, db, schemaLockConsistency, consSchemaOf("bigint AUTO_INCREMENT PRIMARY KEY", "datetime(6)")...)
+	default:
+		d.setup(t, db, schemaLockConsistency, consSchemaOf("INTEGER PRIMARY KEY AUTOINCREMENT", "datetime")...)
+	}
+}
+
 type consItem struct {
 	ID    int64
 	Grp   int64
@@ -105,15 +136,25 @@ func (consSoft) TableName() string { return "gft_cons_soft" }
 // consInstances returns n instances sharing a prefix, with the schema in place.
 func consInstances(t *testing.T, n int, mod func(*Config)) []*instance {
 	t.Helper()
-	ins := newInstances(t, n, mod)
-	consSchema(t, ins[0].db)
+	return consInstancesOn(t, &postgresTestDB, n, mod)
+}
+
+// consInstancesOn is consInstances on d's database.
+func consInstancesOn(t *testing.T, d *testDB, n int, mod func(*Config)) []*instance {
+	t.Helper()
+	ins := d.instances(t, n, mod)
+	consSchemaOn(t, d, ins[0].db)
 	return ins
 }
 
 // consNextID returns a number no other test (or process) gets: row ids and
-// groups come from one PostgreSQL sequence.
+// groups come from one PostgreSQL sequence. On the other databases it is
+// random, below the auto-increment ids' range.
 func consNextID(t testing.TB, db *gorm.DB) int64 {
 	t.Helper()
+	if db.Dialector.Name() != "postgres" {
+		return 1<<40 + mathrand.Int64N(1<<50)
+	}
 	var id int64
 	if err := db.Session(&gorm.Session{NewDB: true}).Raw("SELECT nextval('gft_cons_ids')").Scan(&id).Error; err != nil {
 		t.Fatal(err)
@@ -206,9 +247,13 @@ func consReadAfterWrite(t *testing.T, a, b *instance, read func(*gorm.DB) (strin
 // 1. Read after write, for every kind of write.
 
 func TestConsistencyReadAfterWrite(t *testing.T) {
+	forEachDB(t, testReadAfterWrite)
+}
+
+func testReadAfterWrite(t *testing.T, d *testDB) {
 	// item: one item with val 1 in a group of its own.
 	item := func(t *testing.T) (a, b *instance, grp, id int64) {
-		ins := consInstances(t, 2, nil)
+		ins := consInstancesOn(t, d, 2, nil)
 		a, b = ins[0], ins[1]
 		grp = consNextID(t, a.db)
 		id = consNewItem(t, a.db, grp, 1)
@@ -254,7 +299,7 @@ func TestConsistencyReadAfterWrite(t *testing.T) {
 	t.Run("TableQualifiedUpdate", func(t *testing.T) {
 		a, b, _, id := item(t)
 		consReadAfterWrite(t, a, b, consFirst(id), func(db *gorm.DB) error {
-			return db.Table("public.gft_cons_item").Where("id = ?", id).Update("val", 2).Error
+			return db.Table(d.qualified(t, db, "gft_cons_item")).Where("id = ?", id).Update("val", 2).Error
 		}, "val=1", "val=2")
 	})
 	t.Run("UpsertOnConflict", func(t *testing.T) {
@@ -307,7 +352,7 @@ func TestConsistencyReadAfterWrite(t *testing.T) {
 		}, "count=1", "count=3")
 	})
 	t.Run("SoftDelete", func(t *testing.T) {
-		ins := consInstances(t, 2, nil)
+		ins := consInstancesOn(t, d, 2, nil)
 		a, b := ins[0], ins[1]
 		s := consSoft{Grp: consNextID(t, a.db), Val: 1}
 		if err := a.db.Create(&s).Error; err != nil {
@@ -340,23 +385,32 @@ func TestConsistencyReadAfterWrite(t *testing.T) {
 			return db.Exec("UPDATE gft_cons_item SET val = ? WHERE id = ?", 2, id).Error
 		}, "val=1", "val=2")
 	})
-	t.Run("ExecWriteInCTE", func(t *testing.T) {
-		a, b, _, id := item(t)
-		consReadAfterWrite(t, a, b, consFirst(id), func(db *gorm.DB) error {
-			return db.Exec("WITH u AS (UPDATE gft_cons_item SET val = ? WHERE id = ? RETURNING id) SELECT count(*) FROM u", 2, id).Error
-		}, "val=1", "val=2")
-	})
-	t.Run("RawWriteInCTEScanned", func(t *testing.T) {
-		a, b, _, id := item(t)
-		consReadAfterWrite(t, a, b, consFirst(id), func(db *gorm.DB) error {
-			var n int64
-			return db.Raw("WITH u AS (UPDATE gft_cons_item SET val = ? WHERE id = ? RETURNING id) SELECT count(*) FROM u", 2, id).Scan(&n).Error
-		}, "val=1", "val=2")
-	})
+	// The writes of each dialect's own SQL, run with Exec (and Raw for
+	// those that return rows): each sets the item's val to 2, or deletes it.
+	for _, w := range consDialectWrites[d.name] {
+		t.Run(w.name, func(t *testing.T) {
+			a, b, grp, id := item(t)
+			consReadAfterWrite(t, a, b, consFirst(id), func(db *gorm.DB) error {
+				args := []any{id}
+				if strings.Count(w.sql, "?") == 2 {
+					args = []any{id, grp}
+				}
+				if w.raw {
+					var n int64
+					return db.Raw(w.sql, args...).Scan(&n).Error
+				}
+				return db.Exec(w.sql, args...).Error
+			}, "val=1", cmp.Or(w.after, "val=2"))
+		})
+	}
 	t.Run("ExecTruncate", func(t *testing.T) {
-		ins := consInstances(t, 2, nil)
+		truncate := "TRUNCATE gft_cons_trunc"
+		if d.name == "sqlite" {
+			truncate = "DELETE FROM gft_cons_trunc" // SQLite's truncate
+		}
+		ins := consInstancesOn(t, d, 2, nil)
 		a, b := ins[0], ins[1]
-		if err := a.db.Exec("TRUNCATE gft_cons_trunc").Error; err != nil {
+		if err := a.db.Exec(truncate).Error; err != nil {
 			t.Fatal(err)
 		}
 		if err := a.db.Exec("INSERT INTO gft_cons_trunc (id, val) VALUES (1, 1), (2, 2), (3, 3)").Error; err != nil {
@@ -368,7 +422,7 @@ func TestConsistencyReadAfterWrite(t *testing.T) {
 			return fmt.Sprintf("count=%d", n), err
 		}
 		consReadAfterWrite(t, a, b, read, func(db *gorm.DB) error {
-			return db.Exec("TRUNCATE gft_cons_trunc").Error
+			return db.Exec(truncate).Error
 		}, "count=3", "count=0")
 	})
 	t.Run("Many2ManyAppend", func(t *testing.T) {
@@ -495,6 +549,39 @@ func TestConsistencyReadAfterWrite(t *testing.T) {
 			return db.Model(&consItem{ID: id}).Update("val", 100).Error
 		}, "sum=11 max=10", "sum=110 max=100")
 	})
+}
+
+// consDialectWrites are writes in each dialect's own SQL, for
+// testReadAfterWrite. A statement with two parameters takes (id, grp), one
+// with one takes id; each sets the item's val to 2 unless after says what
+// it leaves.
+var consDialectWrites = map[string][]struct {
+	name, sql string
+	raw       bool   // returns rows: run with Raw and scanned
+	after     string // default "val=2"
+}{
+	"postgres": {
+		{name: "ExecWriteInCTE", sql: "WITH u AS (UPDATE gft_cons_item SET val = 2 WHERE id = ? RETURNING id) SELECT count(*) FROM u"},
+		{name: "RawWriteInCTEScanned", sql: "WITH u AS (UPDATE gft_cons_item SET val = 2 WHERE id = ? RETURNING id) SELECT count(*) FROM u", raw: true},
+		{name: "InsertOnConflict", sql: "INSERT INTO gft_cons_item (id, grp, val) VALUES (?, ?, 2) ON CONFLICT (id) DO UPDATE SET val = excluded.val"},
+	},
+	"mysql": {
+		{name: "OnDuplicateKeyUpdate", sql: "INSERT INTO gft_cons_item (id, grp, val) VALUES (?, ?, 2) ON DUPLICATE KEY UPDATE val = VALUES(val)"},
+		{name: "Replace", sql: "REPLACE gft_cons_item (id, grp, val) VALUES (?, ?, 2)"},
+		{name: "Backticks", sql: "UPDATE `gft_cons_item` SET `val` = 2 WHERE `id` = ?"},
+		{name: "ExecutableComment", sql: "UPDATE /*! gft_cons_item */ SET val = 2 WHERE id = ?"},
+		{name: "HashComment", sql: "UPDATE # a comment\ngft_cons_item SET val = 2 WHERE id = ?"},
+		{name: "MultiTableUpdate", sql: "UPDATE (SELECT ? AS id) AS x JOIN gft_cons_item AS i ON i.id = x.id SET i.val = 2"},
+		{name: "MultiTableDelete", sql: "DELETE i FROM gft_cons_item AS i JOIN (SELECT ? AS id) AS x ON x.id = i.id", after: consNotFound},
+	},
+	"sqlite": {
+		{name: "InsertOrReplace", sql: "INSERT OR REPLACE INTO gft_cons_item (id, grp, val) VALUES (?, ?, 2)"},
+		{name: "Replace", sql: "REPLACE INTO gft_cons_item (id, grp, val) VALUES (?, ?, 2)"},
+		{name: "Upsert", sql: "INSERT INTO gft_cons_item (id, grp, val) VALUES (?, ?, 2) ON CONFLICT (id) DO UPDATE SET val = excluded.val"},
+		{name: "UpdateOrIgnoreBrackets", sql: "UPDATE OR IGNORE [gft_cons_item] SET val = 2 WHERE id = ?"},
+		{name: "Backticks", sql: "UPDATE main.`gft_cons_item` SET val = 2 WHERE id = ?"},
+		{name: "DeleteReturning", sql: "DELETE FROM gft_cons_item WHERE id = ? RETURNING id", raw: true, after: consNotFound},
+	},
 }
 
 // ---------------------------------------------------------------------------
@@ -1175,7 +1262,7 @@ func TestConsistencyInvalidate(t *testing.T) {
 		plainWrite()
 		// Without an invalidation the cache still serves the old row.
 		consExpect(t, c.name+": before Invalidate", b, consFirst(id), stale)
-		if got := normTable(c.name); got != c.genKey {
+		if got := postgresDialect.normTable(c.name); got != c.genKey {
 			t.Errorf("normTable(%q) = %q, want %q", c.name, got, c.genKey)
 		}
 		gen := consGen(t, a, c.genKey)

@@ -17,6 +17,8 @@
 //	db.Scopes(gormflight.Cache(5*time.Minute)).Where("age > ?", 30).Find(&users)
 //
 // A query without the scope behaves as if the plugin were not installed.
+// The plugin serves PostgreSQL, MySQL and MariaDB, and SQLite; db.Use
+// refuses any other dialect with ErrUnsupportedDialect.
 //
 // Reads are linearizable: a read that starts after a write returned never
 // gets rows from before it, on any instance. A hot key is refreshed in the

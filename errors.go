@@ -42,9 +42,14 @@ var (
 
 	// ErrUnsupportedDialect is returned by Initialize for a database whose
 	// SQL the plugin cannot read: it would cache reads that no write
-	// invalidates. Only PostgreSQL (dialect "postgres") is supported.
+	// invalidates. PostgreSQL ("postgres"), MySQL and MariaDB ("mysql") and
+	// SQLite ("sqlite") are supported.
 	ErrUnsupportedDialect = errors.New("gormflight: unsupported database dialect")
 )
+
+// errNotInitialized is what Invalidate answers before Initialize: table
+// names are read in the dialect of the database the plugin serves.
+var errNotInitialized = errors.New("gormflight: Invalidate before the plugin was installed with db.Use")
 
 // errNotNew is what a zero Plugin answers: it has no Redis client.
 var errNotNew = fmt.Errorf("%w: create the Plugin with New", ErrNoRedis)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/gormflight/gormflight/internal/engine"
+	"github.com/gormflight/gormflight/internal/sqlscan"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 )
@@ -17,11 +18,15 @@ const settingKey = "gormflight:cache"
 // cacheSettings are one statement's caching instructions.
 type cacheSettings struct {
 	ttl      time.Duration
-	staleFor time.Duration  // StaleFor
-	local    *time.Duration // Local; nil: Config.Local
-	tables   []string       // declared with Tables, normalised
-	err      error          // a name Tables could not read
+	staleFor time.Duration                // StaleFor
+	local    *time.Duration               // Local; nil: Config.Local
+	tables   map[sqlscan.Dialect][]string // declared with Tables, normalised in each dialect
+	errs     map[sqlscan.Dialect]error    // names Tables could not read, by dialect
 }
+
+// declaredTables returns the tables declared with Tables, normalised in
+// dialect d.
+func (s *cacheSettings) declaredTables(d sqlscan.Dialect) []string { return s.tables[d] }
 
 // Option adjusts one cached query. Pass options to Cache.
 type Option func(*cacheSettings)
@@ -29,21 +34,34 @@ type Option func(*cacheSettings)
 // Tables declares tables the query reads that no SQL parser can see: tables
 // read by SQL functions or behind views. Writes to any of them invalidate
 // the query's entry, like writes to the tables in its SQL text. Names are
-// read as in SQL (unquoted names fold to lower case; a schema qualifier is
-// ignored); one that is not a table name adds ErrInvalidTableName to the
-// statement's errors.
+// read as in the SQL of the statement's database (PostgreSQL: unquoted
+// names fold to lower case; MySQL and SQLite: every name does; a schema
+// qualifier is ignored); one that is not a table name there adds
+// ErrInvalidTableName to the statement's errors.
 func Tables(names ...string) Option {
 	return func(s *cacheSettings) {
-		for _, n := range names {
-			t, err := tableName(n)
-			if err != nil {
-				s.err = errors.Join(s.err, err)
-				continue
+		if s.tables == nil {
+			s.tables = make(map[sqlscan.Dialect][]string, len(sqlDialects))
+		}
+		for _, d := range sqlDialects {
+			for _, n := range names {
+				t, err := tableNameIn(d, n)
+				if err != nil {
+					if s.errs == nil {
+						s.errs = make(map[sqlscan.Dialect]error)
+					}
+					s.errs[d] = errors.Join(s.errs[d], err)
+					continue
+				}
+				s.tables[d] = append(s.tables[d], t)
 			}
-			s.tables = append(s.tables, t)
 		}
 	}
 }
+
+// sqlDialects are the dialects the plugin serves, for what is read before
+// the plugin is installed (Tables, AlsoWrites).
+var sqlDialects = []sqlscan.Dialect{sqlscan.PostgreSQL, sqlscan.MySQL, sqlscan.SQLite}
 
 // StaleFor keeps the query's entry for d past its TTL, for users who accept
 // a longer bound on writes the plugin cannot see: a hit in that time whose
@@ -148,12 +166,23 @@ func (c CacheOption) ModifyStatement(stmt *gorm.Statement) {
 		stmt.Settings.Delete(settingKey)
 		return
 	}
-	if c.settings.err != nil {
-		_ = stmt.AddError(c.settings.err)
+	if err := c.settings.errs[statementDialect(stmt)]; err != nil {
+		_ = stmt.AddError(err)
 		stmt.Settings.Delete(settingKey)
 		return
 	}
 	stmt.Settings.Store(settingKey, c.settings)
+}
+
+// statementDialect returns the analyser's dialect of stmt's database, or
+// PostgreSQL's for one the plugin does not serve (Initialize refuses it).
+func statementDialect(stmt *gorm.Statement) sqlscan.Dialect {
+	if stmt.DB != nil && stmt.DB.Dialector != nil {
+		if d, ok := sqlscan.DialectOf(stmt.DB.Dialector.Name()); ok {
+			return d
+		}
+	}
+	return sqlscan.PostgreSQL
 }
 
 // Build writes nothing: the clause only marks the statement.

@@ -11,7 +11,6 @@ import (
 
 	"github.com/gormflight/gormflight/internal/engine"
 	"github.com/gormflight/gormflight/internal/rowcodec"
-	"github.com/gormflight/gormflight/internal/sqlscan"
 	"github.com/redis/go-redis/v9"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
@@ -38,7 +37,9 @@ type Config struct {
 
 	// Database names the database in cache keys, so that two databases
 	// behind one Redis never share entries. Default: what the database
-	// reports at Initialize (PostgreSQL: current_database()).
+	// reports at Initialize (PostgreSQL: current_database(); MySQL and
+	// MariaDB: DATABASE(); SQLite: the main database's file, so an
+	// in-memory database needs a Database of its own).
 	Database string
 
 	// LockExpiry is how long a loader's lock lives without being extended.
@@ -139,8 +140,11 @@ type Config struct {
 	// AlsoWrites declares writes no catalog shows: a write to a key table
 	// also changes the tables listed for it (a trigger or rule that writes
 	// elsewhere), so they are invalidated with it, transitively and together
-	// with the tables foreign-key cascades reach. Names are matched as in SQL
-	// (unquoted names fold to lower case; a schema qualifier is ignored). A key
+	// with the tables foreign-key cascades reach. Names are matched as in the
+	// database's SQL (PostgreSQL: unquoted names fold to lower case; MySQL
+	// and SQLite: every name does; a schema qualifier is ignored): New
+	// refuses a name no dialect reads, Initialize one its database's does
+	// not. A key
 	// with an empty list declares a trigger that writes no other table, which
 	// silences the warning Initialize logs for tables with undeclared
 	// triggers. Default nil: no declared writes.
@@ -151,7 +155,9 @@ type Config struct {
 	// row-level security policy calls: their values are part of every
 	// cache key. Settings a policy reads with current_setting('name') are
 	// found by themselves, and so is every built-in setting (search_path,
-	// role, ...). Default nil.
+	// role, ...). On MySQL and MariaDB they name user variables (without
+	// the @) that a function reads; SQLite has none, and Initialize refuses
+	// any. Default nil.
 	SessionSettings []string
 }
 
@@ -213,8 +219,19 @@ func (c *Config) setDefaults() error {
 	if c.Local < 0 {
 		return fmt.Errorf("%w: Local must not be negative, got %v", ErrInvalidConfig, c.Local)
 	}
-	// Checked here so that New fails, not db.Use; Initialize reads it again.
-	_, err := normAlsoWrites(c.AlsoWrites)
+	return checkAlsoWrites(c.AlsoWrites)
+}
+
+// checkAlsoWrites refuses AlsoWrites with a name no dialect reads, so that
+// New fails, not db.Use; Initialize reads it again in its database's
+// dialect.
+func checkAlsoWrites(also map[string][]string) error {
+	var err error
+	for _, d := range sqlDialects {
+		if _, err = normAlsoWrites(func(n string) (string, error) { return tableNameIn(d, n) }, also); err == nil {
+			return nil
+		}
+	}
 	return err
 }
 
@@ -229,7 +246,7 @@ type Plugin struct {
 	engine *engine.Engine
 	replay *rowcodec.Replayer
 
-	dialect  string
+	dialect  *dialect // from Initialize
 	database string
 
 	mu      sync.Mutex
@@ -300,7 +317,8 @@ func (p *Plugin) Name() string { return "gormflight" }
 // Initialize registers the plugin's callbacks on db and makes the
 // transactions begun on its pool invalidate what they wrote when they
 // commit. GORM calls it from db.Use. It fails with ErrUnsupportedDialect on
-// a database other than PostgreSQL, and with ErrAlreadyInitialized on a
+// a database other than PostgreSQL, MySQL, MariaDB and SQLite (or on MySQL
+// with an sql_mode that changes how statements read), and with ErrAlreadyInitialized on a
 // second handle, except on the connections gorm.io/plugin/dbresolver opens
 // for the handle it serves (see resolverConnection).
 //
@@ -320,29 +338,36 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 		}
 		return ErrAlreadyInitialized
 	}
-	if d, ok := sqlscan.DialectOf(db.Dialector.Name()); !ok || d != sqlDialect {
-		return fmt.Errorf("%w: %q (only PostgreSQL is supported)", ErrUnsupportedDialect, db.Dialector.Name())
+	d, err := dialectOf(db.Dialector.Name())
+	if err != nil {
+		return err
 	}
 	l := db.Logger
 	p.logger.Store(&l)
 	if !contextTimeouts(p.cfg.Redis) {
 		l.Warn(context.Background(), "gormflight: the Redis client was created without ContextTimeoutEnabled, so go-redis bounds socket reads by its ReadTimeout instead of Config.RedisTimeout (%v)", p.cfg.RedisTimeout)
 	}
-	p.dialect = db.Dialector.Name()
+	p.dialect = d
 	p.database = p.cfg.Database
 	if p.database == "" {
-		p.database = db.Migrator().CurrentDatabase()
-		if p.database == "" {
-			return fmt.Errorf("gormflight: cannot identify the database for cache keys (set Config.Database): %w", db.Error)
+		if p.database, err = d.database(db); err != nil {
+			return err
 		}
 	}
 	if err := p.loadSchema(db); err != nil {
 		return err
 	}
-	p.session.names = p.cfg.SessionSettings
+	if p.session.query, p.session.args, err = d.sessionSQL(p.cfg.SessionSettings); err != nil {
+		return err
+	}
 	fp, err := p.fingerprint(context.Background(), db.ConnPool)
 	if err != nil {
 		return fmt.Errorf("gormflight: read the session for cache keys: %w", err)
+	}
+	if d.checkPool != nil {
+		if err := d.checkPool(fp); err != nil {
+			return err
+		}
 	}
 	p.session.pool = p.database + "\x00" + fp
 	if err := p.registerCallbacks(db); err != nil {
@@ -397,18 +422,23 @@ func (p *Plugin) Close() error {
 // Invalidate marks tables as written, so that no instance serves entries
 // computed before the call. Use it after writes made outside GORM: by
 // another program, by SQL run on the *sql.DB directly, or by a trigger.
-// Table names are matched as in SQL (unquoted names fold to lower case; a
-// schema qualifier is ignored); a name that is not a table name fails with
-// ErrInvalidTableName and invalidates nothing. If Redis cannot be reached
+// Table names are matched as in the database's SQL, as AlsoWrites' are; a
+// name that is not a table name fails with ErrInvalidTableName and
+// invalidates nothing. A call before Initialize fails: names are read in
+// the dialect of the database the plugin serves. If Redis cannot be reached
 // the error is returned, and this instance serves the tables uncached until
 // a background retry succeeds.
 func (p *Plugin) Invalidate(ctx context.Context, tables ...string) error {
 	if p.engine == nil {
 		return errNotNew
 	}
+	d := p.initialized()
+	if d == nil {
+		return errNotInitialized
+	}
 	norm := make([]string, 0, len(tables))
 	for _, t := range tables {
-		n, err := tableName(t)
+		n, err := d.tableName(t)
 		if err != nil {
 			return err
 		}
@@ -416,6 +446,13 @@ func (p *Plugin) Invalidate(ctx context.Context, tables ...string) error {
 	}
 	slices.Sort(norm)
 	return p.engine.Invalidate(ctx, p.schema.graph.Load().expand(slices.Compact(norm), false), engine.Announcement{})
+}
+
+// initialized returns the dialect Initialize chose, or nil before it.
+func (p *Plugin) initialized() *dialect {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.dialect
 }
 
 // contextTimeouts reports whether the client applies context deadlines to

@@ -18,18 +18,28 @@ type slowRow struct {
 // slowQuery is a cached query whose execution PostgreSQL records under tag
 // and which takes ms milliseconds.
 func slowQuery(ctx context.Context, in *instance, tag, key string, ms int) (slowRow, error) {
+	return postgresTestDB.slowQuery(ctx, in, tag, key, ms)
+}
+
+// slowQuery is a cached query whose execution d's database records under
+// tag and which takes ms milliseconds.
+func (d *testDB) slowQuery(ctx context.Context, in *instance, tag, key string, ms int) (slowRow, error) {
 	var r slowRow
 	err := in.db.WithContext(ctx).Scopes(Cache(time.Minute)).
-		Raw("SELECT gft_record(?, ?) AS n, ?::text AS tag, ?::text AS key", tag, ms, tag, key).
+		Raw("SELECT gft_record(?, ?) AS n, "+d.text+" AS tag, "+d.text+" AS "+in.db.Statement.Quote("key"), tag, ms, tag, key).
 		Scan(&r).Error
 	return r, err
 }
 
 func TestStampedeRunsQueryOnceAcrossInstances(t *testing.T) {
+	forEachDB(t, testStampede)
+}
+
+func testStampede(t *testing.T, d *testDB) {
 	for _, nkeys := range []int{1, 10} {
 		t.Run(fmt.Sprintf("keys=%d", nkeys), func(t *testing.T) {
 			const instances, callers = 8, 100
-			ins := newInstances(t, instances, nil)
+			ins := d.instances(t, instances, nil)
 			tag := uniqueTag(t)
 
 			// Every caller is released at once by closing start.
@@ -45,7 +55,7 @@ func TestStampedeRunsQueryOnceAcrossInstances(t *testing.T) {
 						defer wg.Done()
 						<-start
 						key := fmt.Sprintf("k%d", (i*callers+c)%nkeys)
-						r, err := slowQuery(context.Background(), in, tag, key, 200)
+						r, err := d.slowQuery(context.Background(), in, tag, key, 200)
 						if err != nil {
 							failures.Add(1)
 							t.Error(err)
@@ -58,8 +68,8 @@ func TestStampedeRunsQueryOnceAcrossInstances(t *testing.T) {
 			close(start)
 			wg.Wait()
 
-			if got := calls(t, ins[0].db, tag); got != int64(nkeys) {
-				t.Errorf("PostgreSQL ran the query %d times for %d keys, want %d", got, nkeys, nkeys)
+			if got := d.calls(t, ins[0].db, tag); got != int64(nkeys) {
+				t.Errorf("%s ran the query %d times for %d keys, want %d", d.name, got, nkeys, nkeys)
 			}
 			if failures.Load() != 0 {
 				t.Fatalf("%d callers failed", failures.Load())
@@ -73,7 +83,7 @@ func TestStampedeRunsQueryOnceAcrossInstances(t *testing.T) {
 				}
 			}
 			s := sumStats(ins...)
-			t.Logf("keys=%d: db executions=%d; plugin stats summed: %+v", nkeys, calls(t, ins[0].db, tag), s)
+			t.Logf("keys=%d: db executions=%d; plugin stats summed: %+v", nkeys, d.calls(t, ins[0].db, tag), s)
 		})
 	}
 }

@@ -77,10 +77,11 @@ func (c *cachedPool) GetDBConn() (*sql.DB, error) {
 // that must run uncached: one that writes or is not a plain query (CALL,
 // DO, ...), or whose arguments cannot be hashed into a key.
 func (p *Plugin) request(c *cachedPool, query string, args []any) (engine.Request, bool) {
-	sql := analysisOf(query)
+	d := p.dialect
+	sql := d.analysis(query)
 	// Catalog reads are never cached: DDL changes them, and entries would
 	// otherwise need every DDL statement to name what it changed there.
-	if len(sql.Writes) > 0 || sql.Catalog || sql.DDL || !classify(query).IsQuery() || changesSession(query) != (sessionEffect{}) {
+	if len(sql.Writes) > 0 || sql.Catalog || sql.DDL || !d.classify(query).IsQuery() || d.changesSession(query) != (sessionEffect{}) {
 		p.stats.Bypassed.Add(1)
 		return engine.Request{}, false
 	}
@@ -88,10 +89,10 @@ func (p *Plugin) request(c *cachedPool, query string, args []any) (engine.Reques
 	// effects cannot be named (DROP SCHEMA ... CASCADE, CREATE FUNCTION)
 	// bumps.
 	tables := sql.depends // shared: the engine and the key only read them
-	if len(c.settings.tables) > 0 {
-		tables = mergeTables(tables, c.settings.tables)
+	if declared := c.settings.declaredTables(d.sql); len(declared) > 0 {
+		tables = mergeTables(tables, declared)
 	}
-	hash, err := cachekey.Query(p.dialect, c.scope, query, args, tables)
+	hash, err := cachekey.Query(d.name, c.scope, query, args, tables)
 	if err != nil {
 		p.stats.Bypassed.Add(1)
 		return engine.Request{}, false

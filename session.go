@@ -18,7 +18,8 @@ import (
 // a row-level security policy or a view reads, a temporary table that
 // hides a table of the same name. Two statements share an entry only if
 // their sessions match, so every key includes the session's fingerprint
-// (sessionSQL): the current and session user; every setting that shapes
+// (the dialect's sessionSQL; PostgreSQL's, pgSessionSQL, is described here,
+// MySQL's and SQLite's in dialect.go): the current and session user; every setting that shapes
 // what a statement returns (PostgreSQL's "Client Connection Defaults" and
 // "Version and Platform Compatibility", less those that only govern
 // timeouts, logging, vacuum or new objects) whose value does not come from
@@ -44,8 +45,8 @@ import (
 // SESSION AUTHORIZATION for the role (RESET ALL keeps it), DISCARD TEMP for
 // temporary relations, DISCARD ALL for everything.
 
-// sessionSQL returns the session's fingerprint. $1 is Config.SessionSettings.
-const sessionSQL = `SELECT current_user || E'\n' || session_user || E'\n' ||
+// pgSessionSQL returns the session's fingerprint. $1 is Config.SessionSettings.
+const pgSessionSQL = `SELECT current_user || E'\n' || session_user || E'\n' ||
 	coalesce((SELECT string_agg(name || '=' || setting, E'\n' ORDER BY name)
 		FROM pg_catalog.pg_settings
 		WHERE source NOT IN ('default', 'override', 'configuration file')
@@ -84,7 +85,8 @@ const maxTaintedConns = 1024
 // sessionState is what the plugin knows of its pool's sessions.
 type sessionState struct {
 	pool      string      // the pool's scope: database and fingerprint, from Initialize
-	names     []string    // Config.SessionSettings
+	query     string      // the dialect's fingerprint query, for Config.SessionSettings
+	args      []any       // its arguments
 	poolTaint atomic.Bool // a pooled connection may have changed its session
 
 	mu      sync.Mutex
@@ -125,8 +127,20 @@ func (p *Plugin) fingerprint(ctx context.Context, pool gorm.ConnPool) (string, e
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.LoadTimeout)
 	defer cancel()
 	var fp string
-	err := pool.QueryRowContext(ctx, sessionSQL, p.session.names).Scan(&fp)
+	err := pool.QueryRowContext(ctx, p.session.query, p.session.args...).Scan(&fp)
 	return fp, err
+}
+
+// private reports whether conn's session has state no fingerprint shows
+// and no entry may be shared for: temporary tables its statements created
+// where the dialect's fingerprint cannot see them (tempUnseen).
+func (s *sessionState) private(d *dialect, conn *sql.Conn) bool {
+	if !d.tempUnseen {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.tainted[conn]&(aspTemp|aspUnknown) != 0
 }
 
 // scope returns what keys an opted-in statement on pool besides its SQL:
@@ -134,8 +148,11 @@ func (p *Plugin) fingerprint(ctx context.Context, pool gorm.ConnPool) (string, e
 // statement must run uncached.
 func (p *Plugin) scope(ctx context.Context, pool gorm.ConnPool) (string, bool) {
 	if conn, ok := pool.(*sql.Conn); ok {
+		if p.session.private(p.dialect, conn) {
+			return "", false
+		}
 		fp, err := p.fingerprint(ctx, conn)
-		return p.database + "\x00" + fp, err == nil
+		return p.database + "\x00" + fp, err == nil && !p.dialect.privateSession(fp)
 	}
 	if p.session.inDoubt() {
 		return "", false
@@ -149,7 +166,7 @@ func (p *Plugin) noteSession(db *gorm.DB) {
 	if db.DryRun || db.Statement.SQL.Len() == 0 {
 		return
 	}
-	eff := changesSession(db.Statement.SQL.String())
+	eff := p.dialect.changesSession(db.Statement.SQL.String())
 	if eff == (sessionEffect{}) {
 		return
 	}
@@ -190,57 +207,173 @@ func (e sessionEffect) then(next sessionEffect) sessionEffect {
 	return sessionEffect{adds: e.adds&^next.clears | next.adds, clears: e.clears | next.clears}
 }
 
-// changesSession reports what query does to its session's state. SET LOCAL
-// (and SET TRANSACTION, SET CONSTRAINTS) end with the transaction and
-// change nothing. set_config changes the setting its literal first
-// argument names; with another first argument, as DO, CALL and EXECUTE,
-// it may change anything. It may over-report: that only costs cached
-// reads; what it misses (a function that calls set_config) a fill on the
-// pool still catches, by the fingerprint of its connection.
-func changesSession(query string) sessionEffect {
-	if plainStatement(query) {
+// changesSession reports what query does to its session's state. It may
+// over-report: that only costs cached reads; what it misses (a function
+// that calls set_config) a fill on the pool still catches, by the
+// fingerprint of its connection.
+func (d *dialect) changesSession(query string) sessionEffect {
+	if d.plainStatement(query) {
 		return sessionEffect{}
 	}
-	toks := sqlscan.Lex(sqlDialect, query)
-	word := func(i int) string {
-		if i < len(toks) && toks[i].Kind == sqlscan.TokWord {
-			return strings.ToLower(query[toks[i].Pos:toks[i].End])
-		}
-		return ""
+	st := lexed{query: query, toks: sqlscan.Lex(d.sql, query)}
+	effect := pgEffect
+	switch d.sql {
+	case sqlscan.MySQL:
+		effect = mysqlEffect
+	case sqlscan.SQLite:
+		effect = sqliteEffect
 	}
 	var out sessionEffect
 	first := true
-	for i := range toks {
-		if toks[i].Kind == sqlscan.TokSemi {
+	for i := range st.toks {
+		if st.toks[i].Kind == sqlscan.TokSemi {
 			first = true
 			continue
 		}
-		w := word(i)
-		if toks[i].Kind == sqlscan.TokQuoted {
-			w = strings.Trim(query[toks[i].Pos:toks[i].End], `"`)
-		}
-		var e sessionEffect
-		switch {
-		case w == "set_config" && i+1 < len(toks) && toks[i+1].Kind == sqlscan.TokLParen:
-			e.adds = setConfigAspect(query, toks, i+2)
-		case w == "into" && (word(i+1) == "temp" || word(i+1) == "temporary"):
-			e.adds = aspTemp
-		case !first:
-		case w == "set":
-			e.adds = setAspect(word(i+1), word(i+2))
-		case w == "reset":
-			e.clears = resetAspect(word(i+1), word(i+2))
-		case w == "discard":
-			e.clears = discardAspect(word(i + 1))
-		case w == "create" && createsTemp(word, i+1):
-			e.adds = aspTemp
-		case w == "do", w == "call", w == "execute":
-			e.adds = aspUnknown
-		}
-		out = out.then(e)
+		out = out.then(effect(st, i, first))
 		first = false
 	}
 	return out
+}
+
+// lexed is a statement string and its tokens.
+type lexed struct {
+	query string
+	toks  []sqlscan.Token
+}
+
+// word returns the keyword or unquoted name at token i in lower case, or
+// "" for any other token.
+func (st lexed) word(i int) string {
+	if i >= 0 && i < len(st.toks) && st.toks[i].Kind == sqlscan.TokWord {
+		return strings.ToLower(st.text(i))
+	}
+	return ""
+}
+
+// text returns token i as written, or "" past either end.
+func (st lexed) text(i int) string {
+	if i >= 0 && i < len(st.toks) {
+		return st.query[st.toks[i].Pos:st.toks[i].End]
+	}
+	return ""
+}
+
+// pgEffect is what PostgreSQL's token i changes (first: it begins a
+// statement). SET LOCAL (and SET TRANSACTION, SET CONSTRAINTS) end with
+// the transaction and change nothing. set_config changes the setting its
+// literal first argument names; with another first argument, as DO, CALL
+// and EXECUTE, it may change anything.
+func pgEffect(st lexed, i int, first bool) sessionEffect {
+	w := st.word(i)
+	if st.toks[i].Kind == sqlscan.TokQuoted {
+		w = strings.Trim(st.text(i), `"`)
+	}
+	var e sessionEffect
+	switch {
+	case w == "set_config" && i+1 < len(st.toks) && st.toks[i+1].Kind == sqlscan.TokLParen:
+		e.adds = setConfigAspect(st.query, st.toks, i+2)
+	case w == "into" && (st.word(i+1) == "temp" || st.word(i+1) == "temporary"):
+		e.adds = aspTemp
+	case !first:
+	case w == "set":
+		e.adds = setAspect(st.word(i+1), st.word(i+2))
+	case w == "reset":
+		e.clears = resetAspect(st.word(i+1), st.word(i+2))
+	case w == "discard":
+		e.clears = discardAspect(st.word(i + 1))
+	case w == "create" && createsTemp(st.word, i+1):
+		e.adds = aspTemp
+	case w == "do", w == "call", w == "execute":
+		e.adds = aspUnknown
+	}
+	return e
+}
+
+// mysqlEffect is pgEffect for MySQL and MariaDB, which reset nothing but
+// a whole connection: SET (SESSION and LOCAL alike), SET NAMES and USE
+// change settings, SET ROLE the role, CREATE TEMPORARY TABLE adds a
+// temporary table, and CALL, EXECUTE and DO may change anything. A user
+// variable assigned by := or SELECT ... INTO changes a setting too (a
+// function may read it: Config.SessionSettings).
+func mysqlEffect(st lexed, i int, first bool) sessionEffect {
+	w := st.word(i)
+	var e sessionEffect
+	switch {
+	case userVariable(st.text(i)) && (st.word(i-1) == "into" || strings.HasPrefix(strings.TrimLeft(st.query[st.toks[i].End:], " \t\r\n"), ":=")):
+		e.adds = aspSettings
+	case !first:
+	case w == "set":
+		switch st.word(i + 1) {
+		case "transaction", "statement", "password":
+			// SET STATEMENT ... FOR runs one statement with the settings.
+		case "role", "default":
+			e.adds = aspRole
+		default:
+			e.adds = aspSettings
+		}
+	case w == "use":
+		e.adds = aspSettings
+	case w == "create" && createsTemp(st.word, i+1):
+		e.adds = aspTemp
+	case w == "do", w == "call", w == "execute":
+		e.adds = aspUnknown
+	}
+	return e
+}
+
+// userVariable reports whether a MySQL token is a user variable (@name),
+// not a system variable (@@name).
+func userVariable(tok string) bool {
+	return len(tok) > 1 && tok[0] == '@' && tok[1] != '@'
+}
+
+// sqliteEffect is pgEffect for SQLite, which resets nothing: ATTACH and
+// DETACH change what names resolve to, a pragma that changes what queries
+// return changes a setting, and CREATE TEMP ... or CREATE ... temp.name
+// adds a temporary object.
+func sqliteEffect(st lexed, i int, first bool) sessionEffect {
+	if !first {
+		return sessionEffect{}
+	}
+	var e sessionEffect
+	switch st.word(i) {
+	case "attach", "detach":
+		e.adds = aspSettings
+	case "pragma":
+		if sqliteResultPragma(st, i+1) {
+			e.adds = aspSettings
+		}
+	case "create":
+		if createsTemp(st.word, i+1) || createsInTemp(st, i+1) {
+			e.adds = aspTemp
+		}
+	}
+	return e
+}
+
+// sqliteResultPragma reports whether the pragma whose name begins at token
+// i ([schema.]name) sets one that changes what queries return.
+func sqliteResultPragma(st lexed, i int) bool {
+	if st.text(i+1) == "." {
+		i += 2
+	}
+	switch strings.ToLower(strings.Trim(st.text(i), "\"`[]'")) {
+	case "case_sensitive_like", "reverse_unordered_selects", "short_column_names", "full_column_names":
+		return st.text(i+1) == "=" || st.text(i+1) == "("
+	}
+	return false
+}
+
+// createsInTemp reports whether the CREATE statement whose next token is
+// at i names an object in the temp schema (CREATE TABLE temp.t).
+func createsInTemp(st lexed, i int) bool {
+	for ; i+1 < len(st.toks) && st.toks[i].Kind != sqlscan.TokSemi; i++ {
+		if n := strings.ToLower(strings.Trim(st.text(i), "\"`[]'")); (n == "temp" || n == "temporary") && st.text(i+1) == "." {
+			return true
+		}
+	}
+	return false
 }
 
 // setAspect is what SET followed by the words a and b changes.
@@ -330,7 +463,7 @@ func (p *Plugin) loadOnPool(ctx context.Context, pool gorm.ConnPool, query strin
 		}
 	}()
 	var fp string
-	fpErr := conn.QueryRowContext(ctx, sessionSQL, p.session.names).Scan(&fp)
+	fpErr := conn.QueryRowContext(ctx, p.session.query, p.session.args...).Scan(&fp)
 	rows, err := conn.QueryContext(ctx, query, args...)
 	queried = true
 	if err != nil {
@@ -359,13 +492,16 @@ func sqlDBOf(pool gorm.ConnPool) *sql.DB {
 
 // plainStatement reports, without lexing, that query is one statement that
 // starts with a keyword that cannot change session state and names neither
-// set_config nor TEMP: most statements, cached reads among them, which run
+// set_config nor TEMP (nor, in MySQL, a variable): most statements, cached reads among them, which run
 // this check twice (request and noteSession). Anything else is lexed.
-func plainStatement(query string) bool {
+func (d *dialect) plainStatement(query string) bool {
 	if strings.IndexByte(query, ';') >= 0 || containsFold(query, "set_config") || containsFold(query, "temp") {
 		return false
 	}
-	return classify(query) != sqlscan.Other // queries and INSERT, UPDATE, DELETE, MERGE
+	if d.sql == sqlscan.MySQL && strings.IndexByte(query, '@') >= 0 {
+		return false // a user variable may be assigned
+	}
+	return d.classify(query) != sqlscan.Other // queries and INSERT, UPDATE, DELETE, MERGE
 }
 
 // containsFold reports whether s contains the lower-case ASCII word w, in

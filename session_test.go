@@ -52,7 +52,7 @@ func TestChangesSession(t *testing.T) {
 		{"SET ROLE r; RESET ALL", eff{adds: aspRole, clears: aspSettings}}, // RESET ALL keeps the role
 		{"SET ROLE r; DISCARD ALL", eff{clears: aspAll}},
 	} {
-		if got := changesSession(c.sql); got != c.want {
+		if got := postgresDialect.changesSession(c.sql); got != c.want {
 			t.Errorf("changesSession(%q) = %+v, want %+v", c.sql, got, c.want)
 		}
 	}

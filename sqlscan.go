@@ -8,27 +8,26 @@ import (
 	"github.com/maypok86/otter/v2"
 )
 
-// The SQL analyser lives in internal/sqlscan; these wrappers keep the
-// package's short names and pass it the dialect.
+// The SQL analyser lives in internal/sqlscan; these methods keep the
+// package's short names and pass it the plugin's dialect.
 
-// sqlDialect is the dialect of every statement the plugin sees: Initialize
-// accepts PostgreSQL only.
-const sqlDialect = sqlscan.PostgreSQL
-
-// sqlTables returns the tables a statement reads and writes (sqlscan.Tables).
+// tables returns the tables a statement reads and writes (sqlscan.Tables).
 // The lists are shared: append to them, never change them in place.
-func sqlTables(query string) (read, written []string) {
-	r := analyze(query)
+func (d *dialect) tables(query string) (read, written []string) {
+	r := d.analyze(query)
 	return r.Reads, r.Writes
 }
 
 // normTable returns the generation name of a table reference (sqlscan.NormTable).
-func normTable(name string) string { return sqlscan.NormTable(sqlDialect, name) }
+func (d *dialect) normTable(name string) string { return sqlscan.NormTable(d.sql, name) }
 
 // tableName returns the generation name of a table name given alone
 // (sqlscan.TableName), or an error wrapping ErrInvalidTableName.
-func tableName(name string) (string, error) {
-	t, ok := sqlscan.TableName(sqlDialect, name)
+func (d *dialect) tableName(name string) (string, error) { return tableNameIn(d.sql, name) }
+
+// tableNameIn is tableName for the analyser's dialect sd.
+func tableNameIn(sd sqlscan.Dialect, name string) (string, error) {
+	t, ok := sqlscan.TableName(sd, name)
 	if !ok {
 		return "", fmt.Errorf("%w: %q", ErrInvalidTableName, name)
 	}
@@ -38,7 +37,7 @@ func tableName(name string) (string, error) {
 // analyze returns everything the analyser knows of a statement
 // (sqlscan.Analyze). Its lists are shared: append to them, never change
 // them in place.
-func analyze(query string) sqlscan.Result { return analysisOf(query).Result }
+func (d *dialect) analyze(query string) sqlscan.Result { return d.analysis(query).Result }
 
 // analysis is a statement's sqlscan.Result and the tables its entries
 // depend on without declared ones: what it reads and sqlscan.AllTables.
@@ -47,9 +46,9 @@ type analysis struct {
 	depends []string
 }
 
-// analysisOf returns query's analysis, remembered for the next time.
-func analysisOf(query string) analysis {
-	key := analysisKey{sqlDialect, query}
+// analysis returns query's analysis, remembered for the next time.
+func (d *dialect) analysis(query string) analysis {
+	key := analysisKey{d.sql, query}
 	if a, ok := analyses.GetIfPresent(key); ok {
 		return a
 	}
@@ -64,8 +63,7 @@ func analysisOf(query string) analysis {
 }
 
 // analysisKey is what an analysis depends on: the statement string and
-// its dialect (one today; a plugin of another dialect must not share the
-// analyses of this one's).
+// its dialect (plugins of two dialects must not share analyses).
 type analysisKey struct {
 	dialect sqlscan.Dialect
 	query   string
@@ -95,4 +93,4 @@ var analyses = otter.Must(&otter.Options[analysisKey, analysis]{
 const maxAnalysedLen = 4 << 10
 
 // classify returns the kind of a statement by its first keyword (sqlscan.Classify).
-func classify(query string) sqlscan.Kind { return sqlscan.Classify(sqlDialect, query) }
+func (d *dialect) classify(query string) sqlscan.Kind { return sqlscan.Classify(d.sql, query) }
