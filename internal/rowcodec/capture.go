@@ -4,6 +4,7 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"reflect"
+	"slices"
 )
 
 // Capture reads a live result completely into an Entry and closes rows.
@@ -20,10 +21,10 @@ func Capture(rows *sql.Rows) (*Entry, error) {
 		c := &e.columns[i]
 		c.name = t.Name()
 		c.dbType = t.DatabaseTypeName()
+		// As reported: nil from a driver that reports nil (SQLite's for a
+		// column it has no value of yet), interface{} from one that
+		// reports nothing. GORM prepares its scan values from it.
 		c.scanType = t.ScanType()
-		if c.scanType == reflect.TypeFor[any]() {
-			c.scanType = nil
-		}
 		c.nullable, c.nullableOK = t.Nullable()
 		c.length, c.lengthOK = t.Length()
 		c.precision, c.scale, c.decimalOK = t.DecimalSize()
@@ -31,7 +32,10 @@ func Capture(rows *sql.Rows) (*Entry, error) {
 	}
 	n := len(types)
 	ptrs := make([]any, n)
-	for rows.Next() {
+	for i := 0; rows.Next(); i++ {
+		if err := e.captureRowTypes(rows, i); err != nil {
+			return nil, err
+		}
 		row := make([]driver.Value, n)
 		for i := range row {
 			ptrs[i] = (*any)(&row[i]) // only *any passes driver values through untouched
@@ -45,4 +49,26 @@ func Capture(rows *sql.Rows) (*Entry, error) {
 		return nil, err
 	}
 	return e, rows.Close()
+}
+
+// captureRowTypes records the scan types the driver reports at row i, if
+// they follow the row: those at the first row differ from those before it.
+// A driver whose types change only after the first row is not noticed.
+func (e *Entry) captureRowTypes(rows *sql.Rows, i int) error {
+	if i > 0 && e.rowTypes == nil {
+		return nil
+	}
+	types, err := rows.ColumnTypes()
+	if err != nil {
+		return err
+	}
+	at := make([]reflect.Type, len(types))
+	for j, t := range types {
+		at[j] = t.ScanType()
+	}
+	if i == 0 && slices.EqualFunc(at, e.columns, func(t reflect.Type, c column) bool { return t == c.scanType }) {
+		return nil
+	}
+	e.rowTypes = append(e.rowTypes, at)
+	return nil
 }

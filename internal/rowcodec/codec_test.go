@@ -148,3 +148,35 @@ func TestDecodeCapsBareRows(t *testing.T) {
 		t.Errorf("Decode of %d rows of no columns: %v, want ErrCorrupt", maxBareRows+1, err)
 	}
 }
+
+// The scan types of a driver that reports them per row (SQLite's) survive
+// Encode and Decode, and a replay reports each row's at that row.
+func TestRowScanTypes(t *testing.T) {
+	in := mustEntry(t, []string{"v"}, [][]driver.Value{{int64(1)}, {[]byte{1}}, {nil}})
+	in.columns[0].scanType = nil // before the first row
+	in.rowTypes = [][]reflect.Type{{reflect.TypeFor[int64]()}, {reflect.TypeFor[[][]byte]()}, {nil}}
+	data, err := Encode(nil, in, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := Decode(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(out.rowTypes, in.rowTypes) || out.columns[0].scanType != nil {
+		t.Fatalf("decoded row types %v (before the first row %v), want %v", out.rowTypes, out.columns[0].scanType, in.rowTypes)
+	}
+	r := &replayRows{entry: out}
+	dest := make([]driver.Value, 1)
+	want := []reflect.Type{nil, reflect.TypeFor[int64](), reflect.TypeFor[[][]byte](), nil, nil}
+	for i, w := range want {
+		if got := r.ColumnTypeScanType(0); got != w {
+			t.Errorf("before Next %d: scan type %v, want %v", i, got, w)
+		}
+		_ = r.Next(dest)
+	}
+	in.rowTypes = in.rowTypes[:2]
+	if _, err := Encode(nil, in, 0); !errors.Is(err, ErrUnencodable) {
+		t.Errorf("Encode with scan types of 2 rows for 3: %v, want ErrUnencodable", err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"reflect"
 	"sync"
 	"time"
 
@@ -41,6 +42,9 @@ func Decode(data []byte) (e *Entry, err error) {
 		return nil, err
 	}
 	if err := decodeRows(dec, r, e); err != nil {
+		return nil, err
+	}
+	if err := decodeRowTypes(dec, e); err != nil {
 		return nil, err
 	}
 	if r.Len() != 0 {
@@ -122,6 +126,36 @@ func decodeRows(dec *msgpack.Decoder, r *bytes.Reader, e *Entry) error {
 			}
 		}
 		e.rows[i] = row
+	}
+	return nil
+}
+
+// decodeRowTypes reads the per-row scan types, if any: one list per row.
+func decodeRowTypes(dec *msgpack.Decoder, e *Entry) error {
+	n, err := dec.DecodeArrayLen()
+	if err != nil {
+		return err
+	}
+	if n <= 0 {
+		return nil
+	}
+	if n != len(e.rows) {
+		return fmt.Errorf("scan types of %d rows for %d rows", n, len(e.rows))
+	}
+	e.rowTypes = make([][]reflect.Type, n)
+	types := make([]reflect.Type, n*len(e.columns))
+	for i := range e.rowTypes {
+		e.rowTypes[i] = types[i*len(e.columns) : (i+1)*len(e.columns) : (i+1)*len(e.columns)]
+		for j := range e.rowTypes[i] {
+			code, err := dec.DecodeUint64()
+			if err != nil {
+				return err
+			}
+			if code >= uint64(len(scanTypes)) {
+				return fmt.Errorf("scan type code %d", code)
+			}
+			e.rowTypes[i][j] = scanTypes[code]
+		}
 	}
 	return nil
 }

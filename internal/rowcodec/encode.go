@@ -16,7 +16,7 @@ import (
 
 // Version is the version of the encoding, the first value of every encoded
 // entry. Decode refuses any other.
-const Version = 1
+const Version = 2
 
 // maxBareRows caps the rows of an entry with no columns, whose rows take
 // no bytes: Decode cannot bound their number by the input's size.
@@ -57,7 +57,7 @@ var (
 // A column whose scan type is not listed makes the entry unencodable (the
 // result is still returned, only not stored).
 var scanTypes = []reflect.Type{
-	nil, // 0: the driver reported no scan type
+	nil, // 0: the driver reported nil (up to Version 1: it reported none, now interface{})
 	reflect.TypeFor[int64](), reflect.TypeFor[int32](), reflect.TypeFor[int16](),
 	reflect.TypeFor[int8](), reflect.TypeFor[int](), reflect.TypeFor[uint64](),
 	reflect.TypeFor[uint32](), reflect.TypeFor[uint16](), reflect.TypeFor[uint8](),
@@ -70,6 +70,8 @@ var scanTypes = []reflect.Type{
 	// Appended, so that the codes above keep their meaning: go-sql-driver's
 	// unsigned and unknown columns.
 	reflect.TypeFor[sql.Null[uint64]](), reflect.TypeFor[*any](),
+	// The SQLite driver's (github.com/glebarez/go-sqlite) for a BLOB value.
+	reflect.TypeFor[[][]byte](),
 }
 
 var scanTypeCodes = func() map[reflect.Type]int {
@@ -143,10 +145,35 @@ func Encode(dst []byte, e *Entry, limit int) ([]byte, error) {
 			return dst, ErrTooLarge
 		}
 	}
+	if err := w.encodeRowTypes(e); err != nil {
+		return dst, err
+	}
 	if over() {
 		return dst, ErrTooLarge
 	}
 	return append(dst, w.buf.Bytes()...), nil
+}
+
+// encodeRowTypes writes e.rowTypes: their count (0 for none), then each
+// row's scan type codes.
+func (w *entryWriter) encodeRowTypes(e *Entry) error {
+	if e.rowTypes != nil && len(e.rowTypes) != len(e.rows) {
+		return fmt.Errorf("%w: scan types of %d rows for %d rows", ErrUnencodable, len(e.rowTypes), len(e.rows))
+	}
+	_ = w.enc.EncodeArrayLen(len(e.rowTypes))
+	for _, types := range e.rowTypes {
+		if len(types) != len(e.columns) {
+			return fmt.Errorf("%w: %d scan types for %d columns", ErrUnencodable, len(types), len(e.columns))
+		}
+		for _, t := range types {
+			code, ok := scanTypeCodes[t]
+			if !ok {
+				return fmt.Errorf("%w: scan type %v", ErrUnencodable, t)
+			}
+			_ = w.enc.EncodeUint(uint64(code))
+		}
+	}
+	return nil
 }
 
 func (w *entryWriter) encodeValue(v driver.Value) error {

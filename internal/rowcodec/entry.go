@@ -27,6 +27,11 @@ type Entry struct {
 	columns []column
 	names   []string
 	rows    [][]driver.Value
+	// rowTypes are the scan types the driver reported at each row, for a
+	// driver whose scan types follow the row's values (SQLite's: a value
+	// keeps its own storage class, whatever its column's); nil when they
+	// are columns[i].scanType throughout.
+	rowTypes [][]reflect.Type
 
 	// Local marks an entry computed in a session other than the one its
 	// key names: it is returned to its callers and never stored.
@@ -62,6 +67,10 @@ func (e *Entry) MemSize() int {
 	n += AllocSize(len(e.names) * int(unsafe.Sizeof("")))
 	n += AllocSize(len(e.rows) * int(unsafe.Sizeof([]driver.Value(nil))))
 	n += AllocSize(len(e.rows) * len(e.columns) * int(unsafe.Sizeof(driver.Value(nil))))
+	if e.rowTypes != nil {
+		n += AllocSize(len(e.rowTypes) * int(unsafe.Sizeof([]reflect.Type(nil))))
+		n += AllocSize(len(e.rowTypes) * len(e.columns) * int(unsafe.Sizeof(reflect.Type(nil))))
+	}
 	for _, row := range e.rows {
 		for _, v := range row {
 			n += valueSize(v)
@@ -106,8 +115,8 @@ func AllocSize(n int) int {
 
 // NewEntry returns an entry of the given column names and rows of driver
 // values, for results not read from a driver (Capture reads those). Each
-// column reports the scan type of its first non-nil value and no other
-// metadata. Every row must hold one value per name (ErrUnencodable
+// column reports the scan type of its first non-nil value (interface{} for
+// a column of NULLs) and no other metadata. Every row must hold one value per name (ErrUnencodable
 // otherwise). The entry keeps rows: the caller must not modify them after.
 func NewEntry(names []string, rows [][]driver.Value) (*Entry, error) {
 	for i, row := range rows {
@@ -118,6 +127,7 @@ func NewEntry(names []string, rows [][]driver.Value) (*Entry, error) {
 	e := &Entry{columns: make([]column, len(names)), names: append([]string(nil), names...), rows: rows}
 	for i, name := range names {
 		e.columns[i].name = name
+		e.columns[i].scanType = reflect.TypeFor[any]() // a column of NULLs only
 		for _, row := range rows {
 			if i < len(row) && row[i] != nil {
 				e.columns[i].scanType = reflect.TypeOf(row[i])

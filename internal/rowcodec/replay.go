@@ -141,11 +141,15 @@ func (r *replayRows) Next(dest []driver.Value) error {
 }
 
 func (r *replayRows) ColumnTypeDatabaseTypeName(i int) string { return r.entry.columns[i].dbType }
+
+// ColumnTypeScanType answers as the live driver did at the same row: before
+// the first, and after it for a driver whose types follow the row (past the
+// last row, the last row's).
 func (r *replayRows) ColumnTypeScanType(i int) reflect.Type {
-	if t := r.entry.columns[i].scanType; t != nil {
-		return t
+	if rt := r.entry.rowTypes; rt != nil && r.next > 0 {
+		return rt[min(r.next, len(rt))-1][i]
 	}
-	return reflect.TypeFor[any]()
+	return r.entry.columns[i].scanType
 }
 
 func (r *replayRows) ColumnTypeNullable(i int) (nullable, ok bool) {

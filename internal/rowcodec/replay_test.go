@@ -21,7 +21,7 @@ func testEntry() *Entry {
 	}
 	e.columns[0].dbType, e.columns[0].nullableOK = "INT8", true
 	e.columns[1].length, e.columns[1].lengthOK = 32, true
-	e.columns[4].scanType = nil // the driver reported none
+	e.columns[4].scanType = nil // the driver reported nil
 	return e
 }
 
@@ -45,8 +45,8 @@ func TestReplayRows(t *testing.T) {
 	if n, ok := types[1].Length(); !ok || n != 32 {
 		t.Errorf("Length %d, %v; want 32, true", n, ok)
 	}
-	if st := types[4].ScanType(); st != reflect.TypeFor[any]() {
-		t.Errorf("ScanType of an unreported column %v, want interface {}", st)
+	if st := types[4].ScanType(); st != nil {
+		t.Errorf("ScanType of a column the driver reported nil for: %v, want nil", st)
 	}
 	type row struct {
 		id   int32
