@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gormflight/gormflight/internal/dialect"
 	"github.com/gormflight/gormflight/internal/engine"
 	"github.com/gormflight/gormflight/internal/rowcodec"
 	"github.com/gormflight/gormflight/internal/sqlscan"
@@ -1336,7 +1337,7 @@ func TestBehaviourHitIsOneRedisRoundTrip(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if read, _ := postgresDialect.tables(tc.sql); !slices.Equal(read, tc.tables) {
+			if read, _ := dialect.Postgres.Tables(tc.sql); !slices.Equal(read, tc.tables) {
 				t.Fatalf("test precondition: the query reads %v, want %v", read, tc.tables)
 			}
 			rdb := openRedis(t, "")

@@ -3,7 +3,6 @@ package gormflight
 import (
 	"context"
 	"errors"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -275,91 +274,6 @@ CREATE TRIGGER t2 AFTER INSERT ON {c} FOR EACH ROW EXECUTE FUNCTION {p}_fn();`)
 	}
 	if w := log.warnings(n["{p}"]); len(w) != 1 {
 		t.Errorf("the reload warned about %s again: %v", n["{p}"], w)
-	}
-}
-
-func TestCascadeExpand(t *testing.T) {
-	g := buildGraph([]fkEdge{
-		{"a", "b", true}, {"b", "c", true}, {"c", "a", true}, // a cycle
-		{"a", "x", false}, {"x", "y", false}, // only TRUNCATE ... CASCADE reaches these
-		{"m", "n", true},
-	}, []string{"t"}, map[string][]string{"t": {"u"}, "u": {"m"}, "quiet": nil}, time.Now())
-	for _, c := range []struct {
-		in       []string
-		truncate bool
-		want     []string
-	}{
-		{[]string{"a"}, false, []string{"a", "b", "c"}},
-		{[]string{"c"}, false, []string{"a", "b", "c"}},
-		{[]string{"a"}, true, []string{"a", "b", "c", "x", "y"}},
-		{[]string{"x"}, false, []string{"x"}},
-		{[]string{"t"}, false, []string{"m", "n", "t", "u"}},
-		{[]string{"quiet", "z"}, false, []string{"quiet", "z"}},
-		{nil, true, nil},
-	} {
-		if got := g.expand(c.in, c.truncate); !slices.Equal(got, c.want) {
-			t.Errorf("expand(%v, truncate=%v) = %v, want %v", c.in, c.truncate, got, c.want)
-		}
-	}
-	old := buildGraph([]fkEdge{{"a", "old", true}}, []string{"s"}, nil, time.Unix(1, 0))
-	u := g.union(old)
-	if got := u.expand([]string{"a"}, false); !slices.Equal(got, []string{"a", "b", "c", "old"}) {
-		t.Errorf("union: expand(a) = %v", got)
-	}
-	if !slices.Equal(u.triggers, []string{"s", "t"}) || !u.loaded.Equal(old.loaded) {
-		t.Errorf("union: triggers %v loaded %v", u.triggers, u.loaded)
-	}
-	var none *schemaGraph
-	if got := none.expand([]string{"a"}, false); !slices.Equal(got, []string{"a"}) {
-		t.Errorf("nil graph: %v", got)
-	}
-}
-
-func TestCascadeStatementKinds(t *testing.T) {
-	for _, c := range []struct {
-		sql           string
-		ddl, truncCas bool
-	}{
-		{"SELECT * FROM t", false, false},
-		{"  create table t (id int)", true, false},
-		{"ALTER TABLE t ADD CONSTRAINT f FOREIGN KEY (a) REFERENCES p ON DELETE CASCADE", true, false},
-		{"DROP TABLE t CASCADE", true, false},
-		{"-- comment\nDROP TRIGGER x ON t", true, false},
-		{"/* c */ create trigger x", true, false},
-		{"/* unterminated", false, false},
-		{"(SELECT 1); DROP TABLE t", true, false},
-		{"UPDATE t SET a = 'create'; alter table t drop column b", true, false},
-		{"INSERT INTO created VALUES (1)", false, false},
-		{"TRUNCATE t CASCADE", false, true},
-		{"truncate table only t, u restart identity cascade", false, true},
-		{"TRUNCATE t", false, false},
-		{"TRUNCATE t; DELETE FROM cascade", false, false},
-		{"DELETE FROM t WHERE a = 'truncate x cascade'", false, false},
-	} {
-		if got := postgresDialect.isDDL(c.sql); got != c.ddl {
-			t.Errorf("isDDL(%q) = %v", c.sql, got)
-		}
-		if got := postgresDialect.truncatesCascade(c.sql); got != c.truncCas {
-			t.Errorf("truncatesCascade(%q) = %v", c.sql, got)
-		}
-	}
-}
-
-func TestCascadeAlsoWritesConfig(t *testing.T) {
-	got, err := normAlsoWrites(postgresDialect.tableName, map[string][]string{"Public.Orders": {`"Totals"`, "audit", "AUDIT"}, "q": nil})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(got) != 2 || !slices.Equal(got["orders"], []string{"Totals", "audit"}) {
-		t.Errorf("normalised: %v", got)
-	}
-	if _, ok := got["q"]; !ok {
-		t.Errorf("a key with no tables was dropped: %v", got)
-	}
-	for _, bad := range []map[string][]string{{"": {"x"}}, {"x": {"1abc"}}} {
-		if _, err := normAlsoWrites(postgresDialect.tableName, bad); !errors.Is(err, ErrInvalidConfig) {
-			t.Errorf("normAlsoWrites(%v): err %v, want ErrInvalidConfig", bad, err)
-		}
 	}
 }
 

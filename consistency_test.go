@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
+	"github.com/gormflight/gormflight/internal/dialect"
 	"github.com/gormflight/gormflight/internal/engine"
 	"github.com/gormflight/gormflight/internal/sqlscan"
 	"github.com/redis/go-redis/v9"
@@ -1262,7 +1263,7 @@ func TestConsistencyInvalidate(t *testing.T) {
 		plainWrite()
 		// Without an invalidation the cache still serves the old row.
 		consExpect(t, c.name+": before Invalidate", b, consFirst(id), stale)
-		if got := postgresDialect.normTable(c.name); got != c.genKey {
+		if got := dialect.Postgres.NormTable(c.name); got != c.genKey {
 			t.Errorf("normTable(%q) = %q, want %q", c.name, got, c.genKey)
 		}
 		gen := consGen(t, a, c.genKey)

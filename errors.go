@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/gormflight/gormflight/internal/dialect"
 	"github.com/gormflight/gormflight/internal/engine"
 )
 
@@ -32,7 +33,7 @@ var (
 	// returned by Invalidate, for a name that is not a table reference
 	// ("my-view", "1abc"): read loosely, it would name another table, and
 	// the writes it was meant to follow would not invalidate the query.
-	ErrInvalidTableName = errors.New("gormflight: not a table name")
+	ErrInvalidTableName = dialect.ErrInvalidTableName
 
 	// ErrAlreadyInitialized is returned by Initialize when the plugin is
 	// installed again on the *gorm.DB it serves, or on a second one: create
@@ -44,7 +45,7 @@ var (
 	// SQL the plugin cannot read: it would cache reads that no write
 	// invalidates. PostgreSQL ("postgres"), MySQL and MariaDB ("mysql") and
 	// SQLite ("sqlite") are supported.
-	ErrUnsupportedDialect = errors.New("gormflight: unsupported database dialect")
+	ErrUnsupportedDialect = dialect.ErrUnsupported
 )
 
 // errNotInitialized is what Invalidate answers before Initialize: table

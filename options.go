@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/gormflight/gormflight/internal/dialect"
 	"github.com/gormflight/gormflight/internal/engine"
 	"github.com/gormflight/gormflight/internal/sqlscan"
 	"gorm.io/gorm"
@@ -41,11 +42,11 @@ type Option func(*cacheSettings)
 func Tables(names ...string) Option {
 	return func(s *cacheSettings) {
 		if s.tables == nil {
-			s.tables = make(map[sqlscan.Dialect][]string, len(sqlDialects))
+			s.tables = make(map[sqlscan.Dialect][]string, len(dialect.Dialects))
 		}
-		for _, d := range sqlDialects {
+		for _, d := range dialect.Dialects {
 			for _, n := range names {
-				t, err := tableNameIn(d, n)
+				t, err := dialect.TableNameIn(d, n)
 				if err != nil {
 					if s.errs == nil {
 						s.errs = make(map[sqlscan.Dialect]error)
@@ -58,10 +59,6 @@ func Tables(names ...string) Option {
 		}
 	}
 }
-
-// sqlDialects are the dialects the plugin serves, for what is read before
-// the plugin is installed (Tables, AlsoWrites).
-var sqlDialects = []sqlscan.Dialect{sqlscan.PostgreSQL, sqlscan.MySQL, sqlscan.SQLite}
 
 // StaleFor keeps the query's entry for d past its TTL, for users who accept
 // a longer bound on writes the plugin cannot see: a hit in that time whose

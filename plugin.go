@@ -3,12 +3,12 @@ package gormflight
 import (
 	"context"
 	"fmt"
-	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/gormflight/gormflight/internal/dialect"
 	"github.com/gormflight/gormflight/internal/engine"
 	"github.com/gormflight/gormflight/internal/rowcodec"
 	"github.com/redis/go-redis/v9"
@@ -168,58 +168,39 @@ func (c *Config) setDefaults() error {
 	if c.Redis == nil {
 		return ErrNoRedis
 	}
-	if c.Prefix == "" {
-		c.Prefix = "gormflight"
+	ec := c.engineConfig()
+	if err := ec.SetDefaults(); err != nil {
+		return err
 	}
-	for _, d := range []struct {
-		name string
-		v    *time.Duration
-		def  time.Duration
-	}{
-		{"LockExpiry", &c.LockExpiry, 2 * time.Second},
-		{"MaxWait", &c.MaxWait, 10 * time.Second},
-		{"RedisTimeout", &c.RedisTimeout, 250 * time.Millisecond},
-		{"LoadTimeout", &c.LoadTimeout, time.Minute},
-		{"BreakerCooldown", &c.BreakerCooldown, time.Second},
-	} {
-		if *d.v < 0 {
-			return fmt.Errorf("%w: %s must not be negative, got %v", ErrInvalidConfig, d.name, *d.v)
-		}
-		if *d.v == 0 {
-			*d.v = d.def
-		}
-	}
-	if c.MaxEntrySize == 0 {
-		c.MaxEntrySize = 1 << 20
-	}
-	if c.MemoSize == 0 {
-		c.MemoSize = 8 << 20
-	}
-	if c.BreakerFailures == 0 {
-		c.BreakerFailures = 5
-	}
-	if math.IsNaN(c.TTLJitter) || math.IsInf(c.TTLJitter, 0) {
-		return fmt.Errorf("%w: TTLJitter must be a number, got %v", ErrInvalidConfig, c.TTLJitter)
-	}
-	if c.TTLJitter == 0 {
-		c.TTLJitter = 0.1
-	}
-	if math.IsNaN(c.RefreshBeta) || math.IsInf(c.RefreshBeta, 0) {
-		return fmt.Errorf("%w: RefreshBeta must be a number, got %v", ErrInvalidConfig, c.RefreshBeta)
-	}
-	if c.RefreshBeta == 0 {
-		c.RefreshBeta = 1
-	}
-	if c.MaxRefreshes == 0 {
-		c.MaxRefreshes = 16
-	}
-	if c.LocalSize == 0 {
-		c.LocalSize = 32 << 20
-	}
+	c.Prefix, c.LockExpiry, c.MaxWait, c.LoadTimeout, c.RedisTimeout = ec.Prefix, ec.LockExpiry, ec.MaxWait, ec.LoadTimeout, ec.RedisTimeout
+	c.MaxEntrySize, c.TTLJitter, c.MemoSize, c.LocalSize = ec.MaxEntrySize, ec.TTLJitter, ec.MemoSize, ec.LocalSize
+	c.BreakerFailures, c.BreakerCooldown, c.RefreshBeta, c.MaxRefreshes = ec.BreakerFailures, ec.BreakerCooldown, ec.RefreshBeta, ec.MaxRefreshes
 	if c.Local < 0 {
 		return fmt.Errorf("%w: Local must not be negative, got %v", ErrInvalidConfig, c.Local)
 	}
 	return checkAlsoWrites(c.AlsoWrites)
+}
+
+// engineConfig is the engine's part of c.
+func (c *Config) engineConfig() engine.Config {
+	return engine.Config{
+		Redis:             c.Redis,
+		Prefix:            c.Prefix,
+		LockExpiry:        c.LockExpiry,
+		MaxWait:           c.MaxWait,
+		FailOnWaitTimeout: c.FailOnWaitTimeout,
+		LoadTimeout:       c.LoadTimeout,
+		RedisTimeout:      c.RedisTimeout,
+		FailClosed:        c.FailClosed,
+		MaxEntrySize:      c.MaxEntrySize,
+		TTLJitter:         c.TTLJitter,
+		MemoSize:          c.MemoSize,
+		LocalSize:         c.LocalSize,
+		BreakerFailures:   c.BreakerFailures,
+		BreakerCooldown:   c.BreakerCooldown,
+		RefreshBeta:       c.RefreshBeta,
+		MaxRefreshes:      c.MaxRefreshes,
+	}
 }
 
 // checkAlsoWrites refuses AlsoWrites with a name no dialect reads, so that
@@ -227,8 +208,8 @@ func (c *Config) setDefaults() error {
 // dialect.
 func checkAlsoWrites(also map[string][]string) error {
 	var err error
-	for _, d := range sqlDialects {
-		if _, err = normAlsoWrites(func(n string) (string, error) { return tableNameIn(d, n) }, also); err == nil {
+	for _, d := range dialect.Dialects {
+		if _, err = dialect.NormAlsoWrites(func(n string) (string, error) { return dialect.TableNameIn(d, n) }, also); err == nil {
 			return nil
 		}
 	}
@@ -246,7 +227,7 @@ type Plugin struct {
 	engine *engine.Engine
 	replay *rowcodec.Replayer
 
-	dialect  *dialect // from Initialize
+	dialect  *dialect.Dialect // from Initialize
 	database string
 
 	mu      sync.Mutex
@@ -284,26 +265,9 @@ func New(cfg Config) (*Plugin, error) {
 		return nil, err
 	}
 	p := &Plugin{cfg: cfg}
-	e, err := engine.New(engine.Config{
-		Redis:             cfg.Redis,
-		Prefix:            cfg.Prefix,
-		LockExpiry:        cfg.LockExpiry,
-		MaxWait:           cfg.MaxWait,
-		FailOnWaitTimeout: cfg.FailOnWaitTimeout,
-		LoadTimeout:       cfg.LoadTimeout,
-		RedisTimeout:      cfg.RedisTimeout,
-		FailClosed:        cfg.FailClosed,
-		MaxEntrySize:      cfg.MaxEntrySize,
-		TTLJitter:         cfg.TTLJitter,
-		MemoSize:          cfg.MemoSize,
-		LocalSize:         cfg.LocalSize,
-		BreakerFailures:   cfg.BreakerFailures,
-		BreakerCooldown:   cfg.BreakerCooldown,
-		RefreshBeta:       cfg.RefreshBeta,
-		MaxRefreshes:      cfg.MaxRefreshes,
-		Log:               p.logf,
-		Stats:             &p.stats,
-	})
+	ec := cfg.engineConfig()
+	ec.Log, ec.Stats = p.logf, &p.stats
+	e, err := engine.New(ec)
 	if err != nil {
 		return nil, err
 	}
@@ -338,7 +302,7 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 		}
 		return ErrAlreadyInitialized
 	}
-	d, err := dialectOf(db.Dialector.Name())
+	d, err := dialect.Of(db.Dialector.Name())
 	if err != nil {
 		return err
 	}
@@ -350,22 +314,22 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 	p.dialect = d
 	p.database = p.cfg.Database
 	if p.database == "" {
-		if p.database, err = d.database(db); err != nil {
+		if p.database, err = d.Database(context.Background(), db.ConnPool); err != nil {
 			return err
 		}
 	}
 	if err := p.loadSchema(db); err != nil {
 		return err
 	}
-	if p.session.query, p.session.args, err = d.sessionSQL(p.cfg.SessionSettings); err != nil {
+	if p.session.query, p.session.args, err = d.SessionSQL(p.cfg.SessionSettings); err != nil {
 		return err
 	}
 	fp, err := p.fingerprint(context.Background(), db.ConnPool)
 	if err != nil {
 		return fmt.Errorf("gormflight: read the session for cache keys: %w", err)
 	}
-	if d.checkPool != nil {
-		if err := d.checkPool(fp); err != nil {
+	if d.CheckPool != nil {
+		if err := d.CheckPool(fp); err != nil {
 			return err
 		}
 	}
@@ -438,18 +402,18 @@ func (p *Plugin) Invalidate(ctx context.Context, tables ...string) error {
 	}
 	norm := make([]string, 0, len(tables))
 	for _, t := range tables {
-		n, err := d.tableName(t)
+		n, err := d.TableName(t)
 		if err != nil {
 			return err
 		}
 		norm = append(norm, n)
 	}
 	slices.Sort(norm)
-	return p.engine.Invalidate(ctx, p.schema.graph.Load().expand(slices.Compact(norm), false), engine.Announcement{})
+	return p.engine.Invalidate(ctx, p.schema.graph.Load().Expand(slices.Compact(norm), false), engine.Announcement{})
 }
 
 // initialized returns the dialect Initialize chose, or nil before it.
-func (p *Plugin) initialized() *dialect {
+func (p *Plugin) initialized() *dialect.Dialect {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.dialect

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gormflight/gormflight/internal/cachekey"
+	"github.com/gormflight/gormflight/internal/dialect"
 	"github.com/gormflight/gormflight/internal/engine"
 	"github.com/gormflight/gormflight/internal/rowcodec"
 	"gorm.io/gorm"
@@ -78,21 +79,21 @@ func (c *cachedPool) GetDBConn() (*sql.DB, error) {
 // DO, ...), or whose arguments cannot be hashed into a key.
 func (p *Plugin) request(c *cachedPool, query string, args []any) (engine.Request, bool) {
 	d := p.dialect
-	sql := d.analysis(query)
+	sql := d.Analysis(query)
 	// Catalog reads are never cached: DDL changes them, and entries would
 	// otherwise need every DDL statement to name what it changed there.
-	if len(sql.Writes) > 0 || sql.Catalog || sql.DDL || !d.classify(query).IsQuery() || d.changesSession(query) != (sessionEffect{}) {
+	if len(sql.Writes) > 0 || sql.Catalog || sql.DDL || !d.Classify(query).IsQuery() || d.ChangesSession(query) != (dialect.Effect{}) {
 		p.stats.Bypassed.Add(1)
 		return engine.Request{}, false
 	}
 	// Every entry also depends on sqlscan.AllTables, which DDL whose
 	// effects cannot be named (DROP SCHEMA ... CASCADE, CREATE FUNCTION)
 	// bumps.
-	tables := sql.depends // shared: the engine and the key only read them
-	if declared := c.settings.declaredTables(d.sql); len(declared) > 0 {
-		tables = mergeTables(tables, declared)
+	tables := sql.Depends // shared: the engine and the key only read them
+	if declared := c.settings.declaredTables(d.SQL); len(declared) > 0 {
+		tables = dialect.MergeTables(tables, declared)
 	}
-	hash, err := cachekey.Query(d.name, c.scope, query, args, tables)
+	hash, err := cachekey.Query(d.Name, c.scope, query, args, tables)
 	if err != nil {
 		p.stats.Bypassed.Add(1)
 		return engine.Request{}, false
@@ -135,22 +136,6 @@ func (p *Plugin) localFor(s *cacheSettings) time.Duration {
 		return *s.local
 	}
 	return p.cfg.Local
-}
-
-// mergeTables returns the sorted union of a sorted, duplicate-free list and
-// declared names.
-func mergeTables(sorted, declared []string) []string {
-	if len(declared) == 0 {
-		return sorted
-	}
-	out := append([]string(nil), sorted...)
-	for _, d := range declared {
-		i, found := slices.BinarySearch(out, d)
-		if !found {
-			out = slices.Insert(out, i, d)
-		}
-	}
-	return out
 }
 
 // frozenArgs returns a copy of args that cannot change after the call, or

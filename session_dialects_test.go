@@ -20,52 +20,6 @@ import (
 // (USE, temporary tables, ATTACH, sql_mode) keys its reads, or keeps them
 // uncached, and never reaches another session's reads.
 
-func TestChangesSessionDialects(t *testing.T) {
-	type eff = sessionEffect
-	for _, c := range []struct {
-		d    *dialect
-		sql  string
-		want sessionEffect
-	}{
-		{&mysqlDialect, "SELECT 1", eff{}},
-		{&mysqlDialect, "UPDATE t SET a = 1", eff{}},
-		{&mysqlDialect, "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", eff{}},
-		{&mysqlDialect, "SET STATEMENT max_statement_time = 1 FOR SELECT 1", eff{}},
-		{&mysqlDialect, "SET LOCAL sql_mode = ''", eff{adds: aspSettings}}, // LOCAL is SESSION in MySQL
-		{&mysqlDialect, "SET NAMES utf8mb4", eff{adds: aspSettings}},
-		{&mysqlDialect, "set @@session.time_zone = '+02:00'", eff{adds: aspSettings}},
-		{&mysqlDialect, "SET @tenant = 'a'", eff{adds: aspSettings}},
-		{&mysqlDialect, "SELECT @tenant := 'a'", eff{adds: aspSettings}},
-		{&mysqlDialect, "SELECT 'a' INTO @tenant", eff{adds: aspSettings}},
-		{&mysqlDialect, "SELECT @tenant", eff{}},
-		{&mysqlDialect, "USE other", eff{adds: aspSettings}},
-		{&mysqlDialect, "SET ROLE r", eff{adds: aspRole}},
-		{&mysqlDialect, "CREATE TEMPORARY TABLE t (id int)", eff{adds: aspTemp}},
-		{&mysqlDialect, "CREATE OR REPLACE TEMPORARY TABLE t (id int)", eff{adds: aspTemp}},
-		{&mysqlDialect, "CREATE TABLE temp (id int)", eff{}},
-		{&mysqlDialect, "CALL p()", eff{adds: aspUnknown}},
-		{&mysqlDialect, "EXECUTE s", eff{adds: aspUnknown}},
-		{&mysqlDialect, "RESET QUERY CACHE", eff{}},
-		{&sqliteDialect, "SELECT 1", eff{}},
-		{&sqliteDialect, "PRAGMA table_info(t)", eff{}},
-		{&sqliteDialect, "PRAGMA foreign_keys = ON", eff{}},
-		{&sqliteDialect, "PRAGMA case_sensitive_like = 1", eff{adds: aspSettings}},
-		{&sqliteDialect, "pragma main.reverse_unordered_selects(true)", eff{adds: aspSettings}},
-		{&sqliteDialect, "ATTACH 'x.db' AS aux", eff{adds: aspSettings}},
-		{&sqliteDialect, "DETACH aux", eff{adds: aspSettings}},
-		{&sqliteDialect, "CREATE TEMP TABLE t (id)", eff{adds: aspTemp}},
-		{&sqliteDialect, "CREATE TEMPORARY VIEW v AS SELECT 1", eff{adds: aspTemp}},
-		{&sqliteDialect, "CREATE TABLE temp.t (id)", eff{adds: aspTemp}},
-		{&sqliteDialect, `CREATE TABLE "temp".t (id)`, eff{adds: aspTemp}},
-		{&sqliteDialect, "CREATE TABLE t (temp int)", eff{}},
-		{&sqliteDialect, "SELECT temp FROM t", eff{}},
-	} {
-		if got := c.d.changesSession(c.sql); got != c.want {
-			t.Errorf("%s: changesSession(%q) = %+v, want %+v", c.d.name, c.sql, got, c.want)
-		}
-	}
-}
-
 // Tables and AlsoWrites read names in the dialect of the statement's
 // database: a name another dialect reads is no error until then.
 func TestDeclaredNamesByDialect(t *testing.T) {

@@ -7,57 +7,6 @@ import (
 	"gorm.io/gorm"
 )
 
-func TestChangesSession(t *testing.T) {
-	type eff = sessionEffect
-	for _, c := range []struct {
-		sql  string
-		want sessionEffect
-	}{
-		{"SELECT 1", eff{}},
-		{"SELECT * FROM settings WHERE set = 1", eff{}},
-		{"SET LOCAL search_path TO a", eff{}},
-		{"set local app.tenant = 'a'", eff{}},
-		{"SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", eff{}},
-		{"SET CONSTRAINTS ALL DEFERRED", eff{}},
-		{"UPDATE t SET a = 1", eff{}},
-		{"DISCARD PLANS", eff{}},
-		{"SELECT 'set_config(' AS s", eff{}},
-		{"SELECT temp, temporary FROM weather", eff{}},
-		{"CREATE TABLE t (id int)", eff{}},
-		{"RESET search_path", eff{}},
-		{"SET search_path TO a", eff{adds: aspSettings}},
-		{"  set SESSION search_path = a", eff{adds: aspSettings}},
-		{"SELECT set_config('app.tenant', $1, false)", eff{adds: aspSettings}},
-		{"SELECT set_config('app.tenant', 'a', true)", eff{adds: aspSettings}}, // is_local is not read
-		{"SELECT 1; SET search_path TO a", eff{adds: aspSettings}},
-		{"SET ROLE tenant_a", eff{adds: aspRole}},
-		{"SET SESSION ROLE tenant_a", eff{adds: aspRole}},
-		{"SET SESSION AUTHORIZATION tenant_a", eff{adds: aspRole}},
-		{"SELECT set_config('role', 'r', false)", eff{adds: aspRole}},
-		{`SELECT "set_config"('ROLE', 'r', false)`, eff{adds: aspRole}},
-		{"SELECT set_config($1, $2, false)", eff{adds: aspUnknown}},
-		{"CREATE TEMP TABLE t (id int)", eff{adds: aspTemp}},
-		{"create or replace temporary view v AS SELECT 1", eff{adds: aspTemp}},
-		{"CREATE LOCAL TEMP TABLE t (id int)", eff{adds: aspTemp}},
-		{"SELECT * INTO TEMP t FROM u", eff{adds: aspTemp}},
-		{"DO $$ BEGIN PERFORM 1; END $$", eff{adds: aspUnknown}},
-		{"CALL p()", eff{adds: aspUnknown}},
-		{"EXECUTE plan(1)", eff{adds: aspUnknown}},
-		{"RESET ALL", eff{clears: aspSettings}},
-		{"RESET ROLE", eff{clears: aspRole}},
-		{"RESET SESSION AUTHORIZATION", eff{clears: aspRole}},
-		{"DISCARD TEMP", eff{clears: aspTemp}},
-		{"DISCARD ALL", eff{clears: aspAll}},
-		{"SET search_path TO a; RESET ALL", eff{clears: aspSettings}},
-		{"SET ROLE r; RESET ALL", eff{adds: aspRole, clears: aspSettings}}, // RESET ALL keeps the role
-		{"SET ROLE r; DISCARD ALL", eff{clears: aspAll}},
-	} {
-		if got := postgresDialect.changesSession(c.sql); got != c.want {
-			t.Errorf("changesSession(%q) = %+v, want %+v", c.sql, got, c.want)
-		}
-	}
-}
-
 // A db.Connection that changes its session and resets it with RESET ALL
 // leaves the pool cached; one that does not switches reads on the pool to
 // uncached, as does a SET run on the pool itself.

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"unsafe"
 
+	"github.com/gormflight/gormflight/internal/dialect"
 	"github.com/gormflight/gormflight/internal/engine"
 	"github.com/gormflight/gormflight/internal/sqlscan"
 	"gorm.io/gorm"
@@ -70,16 +71,16 @@ func (p *Plugin) registerWriteCallbacks(db *gorm.DB) error {
 // writtenTables returns the tables a statement writes, as far as can be
 // known now: from its SQL once built (Exec and Raw build it before the
 // callbacks run), and its own table for Create, Update and Delete.
-func (d *dialect) writtenTables(db *gorm.DB, withTable bool) []string {
+func writtenTables(d *dialect.Dialect, db *gorm.DB, withTable bool) []string {
 	var tables []string
 	if db.Statement.SQL.Len() > 0 {
 		query := db.Statement.SQL.String()
-		if withTable || d.classify(query) != sqlscan.Select {
-			_, tables = d.tables(query)
+		if withTable || d.Classify(query) != sqlscan.Select {
+			_, tables = d.Tables(query)
 		}
 	}
 	if withTable {
-		for _, t := range d.statementTables(db.Statement) {
+		for _, t := range statementTables(d, db.Statement) {
 			if i, found := slices.BinarySearch(tables, t); !found {
 				tables = slices.Insert(tables, i, t)
 			}
@@ -94,9 +95,9 @@ func (d *dialect) writtenTables(db *gorm.DB, withTable bool) []string {
 // SQL are keyed by: GORM quotes Statement.Table (so "AdvRevMixed" keeps its
 // case), and a table expression (db.Table("users u")) is parsed as a FROM
 // item (Statement.Table is then the alias).
-func (d *dialect) statementTables(stmt *gorm.Statement) []string {
+func statementTables(d *dialect.Dialect, stmt *gorm.Statement) []string {
 	if stmt.TableExpr != nil {
-		read, _ := d.tables("SELECT * FROM " + stmt.TableExpr.SQL)
+		read, _ := d.Tables("SELECT * FROM " + stmt.TableExpr.SQL)
 		return read
 	}
 	if stmt.Table == "" {
@@ -104,7 +105,7 @@ func (d *dialect) statementTables(stmt *gorm.Statement) []string {
 	}
 	var b strings.Builder
 	stmt.QuoteTo(&b, stmt.Table)
-	if t := d.normTable(b.String()); t != "" {
+	if t := d.NormTable(b.String()); t != "" {
 		return []string{t}
 	}
 	return nil
@@ -125,7 +126,7 @@ func (p *Plugin) announceWrites(withTable bool) func(*gorm.DB) {
 		if inTx && trackedTx(db.Statement.ConnPool) != nil {
 			return // announced by the transaction's Commit
 		}
-		if a := p.engine.Announce(db.Statement.Context, p.cascadeBefore(db, p.dialect.writtenTables(db, withTable)), inTx); !a.Empty() {
+		if a := p.engine.Announce(db.Statement.Context, p.cascadeBefore(db, writtenTables(p.dialect, db, withTable)), inTx); !a.Empty() {
 			db.Statement.Settings.Store(instanceKey(db.Statement, announcedKey), a)
 		}
 	}
@@ -147,7 +148,7 @@ func (p *Plugin) recordWrites(withTable bool) func(*gorm.DB) {
 		if v, ok := db.Statement.Settings.LoadAndDelete(instanceKey(db.Statement, announcedKey)); ok {
 			announced, _ = v.(engine.Announcement)
 		}
-		tables := p.dialect.writtenTables(db, withTable)
+		tables := writtenTables(p.dialect, db, withTable)
 		for _, t := range announced.Tables() {
 			if i, found := slices.BinarySearch(tables, t); !found {
 				tables = slices.Insert(tables, i, t)

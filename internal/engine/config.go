@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -9,9 +10,9 @@ import (
 )
 
 // Config is what the engine needs. The adapter fills every field with its
-// default (gormflight.Config documents them) before New: the engine does
-// not guess defaults, and New refuses a Config without a Redis client or
-// with a duration that is not positive.
+// default (SetDefaults; gormflight.Config documents them) before New, which
+// refuses a Config without a Redis client or with a duration that is not
+// positive.
 type Config struct {
 	Redis  redis.UniversalClient
 	Prefix string // of every Redis key and channel; holds no { or }
@@ -39,6 +40,55 @@ type Config struct {
 
 	Log   LogFunc   // nil: no logging
 	Stats *Counters // nil: the engine counts into counters of its own
+}
+
+// SetDefaults fills every zero field with its default, as gormflight.Config
+// documents them, and refuses a negative duration or a fraction that is not
+// a number (ErrInvalidConfig). A negative count or size keeps its meaning:
+// no limit, or the feature off.
+func (c *Config) SetDefaults() error {
+	if c.Prefix == "" {
+		c.Prefix = "gormflight"
+	}
+	for _, d := range []struct {
+		name string
+		v    *time.Duration
+		def  time.Duration
+	}{
+		{"LockExpiry", &c.LockExpiry, 2 * time.Second},
+		{"MaxWait", &c.MaxWait, 10 * time.Second},
+		{"RedisTimeout", &c.RedisTimeout, 250 * time.Millisecond},
+		{"LoadTimeout", &c.LoadTimeout, time.Minute},
+		{"BreakerCooldown", &c.BreakerCooldown, time.Second},
+	} {
+		if *d.v < 0 {
+			return fmt.Errorf("%w: %s must not be negative, got %v", ErrInvalidConfig, d.name, *d.v)
+		}
+		if *d.v == 0 {
+			*d.v = d.def
+		}
+	}
+	for _, f := range []struct {
+		name string
+		v    *float64
+		def  float64
+	}{{"TTLJitter", &c.TTLJitter, 0.1}, {"RefreshBeta", &c.RefreshBeta, 1}} {
+		if math.IsNaN(*f.v) || math.IsInf(*f.v, 0) {
+			return fmt.Errorf("%w: %s must be a number, got %v", ErrInvalidConfig, f.name, *f.v)
+		}
+		if *f.v == 0 {
+			*f.v = f.def
+		}
+	}
+	for _, n := range []struct {
+		v   *int
+		def int
+	}{{&c.MaxEntrySize, 1 << 20}, {&c.MemoSize, 8 << 20}, {&c.BreakerFailures, 5}, {&c.MaxRefreshes, 16}, {&c.LocalSize, 32 << 20}} {
+		if *n.v == 0 {
+			*n.v = n.def
+		}
+	}
+	return nil
 }
 
 // validate reports the first field New cannot work with.

@@ -1,0 +1,309 @@
+package dialect
+
+import (
+	"strings"
+
+	"github.com/gormflight/gormflight/internal/sqlscan"
+)
+
+// pgSessionSQL returns the session's fingerprint. $1 is Config.SessionSettings.
+const pgSessionSQL = `SELECT current_user || E'\n' || session_user || E'\n' ||
+	coalesce((SELECT string_agg(name || '=' || setting, E'\n' ORDER BY name)
+		FROM pg_catalog.pg_settings
+		WHERE source NOT IN ('default', 'override', 'configuration file')
+			AND (category LIKE 'Client Connection Defaults%' OR category LIKE 'Version and Platform Compatibility%')
+			AND name NOT LIKE '%timeout' AND name NOT LIKE 'vacuum%' AND name NOT LIKE 'default_transaction%'
+			AND name NOT IN ('client_min_messages', 'default_tablespace', 'temp_tablespaces',
+				'check_function_bodies', 'default_table_access_method', 'default_toast_compression',
+				'createrole_self_grant', 'gin_pending_list_limit', 'session_preload_libraries',
+				'local_preload_libraries', 'shared_preload_libraries', 'jit_provider')), '') || E'\n' ||
+	coalesce((SELECT string_agg(n || '=' || current_setting(n, true), E'\n' ORDER BY n)
+		FROM (SELECT (regexp_matches(src, 'current_setting\(\s*''([^'']+)''', 'g'))[1] AS n
+			FROM (SELECT coalesce(pg_catalog.pg_get_expr(polqual, polrelid), '') || ' ' ||
+					coalesce(pg_catalog.pg_get_expr(polwithcheck, polrelid), '') AS src
+				FROM pg_catalog.pg_policy
+				UNION ALL SELECT pg_catalog.pg_get_viewdef(v.oid)
+				FROM (SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace ns ON ns.oid = c.relnamespace
+					WHERE c.relkind IN ('v', 'm') AND ns.nspname NOT IN ('pg_catalog', 'information_schema')
+					OFFSET 0) AS v
+				UNION ALL SELECT f.prosrc
+				FROM (SELECT p.prosrc FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace ns ON ns.oid = p.pronamespace
+					WHERE ns.nspname NOT IN ('pg_catalog', 'information_schema')
+					OFFSET 0) AS f) AS srcs
+			WHERE src ~ 'current_setting\(\s*''[^'']*\.'
+			UNION SELECT unnest($1::text[])) AS s
+		WHERE (n LIKE '%.%' OR n = ANY($1::text[])) AND coalesce(current_setting(n, true), '') <> ''), '') || E'\n' ||
+	coalesce((SELECT 'temp ' || a.pid || ' ' || a.backend_start
+		FROM pg_catalog.pg_stat_activity a
+		WHERE a.pid = pg_catalog.pg_backend_pid()
+			AND EXISTS (SELECT 1 FROM pg_catalog.pg_class WHERE relnamespace = pg_catalog.pg_my_temp_schema())), '')`
+
+// Aspects are the parts of a session's state a statement can change,
+// each undone by its own reset.
+type Aspects uint8
+
+const (
+	AspSettings Aspects = 1 << iota // SET, set_config of a setting: RESET ALL
+	AspRole                         // SET ROLE, SET SESSION AUTHORIZATION: RESET ROLE, RESET SESSION AUTHORIZATION
+	AspTemp                         // temporary relations: DISCARD TEMP
+	AspUnknown                      // code that may change anything: only DISCARD ALL
+	AspAll      = AspSettings | AspRole | AspTemp | AspUnknown
+)
+
+// Effect is what a statement does to its session: it changes adds
+// after undoing clears. The zero value changes nothing.
+type Effect struct{ Adds, Clears Aspects }
+
+// Then returns the effect of e followed by next.
+func (e Effect) Then(next Effect) Effect {
+	return Effect{Adds: e.Adds&^next.Clears | next.Adds, Clears: e.Clears | next.Clears}
+}
+
+// ChangesSession reports what query does to its session's state. It may
+// over-report: that only costs cached reads; what it misses (a function
+// that calls set_config) a fill on the pool still catches, by the
+// fingerprint of its connection.
+func (d *Dialect) ChangesSession(query string) Effect {
+	if d.plainStatement(query) {
+		return Effect{}
+	}
+	st := lexed{query: query, toks: sqlscan.Lex(d.SQL, query)}
+	effect := pgEffect
+	switch d.SQL {
+	case sqlscan.MySQL:
+		effect = mysqlEffect
+	case sqlscan.SQLite:
+		effect = sqliteEffect
+	}
+	var out Effect
+	first := true
+	for i := range st.toks {
+		if st.toks[i].Kind == sqlscan.TokSemi {
+			first = true
+			continue
+		}
+		out = out.Then(effect(st, i, first))
+		first = false
+	}
+	return out
+}
+
+// lexed is a statement string and its tokens.
+type lexed struct {
+	query string
+	toks  []sqlscan.Token
+}
+
+// word returns the keyword or unquoted name at token i in lower case, or
+// "" for any other token.
+func (st lexed) word(i int) string {
+	if i >= 0 && i < len(st.toks) && st.toks[i].Kind == sqlscan.TokWord {
+		return strings.ToLower(st.text(i))
+	}
+	return ""
+}
+
+// text returns token i as written, or "" past either end.
+func (st lexed) text(i int) string {
+	if i >= 0 && i < len(st.toks) {
+		return st.query[st.toks[i].Pos:st.toks[i].End]
+	}
+	return ""
+}
+
+// pgEffect is what PostgreSQL's token i changes (first: it begins a
+// statement). SET LOCAL (and SET TRANSACTION, SET CONSTRAINTS) end with
+// the transaction and change nothing. set_config changes the setting its
+// literal first argument names; with another first argument, as DO, CALL
+// and EXECUTE, it may change anything.
+func pgEffect(st lexed, i int, first bool) Effect {
+	w := st.word(i)
+	if st.toks[i].Kind == sqlscan.TokQuoted {
+		w = strings.Trim(st.text(i), `"`)
+	}
+	var e Effect
+	switch {
+	case w == "set_config" && i+1 < len(st.toks) && st.toks[i+1].Kind == sqlscan.TokLParen:
+		e.Adds = setConfigAspect(st.query, st.toks, i+2)
+	case w == "into" && (st.word(i+1) == "temp" || st.word(i+1) == "temporary"):
+		e.Adds = AspTemp
+	case !first:
+	case w == "set":
+		e.Adds = setAspect(st.word(i+1), st.word(i+2))
+	case w == "reset":
+		e.Clears = resetAspect(st.word(i+1), st.word(i+2))
+	case w == "discard":
+		e.Clears = discardAspect(st.word(i + 1))
+	case w == "create" && createsTemp(st.word, i+1):
+		e.Adds = AspTemp
+	case w == "do", w == "call", w == "execute":
+		e.Adds = AspUnknown
+	}
+	return e
+}
+
+// mysqlEffect is pgEffect for MySQL and MariaDB, which reset nothing but
+// a whole connection: SET (SESSION and LOCAL alike), SET NAMES and USE
+// change settings, SET ROLE the role, CREATE TEMPORARY TABLE adds a
+// temporary table, and CALL, EXECUTE and DO may change anything. A user
+// variable assigned by := or SELECT ... INTO changes a setting too (a
+// function may read it: Config.SessionSettings).
+func mysqlEffect(st lexed, i int, first bool) Effect {
+	w := st.word(i)
+	var e Effect
+	switch {
+	case userVariable(st.text(i)) && (st.word(i-1) == "into" || strings.HasPrefix(strings.TrimLeft(st.query[st.toks[i].End:], " \t\r\n"), ":=")):
+		e.Adds = AspSettings
+	case !first:
+	case w == "set":
+		switch st.word(i + 1) {
+		case "transaction", "statement", "password":
+			// SET STATEMENT ... FOR runs one statement with the settings.
+		case "role", "default":
+			e.Adds = AspRole
+		default:
+			e.Adds = AspSettings
+		}
+	case w == "use":
+		e.Adds = AspSettings
+	case w == "create" && createsTemp(st.word, i+1):
+		e.Adds = AspTemp
+	case w == "do", w == "call", w == "execute":
+		e.Adds = AspUnknown
+	}
+	return e
+}
+
+// userVariable reports whether a MySQL token is a user variable (@name),
+// not a system variable (@@name).
+func userVariable(tok string) bool {
+	return len(tok) > 1 && tok[0] == '@' && tok[1] != '@'
+}
+
+// sqliteEffect is pgEffect for SQLite, which resets nothing: ATTACH and
+// DETACH change what names resolve to, a pragma that changes what queries
+// return changes a setting, and CREATE TEMP ... or CREATE ... temp.name
+// adds a temporary object.
+func sqliteEffect(st lexed, i int, first bool) Effect {
+	if !first {
+		return Effect{}
+	}
+	var e Effect
+	switch st.word(i) {
+	case "attach", "detach":
+		e.Adds = AspSettings
+	case "pragma":
+		if sqliteResultPragma(st, i+1) {
+			e.Adds = AspSettings
+		}
+	case "create":
+		if createsTemp(st.word, i+1) || createsInTemp(st, i+1) {
+			e.Adds = AspTemp
+		}
+	}
+	return e
+}
+
+// sqliteResultPragma reports whether the pragma whose name begins at token
+// i ([schema.]name) sets one that changes what queries return.
+func sqliteResultPragma(st lexed, i int) bool {
+	if st.text(i+1) == "." {
+		i += 2
+	}
+	switch strings.ToLower(strings.Trim(st.text(i), "\"`[]'")) {
+	case "case_sensitive_like", "reverse_unordered_selects", "short_column_names", "full_column_names":
+		return st.text(i+1) == "=" || st.text(i+1) == "("
+	}
+	return false
+}
+
+// createsInTemp reports whether the CREATE statement whose next token is
+// at i names an object in the temp schema (CREATE TABLE temp.t).
+func createsInTemp(st lexed, i int) bool {
+	for ; i+1 < len(st.toks) && st.toks[i].Kind != sqlscan.TokSemi; i++ {
+		if n := strings.ToLower(strings.Trim(st.text(i), "\"`[]'")); (n == "temp" || n == "temporary") && st.text(i+1) == "." {
+			return true
+		}
+	}
+	return false
+}
+
+// setAspect is what SET followed by the words a and b changes.
+func setAspect(a, b string) Aspects {
+	switch {
+	case a == "local" || a == "transaction" || a == "constraints":
+		return 0
+	case a == "role" || a == "session" && (b == "authorization" || b == "role"):
+		return AspRole
+	}
+	return AspSettings
+}
+
+// setConfigAspect is what set_config changes, by its first argument at
+// token i: a string literal names the setting.
+func setConfigAspect(query string, toks []sqlscan.Token, i int) Aspects {
+	if i >= len(toks) || toks[i].Kind != sqlscan.TokOther || query[toks[i].Pos] != '\'' {
+		return AspUnknown
+	}
+	switch strings.ToLower(strings.Trim(query[toks[i].Pos:toks[i].End], "'")) {
+	case "role", "session_authorization":
+		return AspRole
+	}
+	return AspSettings
+}
+
+// resetAspect is what RESET followed by the words a and b undoes.
+func resetAspect(a, b string) Aspects {
+	switch {
+	case a == "all":
+		return AspSettings
+	case a == "role", a == "session" && b == "authorization":
+		return AspRole
+	}
+	return 0 // one setting: others may still differ
+}
+
+// discardAspect is what DISCARD followed by the word a undoes.
+func discardAspect(a string) Aspects {
+	switch a {
+	case "all":
+		return AspAll
+	case "temp", "temporary":
+		return AspTemp
+	}
+	return 0
+}
+
+// createsTemp reports whether the CREATE whose next word is at i creates a
+// temporary relation: CREATE [OR REPLACE] [GLOBAL | LOCAL] TEMP[ORARY] ...
+func createsTemp(word func(int) string, i int) bool {
+	for w := word(i); w == "or" || w == "replace" || w == "global" || w == "local"; w = word(i) {
+		i++
+	}
+	return word(i) == "temp" || word(i) == "temporary"
+}
+
+// plainStatement reports, without lexing, that query is one statement that
+// starts with a keyword that cannot change session state and names neither
+// set_config nor TEMP (nor, in MySQL, a variable): most statements, cached reads among them, which run
+// this check twice (request and noteSession). Anything else is lexed.
+func (d *Dialect) plainStatement(query string) bool {
+	if strings.IndexByte(query, ';') >= 0 || ContainsFold(query, "set_config") || ContainsFold(query, "temp") {
+		return false
+	}
+	if d.SQL == sqlscan.MySQL && strings.IndexByte(query, '@') >= 0 {
+		return false // a user variable may be assigned
+	}
+	return d.Classify(query) != sqlscan.Other // queries and INSERT, UPDATE, DELETE, MERGE
+}
+
+// ContainsFold reports whether s contains the lower-case ASCII word w, in
+// any case, without allocating.
+func ContainsFold(s, w string) bool {
+	for i := 0; i+len(w) <= len(s); i++ {
+		if s[i]|0x20 == w[0] && strings.EqualFold(s[i:i+len(w)], w) {
+			return true
+		}
+	}
+	return false
+}

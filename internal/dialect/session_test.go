@@ -1,0 +1,100 @@
+package dialect
+
+import "testing"
+
+func TestChangesSession(t *testing.T) {
+	type eff = Effect
+	for _, c := range []struct {
+		sql  string
+		want Effect
+	}{
+		{"SELECT 1", eff{}},
+		{"SELECT * FROM settings WHERE set = 1", eff{}},
+		{"SET LOCAL search_path TO a", eff{}},
+		{"set local app.tenant = 'a'", eff{}},
+		{"SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", eff{}},
+		{"SET CONSTRAINTS ALL DEFERRED", eff{}},
+		{"UPDATE t SET a = 1", eff{}},
+		{"DISCARD PLANS", eff{}},
+		{"SELECT 'set_config(' AS s", eff{}},
+		{"SELECT temp, temporary FROM weather", eff{}},
+		{"CREATE TABLE t (id int)", eff{}},
+		{"RESET search_path", eff{}},
+		{"SET search_path TO a", eff{Adds: AspSettings}},
+		{"  set SESSION search_path = a", eff{Adds: AspSettings}},
+		{"SELECT set_config('app.tenant', $1, false)", eff{Adds: AspSettings}},
+		{"SELECT set_config('app.tenant', 'a', true)", eff{Adds: AspSettings}}, // is_local is not read
+		{"SELECT 1; SET search_path TO a", eff{Adds: AspSettings}},
+		{"SET ROLE tenant_a", eff{Adds: AspRole}},
+		{"SET SESSION ROLE tenant_a", eff{Adds: AspRole}},
+		{"SET SESSION AUTHORIZATION tenant_a", eff{Adds: AspRole}},
+		{"SELECT set_config('role', 'r', false)", eff{Adds: AspRole}},
+		{`SELECT "set_config"('ROLE', 'r', false)`, eff{Adds: AspRole}},
+		{"SELECT set_config($1, $2, false)", eff{Adds: AspUnknown}},
+		{"CREATE TEMP TABLE t (id int)", eff{Adds: AspTemp}},
+		{"create or replace temporary view v AS SELECT 1", eff{Adds: AspTemp}},
+		{"CREATE LOCAL TEMP TABLE t (id int)", eff{Adds: AspTemp}},
+		{"SELECT * INTO TEMP t FROM u", eff{Adds: AspTemp}},
+		{"DO $$ BEGIN PERFORM 1; END $$", eff{Adds: AspUnknown}},
+		{"CALL p()", eff{Adds: AspUnknown}},
+		{"EXECUTE plan(1)", eff{Adds: AspUnknown}},
+		{"RESET ALL", eff{Clears: AspSettings}},
+		{"RESET ROLE", eff{Clears: AspRole}},
+		{"RESET SESSION AUTHORIZATION", eff{Clears: AspRole}},
+		{"DISCARD TEMP", eff{Clears: AspTemp}},
+		{"DISCARD ALL", eff{Clears: AspAll}},
+		{"SET search_path TO a; RESET ALL", eff{Clears: AspSettings}},
+		{"SET ROLE r; RESET ALL", eff{Adds: AspRole, Clears: AspSettings}}, // RESET ALL keeps the role
+		{"SET ROLE r; DISCARD ALL", eff{Clears: AspAll}},
+	} {
+		if got := Postgres.ChangesSession(c.sql); got != c.want {
+			t.Errorf("changesSession(%q) = %+v, want %+v", c.sql, got, c.want)
+		}
+	}
+}
+
+func TestChangesSessionDialects(t *testing.T) {
+	type eff = Effect
+	for _, c := range []struct {
+		d    *Dialect
+		sql  string
+		want Effect
+	}{
+		{&MySQL, "SELECT 1", eff{}},
+		{&MySQL, "UPDATE t SET a = 1", eff{}},
+		{&MySQL, "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", eff{}},
+		{&MySQL, "SET STATEMENT max_statement_time = 1 FOR SELECT 1", eff{}},
+		{&MySQL, "SET LOCAL sql_mode = ''", eff{Adds: AspSettings}}, // LOCAL is SESSION in MySQL
+		{&MySQL, "SET NAMES utf8mb4", eff{Adds: AspSettings}},
+		{&MySQL, "set @@session.time_zone = '+02:00'", eff{Adds: AspSettings}},
+		{&MySQL, "SET @tenant = 'a'", eff{Adds: AspSettings}},
+		{&MySQL, "SELECT @tenant := 'a'", eff{Adds: AspSettings}},
+		{&MySQL, "SELECT 'a' INTO @tenant", eff{Adds: AspSettings}},
+		{&MySQL, "SELECT @tenant", eff{}},
+		{&MySQL, "USE other", eff{Adds: AspSettings}},
+		{&MySQL, "SET ROLE r", eff{Adds: AspRole}},
+		{&MySQL, "CREATE TEMPORARY TABLE t (id int)", eff{Adds: AspTemp}},
+		{&MySQL, "CREATE OR REPLACE TEMPORARY TABLE t (id int)", eff{Adds: AspTemp}},
+		{&MySQL, "CREATE TABLE temp (id int)", eff{}},
+		{&MySQL, "CALL p()", eff{Adds: AspUnknown}},
+		{&MySQL, "EXECUTE s", eff{Adds: AspUnknown}},
+		{&MySQL, "RESET QUERY CACHE", eff{}},
+		{&SQLite, "SELECT 1", eff{}},
+		{&SQLite, "PRAGMA table_info(t)", eff{}},
+		{&SQLite, "PRAGMA foreign_keys = ON", eff{}},
+		{&SQLite, "PRAGMA case_sensitive_like = 1", eff{Adds: AspSettings}},
+		{&SQLite, "pragma main.reverse_unordered_selects(true)", eff{Adds: AspSettings}},
+		{&SQLite, "ATTACH 'x.db' AS aux", eff{Adds: AspSettings}},
+		{&SQLite, "DETACH aux", eff{Adds: AspSettings}},
+		{&SQLite, "CREATE TEMP TABLE t (id)", eff{Adds: AspTemp}},
+		{&SQLite, "CREATE TEMPORARY VIEW v AS SELECT 1", eff{Adds: AspTemp}},
+		{&SQLite, "CREATE TABLE temp.t (id)", eff{Adds: AspTemp}},
+		{&SQLite, `CREATE TABLE "temp".t (id)`, eff{Adds: AspTemp}},
+		{&SQLite, "CREATE TABLE t (temp int)", eff{}},
+		{&SQLite, "SELECT temp FROM t", eff{}},
+	} {
+		if got := c.d.ChangesSession(c.sql); got != c.want {
+			t.Errorf("%s: changesSession(%q) = %+v, want %+v", c.d.Name, c.sql, got, c.want)
+		}
+	}
+}
