@@ -321,7 +321,7 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 	if err := p.loadSchema(db); err != nil {
 		return err
 	}
-	if p.session.query, p.session.args, err = d.SessionSQL(p.cfg.SessionSettings); err != nil {
+	if p.session.query, p.session.args, err = d.SessionSQL(context.Background(), db.ConnPool, p.cfg.SessionSettings); err != nil {
 		return err
 	}
 	fp, err := p.fingerprint(context.Background(), db.ConnPool)

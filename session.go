@@ -52,6 +52,7 @@ const maxTaintedConns = 1024
 // sessionState is what the plugin knows of its pool's sessions.
 type sessionState struct {
 	pool      string      // the pool's scope: database and fingerprint, from Initialize
+	poolTx    atomic.Bool // a pooled connection may be inside a transaction begun in SQL
 	query     string      // the dialect's fingerprint query, for Config.SessionSettings
 	args      []any       // its arguments
 	poolTaint atomic.Bool // a pooled connection may have changed its session
@@ -98,16 +99,36 @@ func (p *Plugin) fingerprint(ctx context.Context, pool gorm.ConnPool) (string, e
 	return fp, err
 }
 
-// private reports whether conn's session has state no fingerprint shows
-// and no entry may be shared for: temporary tables its statements created
-// where the dialect's fingerprint cannot see them (tempUnseen).
+// private reports whether reads on conn must run uncached whatever its
+// fingerprint says: it is inside a transaction begun in SQL (its reads
+// see what it wrote, uncommitted), or the dialect's fingerprint cannot show
+// every change (SessionUnseen) and conn's session changed, or a change was
+// made where the plugin could not tell on which connection.
 func (s *sessionState) private(d *dialect.Dialect, conn *sql.Conn) bool {
-	if !d.TempUnseen {
+	s.mu.Lock()
+	taint := s.tainted[conn]
+	s.mu.Unlock()
+	return taint&dialect.AspTx != 0 || d.SessionUnseen && (taint != 0 || s.poolTaint.Load())
+}
+
+// inSQLTx reports whether a statement on pool may run inside a transaction
+// begun in SQL (BEGIN, SET autocommit = 0): on a dedicated connection that
+// began one, or on the pool once one was begun on a pooled connection. Its
+// writes commit when SQL says so, so they are announced as a transaction
+// the plugin cannot follow announces them.
+func (s *sessionState) inSQLTx(pool gorm.ConnPool) bool {
+	if c, ok := pool.(*cachedPool); ok {
+		pool = c.ConnPool
+	}
+	switch pool := pool.(type) {
+	case *sql.Conn:
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.tainted[pool]&dialect.AspTx != 0
+	case gorm.TxCommitter:
 		return false
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.tainted[conn]&(dialect.AspTemp|dialect.AspUnknown) != 0
+	return s.poolTx.Load()
 }
 
 // scope returns what keys an opted-in statement on pool besides its SQL:
@@ -145,8 +166,16 @@ func (p *Plugin) noteSession(db *gorm.DB) {
 		p.session.note(conn, eff)
 		return
 	}
+	if _, inTx := pool.(gorm.TxCommitter); inTx {
+		// BEGIN, SAVEPOINT, RELEASE inside a transaction a driver began:
+		// its own Commit ends it.
+		eff.Adds, eff.Clears = eff.Adds&^dialect.AspTx, eff.Clears&^dialect.AspTx
+	}
 	if eff.Adds == 0 {
 		return // a reset on a connection of the pool's choosing: nothing to clear
+	}
+	if eff.Adds&dialect.AspTx != 0 {
+		p.session.poolTx.Store(true)
 	}
 	if !p.session.poolTaint.Swap(true) {
 		p.logf(db.Statement.Context, engine.LevelError, "gormflight: %q changed the session of a pooled connection; reads on the pool run uncached from now on. Change session state inside db.Connection and end with RESET ALL, use SET LOCAL inside a transaction, or set it in the DSN", db.Statement.SQL.String())

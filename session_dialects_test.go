@@ -50,7 +50,7 @@ func sessDialectTable(t *testing.T, d *testDB, live *gorm.DB) string {
 	t.Helper()
 	name := "gft_sess_" + randHex(5)
 	cascadeExec(t, live, "CREATE TABLE "+name+" (id bigint PRIMARY KEY, name varchar(64) NOT NULL);\nINSERT INTO "+name+" VALUES (1, 'real-1'), (2, 'real-2')")
-	if d.name == "mysql" {
+	if d.name != "sqlite" { // SQLite's file is the test's own
 		t.Cleanup(func() { _ = live.Exec("DROP TABLE IF EXISTS " + name).Error })
 	}
 	return name
@@ -262,4 +262,42 @@ func TestMySQLModesTheAnalyserCannotRead(t *testing.T) {
 	if n := d.calls(t, in.db, tag); n != 2 {
 		t.Errorf("two reads on a connection in ANSI_QUOTES mode ran %d times, want 2 (uncached)", n)
 	}
+}
+
+// BEGIN run as a statement on a db.Connection begins a transaction no
+// driver's Commit ends: the connection's reads, which see its uncommitted
+// writes, run uncached, and its writes are announced until they can have
+// committed, so that no instance keeps the rows from before them past the
+// COMMIT.
+func TestSessionSQLTransaction(t *testing.T) {
+	forEachDB(t, func(t *testing.T, d *testDB) {
+		live := d.open(t)
+		table := sessDialectTable(t, d, live)
+		q := "SELECT id, name FROM " + table + " ORDER BY id"
+		ins := d.instances(t, 2, nil)
+		a, b := ins[0], ins[1]
+		before := queryRows(t, live, q)
+		sessRows(t, b.db, q) // cached
+		err := a.db.Connection(func(c *gorm.DB) error {
+			adminExec(t, c, "BEGIN")
+			adminExec(t, c, "UPDATE "+table+" SET name = 'new' WHERE id = 1")
+			own := queryRows(t, c, q)
+			if got := sessRows(t, c, q); got != own {
+				t.Errorf("the transaction read %s, want its own %s", got, own)
+			}
+			if got := sessRows(t, b.db, q); got != before {
+				t.Errorf("B read %s while the transaction was open, want the committed %s", got, before)
+			}
+			return c.Exec("COMMIT").Error
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := queryRows(t, live, q)
+		for i, in := range ins {
+			if got := sessRows(t, in.db, q); got != want {
+				t.Errorf("instance %d read %s after COMMIT returned, want %s", i, got, want)
+			}
+		}
+	})
 }

@@ -111,6 +111,12 @@ func statementTables(d *dialect.Dialect, stmt *gorm.Statement) []string {
 	return nil
 }
 
+// commitsImplicitly reports whether db's statement commits the transaction
+// it runs in before it runs (MySQL's DDL and transaction statements).
+func (p *Plugin) commitsImplicitly(db *gorm.DB) bool {
+	return p.dialect.ImplicitCommit && db.Statement.SQL.Len() > 0 && p.dialect.CommitsImplicitly(db.Statement.SQL.String())
+}
+
 // announceWrites returns the callback that announces the tables a statement
 // is about to write: outside a transaction, before it runs (it commits as it
 // runs); inside a transaction this plugin cannot follow to its commit (one
@@ -123,10 +129,17 @@ func (p *Plugin) announceWrites(withTable bool) func(*gorm.DB) {
 			return
 		}
 		_, inTx := db.Statement.ConnPool.(gorm.TxCommitter)
-		if inTx && trackedTx(db.Statement.ConnPool) != nil {
-			return // announced by the transaction's Commit
+		tables := writtenTables(p.dialect, db, withTable)
+		if tx := trackedTx(db.Statement.ConnPool); inTx && tx != nil {
+			if !p.commitsImplicitly(db) {
+				return // announced by the transaction's Commit
+			}
+			// MySQL commits the transaction before this statement runs:
+			// what it wrote so far is announced now and bumped after it.
+			tables, inTx = dialect.MergeTables(tables, tx.take()), false
 		}
-		if a := p.engine.Announce(db.Statement.Context, p.cascadeBefore(db, writtenTables(p.dialect, db, withTable)), inTx); !a.Empty() {
+		inTx = inTx || p.session.inSQLTx(db.Statement.ConnPool)
+		if a := p.engine.Announce(db.Statement.Context, p.cascadeBefore(db, tables), inTx); !a.Empty() {
 			db.Statement.Settings.Store(instanceKey(db.Statement, announcedKey), a)
 		}
 	}
@@ -158,7 +171,7 @@ func (p *Plugin) recordWrites(withTable bool) func(*gorm.DB) {
 		if len(tables) == 0 {
 			return
 		}
-		if tx := trackedTx(db.Statement.ConnPool); tx != nil {
+		if tx := trackedTx(db.Statement.ConnPool); tx != nil && !p.commitsImplicitly(db) {
 			tx.record(tables)
 			return
 		}

@@ -36,20 +36,30 @@ type Dialect struct {
 	// columns).
 	SchemaSQL string
 	// SessionSQL returns the fingerprint query of a session and its
-	// arguments, for the names of the settings a user declares.
-	SessionSQL func(names []string) (string, []any, error)
+	// arguments, for the names of the settings a user declares; it may ask
+	// q what the server is (MySQL or MariaDB).
+	SessionSQL func(ctx context.Context, q Querier, names []string) (string, []any, error)
 	// PrivateSession reports whether a fingerprint belongs to a session
 	// whose entries cannot be shared and that has no identity to key them
-	// by (SQLite's temporary tables; MySQL's sql_mode the analyser cannot
-	// read): its reads run uncached.
+	// by (SQLite's temporary tables; MySQL's sql_mode, character set or
+	// isolation that the analyser or the cache cannot serve): its reads run
+	// uncached.
 	PrivateSession func(fp string) bool
 	// CheckPool refuses a pool whose session (fingerprint fp) the analyser
-	// cannot read statements of; nil accepts every one.
+	// cannot read statements of, or whose reads the cache must not keep;
+	// nil accepts every one.
 	CheckPool func(fp string) error
-	// TempUnseen: the fingerprint cannot show temporary tables (MySQL), so
-	// a connection that created one, as its statements show, reads
-	// uncached.
-	TempUnseen bool
+	// SessionUnseen: the fingerprint cannot show every change a statement
+	// makes to a session (MySQL's temporary tables and the variables it
+	// does not list; SQLite's pragmas that cannot be read back). A
+	// connection whose statements changed its session reads uncached, and
+	// so does every connection once a change was made where the adapter
+	// cannot tell on which connection.
+	SessionUnseen bool
+	// ImplicitCommit: DDL and transaction statements commit the open
+	// transaction (MySQL): what the transaction wrote before them is
+	// committed then, whatever ends it.
+	ImplicitCommit bool
 	// DatabaseSQL returns the database's name for cache keys (one text
 	// column, NULL or empty when there is none).
 	DatabaseSQL string
@@ -116,7 +126,7 @@ var Postgres = Dialect{
 	Name:      "postgres",
 	SQL:       sqlscan.PostgreSQL,
 	SchemaSQL: pgSchemaSQL,
-	SessionSQL: func(names []string) (string, []any, error) {
+	SessionSQL: func(_ context.Context, _ Querier, names []string) (string, []any, error) {
 		return pgSessionSQL, []any{names}, nil
 	},
 	PrivateSession: func(string) bool { return false }, // a temporary schema's session is in its fingerprint
@@ -130,16 +140,17 @@ var MySQL = Dialect{
 	SQL:            sqlscan.MySQL,
 	SchemaSQL:      mysqlSchemaSQL,
 	SessionSQL:     mysqlSessionSQL,
-	PrivateSession: mysqlModeUnread,
+	PrivateSession: func(fp string) bool { return mysqlUnservable(fp) != "" },
 	CheckPool: func(fp string) error {
-		if mysqlModeUnread(fp) {
-			return fmt.Errorf("%w: the session's sql_mode has ANSI_QUOTES or NO_BACKSLASH_ESCAPES, which change how MySQL reads names and strings; the plugin reads statements in the default sql_mode", ErrUnsupported)
+		if why := mysqlUnservable(fp); why != "" {
+			return fmt.Errorf("%w: %s", ErrUnsupported, why)
 		}
 		return nil
 	},
-	TempUnseen:  true,
-	DatabaseSQL: "SELECT DATABASE()",
-	Quote:       quoteWith("`"),
+	SessionUnseen:  true,
+	ImplicitCommit: true,
+	DatabaseSQL:    "SELECT DATABASE()",
+	Quote:          quoteWith("`"),
 }
 
 // SQLite is SQLite.
@@ -151,8 +162,9 @@ var SQLite = Dialect{
 	PrivateSession: func(fp string) bool {
 		return strings.HasSuffix(fp, sqliteTempMark)
 	},
-	DatabaseSQL: "SELECT file FROM pragma_database_list WHERE name = 'main'",
-	Quote:       quoteWith(`"`),
+	SessionUnseen: true,
+	DatabaseSQL:   "SELECT file FROM pragma_database_list WHERE name = 'main'",
+	Quote:         quoteWith(`"`),
 }
 
 // quoteWith returns a function that quotes a name with q, doubling q
@@ -205,20 +217,26 @@ SELECT DISTINCT 't', tbl_name, '', 0 FROM sqlite_temp_master WHERE type = 'trigg
 // ---------------------------------------------------------------------------
 // Session fingerprints (session.go)
 
-// mysqlSessionSQL is the fingerprint of a MySQL or MariaDB session: the
-// current user and role, the current database (USE changes it), every
-// session variable that shapes what a query returns, and the user
-// variables Config.SessionSettings names (as a function that reads them
-// sees them). Temporary tables do not show (tempUnseen).
-func mysqlSessionSQL(names []string) (string, []any, error) {
+// mysqlSessionSQL is the fingerprint of a MySQL or MariaDB session, its
+// fields separated by NUL: first those mysqlUnservable reads (sql_mode,
+// the client's character set, the isolation level), then the current user
+// and role, the current database (USE changes it), every other session
+// variable that shapes what a query returns, and the user variables
+// SessionSettings names (as a function that reads them sees them).
+// Temporary tables do not show (SessionUnseen).
+func mysqlSessionSQL(ctx context.Context, q Querier, names []string) (string, []any, error) {
+	isolation, extra, err := mysqlFlavour(ctx, q)
+	if err != nil {
+		return "", nil, err
+	}
 	var b strings.Builder
-	b.WriteString("SELECT CONCAT_WS('\\n', CURRENT_USER(), IFNULL(CURRENT_ROLE(), ''), IFNULL(DATABASE(), '')")
-	for _, v := range []string{
-		"sql_mode", "time_zone", "character_set_client", "character_set_connection",
+	fmt.Fprintf(&b, "SELECT CONCAT_WS(CHAR(0), IFNULL(@@SESSION.sql_mode, ''), IFNULL(@@SESSION.character_set_client, ''), IFNULL(@@SESSION.%s, ''), CURRENT_USER(), IFNULL(CURRENT_ROLE(), ''), IFNULL(DATABASE(), '')", isolation)
+	for _, v := range append([]string{
+		"time_zone", "character_set_connection",
 		"character_set_results", "collation_connection", "div_precision_increment",
 		"group_concat_max_len", "lc_time_names", "sql_select_limit", "max_sort_length",
 		"default_week_format", "sql_auto_is_null",
-	} {
+	}, extra...) {
 		fmt.Fprintf(&b, ", IFNULL(@@SESSION.%s, '')", v)
 	}
 	for _, n := range names {
@@ -231,12 +249,53 @@ func mysqlSessionSQL(names []string) (string, []any, error) {
 	return b.String(), nil, nil
 }
 
-// mysqlModeUnread reports whether a MySQL fingerprint has an sql_mode in
-// which statements read otherwise than the analyser reads them: "x" as a
-// name (ANSI_QUOTES, which ANSI and ORACLE imply) or \ as a plain
-// character in strings (NO_BACKSLASH_ESCAPES). Its reads run uncached.
-func mysqlModeUnread(fp string) bool {
-	return strings.Contains(fp, "ANSI_QUOTES") || strings.Contains(fp, "NO_BACKSLASH_ESCAPES")
+// mysqlFlavour asks the server which it is: the name of its isolation
+// variable (MariaDB before 11.1 has only tx_isolation, MySQL 8 only
+// transaction_isolation), and MariaDB's variables that change what a read
+// returns (system_versioning_asof: a system-versioned table as of the past;
+// old_mode).
+func mysqlFlavour(ctx context.Context, q Querier) (isolation string, extra []string, err error) {
+	rows, err := q.QueryContext(ctx, "SELECT VERSION()")
+	if err != nil {
+		return "", nil, fmt.Errorf("gormflight: read the server's version: %w", err)
+	}
+	defer rows.Close()
+	var version string
+	if rows.Next() {
+		err = rows.Scan(&version)
+	}
+	if err = errors.Join(err, rows.Err()); err != nil {
+		return "", nil, fmt.Errorf("gormflight: read the server's version: %w", err)
+	}
+	if strings.Contains(strings.ToLower(version), "mariadb") {
+		return "tx_isolation", []string{"system_versioning_asof", "old_mode"}, nil
+	}
+	return "transaction_isolation", nil, nil
+}
+
+// mysqlUnservable says why a MySQL fingerprint's session cannot be served
+// from the cache, or "": an sql_mode in which statements read otherwise
+// than the analyser reads them ("x" as a name: ANSI_QUOTES, which ANSI and
+// ORACLE imply; \ as a plain character in strings: NO_BACKSLASH_ESCAPES);
+// a client character set whose multi-byte characters hold the byte of a
+// backslash, which the analyser would read as an escape; or READ
+// UNCOMMITTED, whose reads of rows another transaction has not committed
+// would outlive its rollback in the cache.
+func mysqlUnservable(fp string) string {
+	f := strings.SplitN(fp, "\x00", 4)
+	if len(f) < 4 {
+		return "its session could not be read"
+	}
+	mode, charset, isolation := f[0], strings.ToLower(f[1]), strings.ToUpper(f[2])
+	switch {
+	case strings.Contains(mode, "ANSI_QUOTES") || strings.Contains(mode, "NO_BACKSLASH_ESCAPES"):
+		return "the session's sql_mode has ANSI_QUOTES or NO_BACKSLASH_ESCAPES, which change how MySQL reads names and strings; the plugin reads statements in the default sql_mode"
+	case charset == "sjis" || charset == "cp932" || charset == "big5" || charset == "gbk" || charset == "gb18030":
+		return "the client character set " + charset + " has characters that hold the byte of a backslash, which the plugin would read as an escape"
+	case strings.Contains(isolation, "UNCOMMITTED"):
+		return "the session reads uncommitted rows (READ UNCOMMITTED), which the cache would keep past their rollback"
+	}
+	return ""
 }
 
 // quoteMySQLString quotes s as a MySQL string literal.
@@ -250,13 +309,15 @@ const sqliteTempMark = "\ntemp"
 
 // sqliteSessionSQL is the fingerprint of an SQLite connection: the
 // databases attached to it and their files, the pragma that reorders
-// unordered results, and whether it has temporary objects. SQLite has no
+// unordered results, whether LIKE tells case (case_sensitive_like, which
+// cannot be read back, shows in what 'a' LIKE 'A' returns), and whether it
+// has temporary objects. SQLite has no
 // session settings to name.
-func sqliteSessionSQL(names []string) (string, []any, error) {
+func sqliteSessionSQL(_ context.Context, _ Querier, names []string) (string, []any, error) {
 	if len(names) > 0 {
 		return "", nil, fmt.Errorf("%w: SessionSettings: SQLite has no session settings", engine.ErrInvalidConfig)
 	}
 	return `SELECT (SELECT group_concat(name || '=' || file, char(10)) FROM pragma_database_list) || char(10) ||
-	(SELECT reverse_unordered_selects FROM pragma_reverse_unordered_selects) ||
+	(SELECT reverse_unordered_selects FROM pragma_reverse_unordered_selects) || ('a' LIKE 'A') ||
 	CASE WHEN EXISTS (SELECT 1 FROM sqlite_temp_master) THEN '` + sqliteTempMark + `' ELSE '' END`, nil, nil
 }

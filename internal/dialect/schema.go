@@ -218,3 +218,35 @@ func TableSet(v []string) []string {
 	slices.Sort(v)
 	return slices.Clip(slices.Compact(v))
 }
+
+// CommitsImplicitly reports whether query holds a statement that commits
+// the open transaction before it runs, in a dialect that does that
+// (ImplicitCommit: MySQL's DDL other than on temporary tables, and its
+// statements that manage transactions, locks, users and tables).
+func (d *Dialect) CommitsImplicitly(query string) bool {
+	if !d.ImplicitCommit {
+		return false
+	}
+	st := lexed{query: query, toks: sqlscan.Lex(d.SQL, query)}
+	first := true
+	for i := range st.toks {
+		if st.toks[i].Kind == sqlscan.TokSemi {
+			first = true
+			continue
+		}
+		if first && implicitCommitWords[st.word(i)] && !(st.word(i+1) == "temporary" || st.word(i+1) == "or" && st.word(i+3) == "temporary") {
+			return true
+		}
+		first = false
+	}
+	return false
+}
+
+// implicitCommitWords begin MySQL's statements that commit the open
+// transaction (except CREATE and DROP TEMPORARY TABLE).
+var implicitCommitWords = map[string]bool{
+	"alter": true, "create": true, "drop": true, "rename": true, "truncate": true,
+	"grant": true, "revoke": true, "begin": true, "start": true, "lock": true, "unlock": true,
+	"analyze": true, "optimize": true, "repair": true, "check": true, "flush": true,
+	"reset": true, "cache": true, "load": true, "install": true, "uninstall": true,
+}

@@ -47,7 +47,11 @@ const (
 	AspRole                         // SET ROLE, SET SESSION AUTHORIZATION: RESET ROLE, RESET SESSION AUTHORIZATION
 	AspTemp                         // temporary relations: DISCARD TEMP
 	AspUnknown                      // code that may change anything: only DISCARD ALL
-	AspAll      = AspSettings | AspRole | AspTemp | AspUnknown
+	// AspTx: a transaction begun by SQL (BEGIN, START TRANSACTION, SET
+	// autocommit = 0), which no driver's Commit ends: its writes commit
+	// when SQL says so (COMMIT, ROLLBACK; SET autocommit = 1).
+	AspTx
+	AspAll = AspSettings | AspRole | AspTemp | AspUnknown | AspTx
 )
 
 // Effect is what a statement does to its session: it changes adds
@@ -138,40 +142,152 @@ func pgEffect(st lexed, i int, first bool) Effect {
 		e.Adds = AspTemp
 	case w == "do", w == "call", w == "execute":
 		e.Adds = AspUnknown
+	case w == "end", w == "abort":
+		e.Clears = AspTx
+	default:
+		e = sqlTxEffect(st, i, w)
 	}
 	return e
 }
 
+// sqlTxEffect is the effect of a statement that begins or ends a
+// transaction in SQL, in every dialect: BEGIN and START TRANSACTION add
+// AspTx; COMMIT and ROLLBACK other than ROLLBACK TO clear it. (PostgreSQL's
+// END and ABORT, and SQLite's END and RELEASE, are their dialects'.)
+func sqlTxEffect(st lexed, i int, w string) Effect {
+	switch w {
+	case "begin":
+		return Effect{Adds: AspTx}
+	case "start":
+		if st.word(i+1) == "transaction" {
+			return Effect{Adds: AspTx}
+		}
+	case "commit":
+		return Effect{Clears: AspTx}
+	case "rollback":
+		for j := i + 1; j < len(st.toks) && st.toks[j].Kind != sqlscan.TokSemi; j++ {
+			if st.word(j) == "to" {
+				return Effect{} // ROLLBACK [WORK|TRANSACTION] TO SAVEPOINT
+			}
+		}
+		return Effect{Clears: AspTx}
+	}
+	return Effect{}
+}
+
 // mysqlEffect is pgEffect for MySQL and MariaDB, which reset nothing but
-// a whole connection: SET (SESSION and LOCAL alike), SET NAMES and USE
-// change settings, SET ROLE the role, CREATE TEMPORARY TABLE adds a
-// temporary table, and CALL, EXECUTE and DO may change anything. A user
-// variable assigned by := or SELECT ... INTO changes a setting too (a
-// function may read it: Config.SessionSettings).
+// a whole connection: SET (SESSION and LOCAL alike) of a variable that
+// shapes results, SET NAMES and USE change settings, SET ROLE the role,
+// CREATE TEMPORARY TABLE (wherever it stands) adds a temporary table, and
+// CALL, EXECUTE, DO and compound statements (BEGIN NOT ATOMIC, IF, ...)
+// may change anything. SET STATEMENT ... FOR has the effect of the
+// statement after FOR. A user variable assigned by := or SELECT ... INTO
+// changes a setting too (a function may read it: SessionSettings).
 func mysqlEffect(st lexed, i int, first bool) Effect {
 	w := st.word(i)
 	var e Effect
 	switch {
 	case userVariable(st.text(i)) && (st.word(i-1) == "into" || strings.HasPrefix(strings.TrimLeft(st.query[st.toks[i].End:], " \t\r\n"), ":=")):
 		e.Adds = AspSettings
+	case w == "create" && createsTemp(st.word, i+1):
+		e.Adds = AspTemp // also inside a compound statement or after SET STATEMENT ... FOR
 	case !first:
-	case w == "set":
-		switch st.word(i + 1) {
-		case "transaction", "statement", "password":
-			// SET STATEMENT ... FOR runs one statement with the settings.
-		case "role", "default":
-			e.Adds = AspRole
-		default:
-			e.Adds = AspSettings
+	case w == "set" && st.word(i+1) == "statement":
+		for j := i + 2; j < len(st.toks) && st.toks[j].Kind != sqlscan.TokSemi; j++ {
+			if st.word(j) == "for" {
+				return MySQL.ChangesSession(st.query[st.toks[j].End:])
+			}
 		}
+	case w == "set":
+		e = mysqlSetEffect(st, i+1)
 	case w == "use":
 		e.Adds = AspSettings
-	case w == "create" && createsTemp(st.word, i+1):
-		e.Adds = AspTemp
-	case w == "do", w == "call", w == "execute":
+	case w == "do", w == "call", w == "execute",
+		w == "begin" && st.word(i+1) == "not", w == "if", w == "case", w == "loop", w == "repeat", w == "while":
 		e.Adds = AspUnknown
+	default:
+		e = sqlTxEffect(st, i, w)
 	}
 	return e
+}
+
+// mysqlSetEffect is the effect of MySQL's SET whose first word after SET is
+// at i: SET [GLOBAL | SESSION | LOCAL | PERSIST] var = value, ... Variables
+// that change no query's rows (checks on writes, timeouts, logging) change
+// nothing; autocommit = 0 begins a transaction SQL must end, and = 1 ends
+// it; SET TRANSACTION and SET PASSWORD change nothing a read sees.
+func mysqlSetEffect(st lexed, i int) Effect {
+	switch st.word(i) {
+	case "transaction", "password":
+		return Effect{}
+	case "role", "default":
+		return Effect{Adds: AspRole}
+	case "names", "character", "charset":
+		return Effect{Adds: AspSettings}
+	}
+	var e Effect
+	for j := i; j < len(st.toks) && st.toks[j].Kind != sqlscan.TokSemi; j++ {
+		name, value, next, ok := mysqlAssignment(st, j)
+		if !ok {
+			return Effect{Adds: AspSettings}
+		}
+		switch {
+		case name == "autocommit" && (value == "0" || value == "off" || value == "false"):
+			e.Adds |= AspTx
+		case name == "autocommit":
+			e.Clears |= AspTx
+		case !mysqlHarmlessVars[name]:
+			e.Adds |= AspSettings
+		}
+		if j = next; !(j < len(st.toks) && st.text(j) == ",") {
+			break
+		}
+	}
+	return e
+}
+
+// mysqlHarmlessVars are MySQL's and MariaDB's session variables that change
+// what a statement may do or how long it may take, never what rows a read
+// returns. GORM's migrator sets foreign_key_checks.
+var mysqlHarmlessVars = map[string]bool{
+	"foreign_key_checks": true, "unique_checks": true, "sql_log_bin": true, "sql_log_off": true,
+	"sql_safe_updates": true, "sql_notes": true, "sql_warnings": true, "sql_quote_show_create": true,
+	"max_statement_time": true, "max_execution_time": true, "lock_wait_timeout": true,
+	"innodb_lock_wait_timeout": true, "wait_timeout": true, "interactive_timeout": true,
+	"net_read_timeout": true, "net_write_timeout": true, "profiling": true, "max_error_count": true,
+	"check_constraint_checks": true, "innodb_strict_mode": true,
+}
+
+// mysqlAssignment reads "[SESSION | LOCAL] name = value" or
+// "@@[session.|local.]name = value" at token j: the variable's name and the
+// value's first word or number, in lower case, and the index after the
+// value's first token. ok is false for anything else (a user variable, a
+// GLOBAL variable, an expression it cannot follow): that SET counts as
+// changing a setting.
+func mysqlAssignment(st lexed, j int) (name, value string, next int, ok bool) {
+	if w := st.word(j); w == "session" || w == "local" {
+		j++
+	}
+	tok := strings.ToLower(st.text(j))
+	switch {
+	case strings.HasPrefix(tok, "@@"):
+		name = strings.TrimPrefix(strings.TrimPrefix(strings.TrimPrefix(tok, "@@"), "session."), "local.")
+		if strings.ContainsRune(name, '.') || strings.HasPrefix(name, "global") {
+			return "", "", j, false
+		}
+	case st.word(j) != "" && st.word(j) != "global" && st.word(j) != "persist":
+		name = st.word(j)
+	default:
+		return "", "", j, false
+	}
+	if op := st.text(j + 1); op != "=" && op != ":=" {
+		return "", "", j, false
+	}
+	value = strings.ToLower(strings.Trim(st.text(j+2), "'\""))
+	if value == "" {
+		return "", "", j, false
+	}
+	return name, value, j + 3, true
 }
 
 // userVariable reports whether a MySQL token is a user variable (@name),
@@ -180,7 +296,8 @@ func userVariable(tok string) bool {
 	return len(tok) > 1 && tok[0] == '@' && tok[1] != '@'
 }
 
-// sqliteEffect is pgEffect for SQLite, which resets nothing: ATTACH and
+// sqliteEffect is pgEffect for SQLite, which resets nothing (but ends
+// transactions begun in SQL, sqlTxEffect): ATTACH and
 // DETACH change what names resolve to, a pragma that changes what queries
 // return changes a setting, and CREATE TEMP ... or CREATE ... temp.name
 // adds a temporary object.
@@ -200,6 +317,12 @@ func sqliteEffect(st lexed, i int, first bool) Effect {
 		if createsTemp(st.word, i+1) || createsInTemp(st, i+1) {
 			e.Adds = AspTemp
 		}
+	case "savepoint":
+		e.Adds = AspTx // outside a transaction, SAVEPOINT begins one
+	case "end", "release":
+		e.Clears = AspTx // RELEASE of the outermost savepoint ends it
+	default:
+		e = sqlTxEffect(st, i, st.word(i))
 	}
 	return e
 }

@@ -138,6 +138,13 @@ func (w *walker) mysqlStatement(i int) (next int, ok bool) {
 	case w.is(i, "describe") || w.is(i, "desc"):
 		w.catalog = true
 		return w.stmtEnd(i), true
+	case w.is(i, "set") && w.is(i+1, "statement"):
+		// MariaDB's SET STATEMENT var = value, ... FOR statement: the
+		// statement after FOR is read as a statement of its own.
+		if k := w.findWord(i, "for"); k >= 0 {
+			w.head = k + 1
+			return k + 1, true
+		}
 	case w.is(i, "load"):
 		// LOAD DATA|XML ... INTO TABLE t
 		if k := w.findWord(i, "into"); k >= 0 && w.is(k+1, "table") {

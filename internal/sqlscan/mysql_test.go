@@ -34,6 +34,10 @@ var mysqlCases = []struct {
 	{"WITH c AS (SELECT * FROM a) SELECT * FROM c, b", Result{Reads: l("a", "b")}},
 	{"TABLE t", Result{Reads: l("t")}},
 	// Writes.
+	// SET STATEMENT ... FOR runs the statement after FOR.
+	{"SET STATEMENT max_statement_time = 100 FOR UPDATE t SET a = 1", Result{Writes: l("t")}},
+	{"SET STATEMENT a = 1, b = 2 FOR DELETE FROM t", Result{Reads: l("t"), Writes: l("t")}},
+	{"SET STATEMENT a = 1 FOR SELECT * FROM t FOR UPDATE", Result{Reads: l("t")}},
 	{"INSERT INTO users (name) VALUES (?)", Result{Writes: l("users")}},
 	{"INSERT IGNORE INTO users VALUES (1)", Result{Writes: l("users")}},
 	{"INSERT LOW_PRIORITY IGNORE users VALUES (1)", Result{Writes: l("users")}},

@@ -35,6 +35,12 @@ var sqliteCases = []struct {
 	{`WITH c AS (SELECT * FROM a) SELECT * FROM c, b`, Result{Reads: l("a", "b")}},
 	{`SELECT * FROM json_each(?)`, Result{}},
 	{`SELECT changes FROM t`, Result{Reads: l("t")}}, // a column, not the function
+	// x IN table: a read of the table.
+	{`SELECT * FROM t WHERE id IN sel`, Result{Reads: l("sel", "t")}},
+	{`SELECT * FROM t WHERE id NOT IN main."Sel"`, Result{Reads: l("sel", "t")}},
+	{`SELECT * FROM t WHERE id IN (SELECT id FROM u)`, Result{Reads: l("t", "u")}},
+	{`SELECT * FROM t WHERE id IN (1, 2) OR id IN json_each(?)`, Result{Reads: l("t")}},
+	{`DELETE FROM t WHERE id IN sel`, Result{Reads: l("sel"), Writes: l("t")}},
 	// Writes.
 	{`INSERT INTO users (name) VALUES (?)`, Result{Writes: l("users")}},
 	{`INSERT OR REPLACE INTO users VALUES (1)`, Result{Writes: l("users")}},

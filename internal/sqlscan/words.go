@@ -73,10 +73,25 @@ func (w *walker) dialectWord(i int) int {
 			return next
 		}
 	}
+	if w.d == SQLite && w.is(i, "in") {
+		return w.sqliteInTable(i)
+	}
 	if w.aliasKeyword(i) {
 		return i + 1
 	}
 	return i
+}
+
+// sqliteInTable reads SQLite's "x IN table" (and IN schema.table): a name
+// after IN that no parenthesis follows is a table read. It returns the
+// index after IN, or after the name.
+func (w *walker) sqliteInTable(i int) int {
+	name, qualified, next, ok := w.qualName(i + 1)
+	if !ok || w.isKind(next, tkLParen) {
+		return i + 1 // IN (list), IN tvf(...): the walk reads what is inside
+	}
+	w.addRead(name, qualified)
+	return next
 }
 
 // mysqlWord handles the words of MySQL that the walk would misread, and
@@ -197,7 +212,11 @@ func (w *walker) with(i int) int {
 // written. An UPDATE that names no table (FOR [NO KEY] UPDATE, ON UPDATE,
 // trigger events, DO UPDATE SET, THEN UPDATE SET) is left to the walk.
 func (w *walker) updateTarget(i int) int {
-	switch w.prevKw(i) {
+	prev := w.prevKw(i)
+	if i == w.head {
+		prev = kwNone // a statement's first word (after SET STATEMENT ... FOR)
+	}
+	switch prev {
 	case kwFor, kwKey, kwOn, kwOr, kwOf, kwBefore, kwAfter:
 		return i + 1 // FOR [NO KEY] UPDATE, ON UPDATE, trigger events
 	case kwDo, kwThen:

@@ -27,6 +27,8 @@ var hardCases = []hardCase{
 	// STRAIGHT_JOIN is one word: the table after it is not a from-item.
 	{stmt: "SELECT count(*) FROM a STRAIGHT_JOIN b ON a.id = b.id", mutate: "DELETE FROM b", table: "b"},
 	{stmt: "UPDATE a STRAIGHT_JOIN b ON a.id = b.id SET b.n = 7", table: "b"},
+	// SET STATEMENT ... FOR runs the statement after FOR (not FOR UPDATE).
+	{stmt: "SET STATEMENT max_statement_time = 100 FOR UPDATE b SET n = 7", table: "b"},
 	// An index hint's FOR JOIN / FOR ORDER BY ends the from-list (FOR, ORDER).
 	{stmt: "SELECT count(*) FROM a USE INDEX FOR JOIN (PRIMARY), b", mutate: "DELETE FROM b", table: "b",
 		setup: []string{"ALTER TABLE a ADD PRIMARY KEY (id)"}},

@@ -34,6 +34,9 @@ var hardCases = []struct {
 	{stmt: "SELECT name FROM main.pragma_table_info('users')", catalog: true},
 	{stmt: "SELECT name FROM pragma_table_list", catalog: true},
 	{stmt: "SELECT name FROM pragma_table_info WHERE arg = 'users'", catalog: true},
+	// x IN table-name: the table is read.
+	{stmt: "SELECT * FROM a WHERE id IN b", table: "b"},
+	{stmt: "SELECT * FROM a WHERE id NOT IN main.b", table: "b"},
 }
 
 func TestHardStatements(t *testing.T) {
