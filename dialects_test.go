@@ -1,18 +1,12 @@
 package gormflight
 
 import (
-	"database/sql/driver"
 	"fmt"
-	"os"
-	"path/filepath"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
 
-	sqlitedriver "github.com/glebarez/go-sqlite"
 	"github.com/glebarez/sqlite"
+	"github.com/gormflight/gormflight/internal/testdb"
 	"gorm.io/driver/mysql"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
@@ -110,25 +104,11 @@ func (s *schemaOnces) get(lock schemaLock) *schemaOnce {
 // ---------------------------------------------------------------------------
 // MariaDB and MySQL
 
-// testMySQLDSN is the MariaDB (or MySQL) the tests use: GORMFLIGHT_MYSQL_DSN,
-// by default root without a password on 127.0.0.1:3306, database test.
-func testMySQLDSN() string {
-	if v := os.Getenv("GORMFLIGHT_MYSQL_DSN"); v != "" {
-		return v
-	}
-	return "root@tcp(127.0.0.1:3306)/test"
-}
+// testMySQLDSN is the MariaDB (or MySQL) the tests use, without options.
+func testMySQLDSN() string { return testdb.MySQLDSN() }
 
-// mysqlDSN is testMySQLDSN with the options GORM's users set: parseTime,
-// so that DATETIME columns scan into time.Time.
-func mysqlDSN() string {
-	dsn := testMySQLDSN()
-	sep := "?"
-	if strings.Contains(dsn, "?") {
-		sep = "&"
-	}
-	return dsn + sep + "parseTime=true"
-}
+// mysqlDSN is testMySQLDSN with parseTime, as GORM's users set it.
+func mysqlDSN() string { return testdb.MySQLParseTimeDSN() }
 
 var mysqlRecording sync.Once
 
@@ -144,15 +124,7 @@ var mysqlTestDB = testDB{
 		var setupErr error
 		mysqlRecording.Do(func() {
 			setupErr = mysqlLocked(db, func(db *gorm.DB) error {
-				for _, s := range []string{
-					`CREATE TABLE IF NOT EXISTS gft_calls (tag varchar(255) NOT NULL, at datetime(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), KEY (tag))`,
-					`CREATE FUNCTION IF NOT EXISTS gft_record(p_tag varchar(255), p_ms int) RETURNS int NOT DETERMINISTIC MODIFIES SQL DATA
-BEGIN
-	INSERT INTO gft_calls(tag) VALUES (p_tag);
-	IF p_ms > 0 THEN DO SLEEP(p_ms / 1000); END IF;
-	RETURN 1;
-END`,
-				} {
+				for _, s := range testdb.RecordingSQL["mysql"] {
 					if err := db.Exec(s).Error; err != nil {
 						return fmt.Errorf("%s: %w", s, err)
 					}
@@ -203,42 +175,12 @@ func mysqlLocked(db *gorm.DB, fn func(db *gorm.DB) error) error {
 // ---------------------------------------------------------------------------
 // SQLite
 
-// sqliteCalls counts gft_record's executions by tag, for every SQLite
-// database of the process.
-var sqliteCalls sync.Map // tag -> *atomic.Int64
+// sqliteFile returns the database file of t: the instances of one test
+// share it.
+func sqliteFile(t testing.TB) string { return testdb.SQLiteFile(t) }
 
-var sqliteRecording sync.Once
-
-// registerSQLiteRecording gives SQLite gft_record(tag, ms): it counts the
-// call and sleeps ms milliseconds.
-func registerSQLiteRecording() {
-	sqliteRecording.Do(func() {
-		sqlitedriver.MustRegisterScalarFunction("gft_record", 2, func(_ *sqlitedriver.FunctionContext, args []driver.Value) (driver.Value, error) {
-			tag, _ := args[0].(string)
-			ms, _ := args[1].(int64)
-			n, _ := sqliteCalls.LoadOrStore(tag, new(atomic.Int64))
-			n.(*atomic.Int64).Add(1)
-			if ms > 0 {
-				time.Sleep(time.Duration(ms) * time.Millisecond)
-			}
-			return int64(1), nil
-		})
-	})
-}
-
-// sqliteFiles is the database file of each test: the instances of one
-// test share it.
-var sqliteFiles sync.Map // testing.TB -> string
-
-// sqliteFile returns the database file of t, made on the first call.
-func sqliteFile(t testing.TB) string {
-	if f, ok := sqliteFiles.Load(t); ok {
-		return f.(string)
-	}
-	f, _ := sqliteFiles.LoadOrStore(t, filepath.Join(t.TempDir(), "test.db"))
-	t.Cleanup(func() { sqliteFiles.Delete(t) })
-	return f.(string)
-}
+// registerSQLiteRecording gives SQLite gft_record (testdb).
+func registerSQLiteRecording() { testdb.RegisterSQLiteRecording() }
 
 var sqliteTestDB = testDB{
 	name: "sqlite",
@@ -247,19 +189,14 @@ var sqliteTestDB = testDB{
 		registerSQLiteRecording()
 		// WAL lets readers run beside a writer; writers queue on the
 		// busy timeout rather than fail.
-		dsn := sqliteFile(t) + "?_pragma=busy_timeout(30000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)"
+		dsn := testdb.SQLiteDSN(sqliteFile(t))
 		db, err := gorm.Open(sqlite.Open(dsn), &gorm.Config{Logger: logger.Discard})
 		if err != nil {
 			t.Fatalf("open SQLite %s: %v", dsn, err)
 		}
 		return closeWhenDone(t, db)
 	},
-	calls: func(t testing.TB, _ *gorm.DB, tag string) int64 {
-		if n, ok := sqliteCalls.Load(tag); ok {
-			return n.(*atomic.Int64).Load()
-		}
-		return 0
-	},
+	calls: func(t testing.TB, _ *gorm.DB, tag string) int64 { return testdb.Calls(t, "sqlite", nil, tag) },
 	setup: func(t testing.TB, db *gorm.DB, _ schemaLock, statements ...string) {
 		t.Helper()
 		for _, s := range statements {

@@ -11,7 +11,7 @@ import (
 // Sentinel errors. Match them with errors.Is.
 var (
 	// ErrNoRedis is returned by New when Config.Redis is nil.
-	ErrNoRedis = errors.New("gormflight: Config.Redis is required")
+	ErrNoRedis = engine.ErrNoRedis
 
 	// ErrInvalidConfig is wrapped by New's errors for out-of-range Config fields.
 	ErrInvalidConfig = engine.ErrInvalidConfig
@@ -19,7 +19,7 @@ var (
 	// ErrInvalidTTL is added to the statement's errors when Cache is given a
 	// TTL outside [MinTTL, MaxTTL]: Redis keeps expiries in whole
 	// milliseconds and refuses an expiry of 0.
-	ErrInvalidTTL = errors.New("gormflight: cache TTL out of range")
+	ErrInvalidTTL = engine.ErrInvalidTTL
 
 	// ErrWaitTimeout is returned to callers that waited Config.MaxWait for
 	// another instance's result, when Config.FailOnWaitTimeout is set.

@@ -227,8 +227,7 @@ type Plugin struct {
 	engine *engine.Engine
 	replay *rowcodec.Replayer
 
-	dialect  *dialect.Dialect // from Initialize
-	database string
+	dialect *dialect.Dialect // from Initialize
 
 	mu      sync.Mutex
 	served  *gorm.DB                         // the handle Initialize installed the plugin on
@@ -312,28 +311,14 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 		l.Warn(context.Background(), "gormflight: the Redis client was created without ContextTimeoutEnabled, so go-redis bounds socket reads by its ReadTimeout instead of Config.RedisTimeout (%v)", p.cfg.RedisTimeout)
 	}
 	p.dialect = d
-	p.database = p.cfg.Database
-	if p.database == "" {
-		if p.database, err = d.Database(context.Background(), db.ConnPool); err != nil {
-			return err
-		}
+	ps, err := d.Open(context.Background(), db.ConnPool, p.cfg.Database, p.cfg.SessionSettings)
+	if err != nil {
+		return err
 	}
+	p.session.PoolSession = ps
 	if err := p.loadSchema(db); err != nil {
 		return err
 	}
-	if p.session.query, p.session.args, err = d.SessionSQL(context.Background(), db.ConnPool, p.cfg.SessionSettings); err != nil {
-		return err
-	}
-	fp, err := p.fingerprint(context.Background(), db.ConnPool)
-	if err != nil {
-		return fmt.Errorf("gormflight: read the session for cache keys: %w", err)
-	}
-	if d.CheckPool != nil {
-		if err := d.CheckPool(fp); err != nil {
-			return err
-		}
-	}
-	p.session.pool = p.database + "\x00" + fp
 	if err := p.registerCallbacks(db); err != nil {
 		return err
 	}

@@ -1,11 +1,9 @@
 package gormflight
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"errors"
-	"slices"
 	"time"
 
 	"github.com/gormflight/gormflight/internal/cachekey"
@@ -105,7 +103,7 @@ func (p *Plugin) request(c *cachedPool, query string, args []any) (engine.Reques
 	refreshable := false
 	if onPool {
 		var frozen []any
-		if frozen, refreshable = frozenArgs(args); refreshable {
+		if frozen, refreshable = engine.FrozenArgs(args); refreshable {
 			args = frozen
 		}
 	}
@@ -136,33 +134,4 @@ func (p *Plugin) localFor(s *cacheSettings) time.Duration {
 		return *s.local
 	}
 	return p.cfg.Local
-}
-
-// frozenArgs returns a copy of args that cannot change after the call, or
-// false when an argument could (a pointer, a Valuer, a slice other than
-// []byte, a named type): a refresh would then query other values than the
-// ones its key was computed from.
-//
-// The copy also keeps the refresh's arguments apart from the statement's
-// Vars, which GORM resets and reuses for the next statement of a session
-// that is not new.
-func frozenArgs(args []any) ([]any, bool) {
-	if len(args) == 0 {
-		return nil, true
-	}
-	for _, a := range args {
-		switch a.(type) {
-		case nil, bool, int, int8, int16, int32, int64, uint, uint8, uint16, uint32, uint64,
-			float32, float64, string, time.Time, []byte:
-		default:
-			return nil, false // checked before copying: no allocation for nothing
-		}
-	}
-	out := slices.Clone(args)
-	for i, a := range out {
-		if b, ok := a.([]byte); ok {
-			out[i] = bytes.Clone(b)
-		}
-	}
-	return out, true
 }

@@ -51,11 +51,9 @@ const maxTaintedConns = 1024
 
 // sessionState is what the plugin knows of its pool's sessions.
 type sessionState struct {
-	pool      string      // the pool's scope: database and fingerprint, from Initialize
-	poolTx    atomic.Bool // a pooled connection may be inside a transaction begun in SQL
-	query     string      // the dialect's fingerprint query, for Config.SessionSettings
-	args      []any       // its arguments
-	poolTaint atomic.Bool // a pooled connection may have changed its session
+	*dialect.PoolSession             // the pool's database and session, from Initialize
+	poolTx               atomic.Bool // a pooled connection may be inside a transaction begun in SQL
+	poolTaint            atomic.Bool // a pooled connection may have changed its session
 
 	mu      sync.Mutex
 	tainted map[*sql.Conn]dialect.Aspects // dedicated connections with changed sessions
@@ -94,9 +92,7 @@ func (s *sessionState) note(conn *sql.Conn, eff dialect.Effect) {
 func (p *Plugin) fingerprint(ctx context.Context, pool gorm.ConnPool) (string, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.LoadTimeout)
 	defer cancel()
-	var fp string
-	err := pool.QueryRowContext(ctx, p.session.query, p.session.args...).Scan(&fp)
-	return fp, err
+	return p.session.Fingerprint(ctx, pool)
 }
 
 // private reports whether reads on conn must run uncached whatever its
@@ -140,12 +136,12 @@ func (p *Plugin) scope(ctx context.Context, pool gorm.ConnPool) (string, bool) {
 			return "", false
 		}
 		fp, err := p.fingerprint(ctx, conn)
-		return p.database + "\x00" + fp, err == nil && !p.dialect.PrivateSession(fp)
+		return p.session.ScopeOf(fp), err == nil && !p.dialect.PrivateSession(fp)
 	}
 	if p.session.inDoubt() {
 		return "", false
 	}
-	return p.session.pool, true
+	return p.session.Scope, true
 }
 
 // noteSession is the callback after raw, query and row statements that
@@ -199,30 +195,8 @@ func (p *Plugin) loadOnPool(ctx context.Context, pool gorm.ConnPool, query strin
 		}
 		return ent, err
 	}
-	conn, err := sqlDB.Conn(ctx)
-	if err != nil {
-		return nil, err
-	}
-	// A panic in user code inside the query (an argument's Value method)
-	// leaves database/sql holding the connection's lock, and Close would
-	// then wait for ever: the panic goes on to the callers without it, and
-	// the connection is lost, as database/sql loses one of its pool's.
-	queried := false
-	defer func() {
-		if queried {
-			_ = conn.Close()
-		}
-	}()
-	var fp string
-	fpErr := conn.QueryRowContext(ctx, p.session.query, p.session.args...).Scan(&fp)
-	rows, err := conn.QueryContext(ctx, query, args...)
-	queried = true
-	if err != nil {
-		return nil, err
-	}
-	ent, err := rowcodec.Capture(rows)
-	if err == nil && (fpErr != nil || p.database+"\x00"+fp != p.session.pool) {
-		ent.Local = true
+	ent, differs, err := p.session.Load(ctx, sqlDB, query, args)
+	if differs {
 		p.engine.Warnf(engine.LogSession, "gormflight: a pooled connection's session differs from the pool's (a session change the plugin did not see?); its result is not cached")
 	}
 	return ent, err

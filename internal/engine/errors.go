@@ -8,6 +8,10 @@ import (
 // Errors a caller of Do can get besides its own query's. The gormflight
 // package exports them under the same names.
 var (
+	// ErrNoRedis: an adapter's Config has no Redis client.
+	ErrNoRedis = errors.New("gormflight: Config.Redis is required")
+	// ErrInvalidTTL: a query's TTL (or StaleFor, Local) is out of range.
+	ErrInvalidTTL = errors.New("gormflight: cache TTL out of range")
 	// ErrWaitTimeout: the flight waited Config.MaxWait and
 	// Config.FailOnWaitTimeout is set.
 	ErrWaitTimeout = errors.New("gormflight: timed out waiting for another instance's result")

@@ -1,8 +1,11 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"math/rand/v2"
+	"slices"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -141,4 +144,33 @@ func (e *Engine) reload(req request, head string) (failed bool) {
 	stop()
 	payload, woken = e.store(ctx, req, stamp, e.now().Sub(start), ent)
 	return false
+}
+
+// FrozenArgs returns a copy of args that cannot change after the call, or
+// false when an argument could (a pointer, a Valuer, a slice other than
+// []byte, a named type): a refresh would then query other values than the
+// ones its key was computed from.
+//
+// The copy also keeps the refresh's arguments apart from the statement's
+// Vars, which GORM resets and reuses for the next statement of a session
+// that is not new.
+func FrozenArgs(args []any) ([]any, bool) {
+	if len(args) == 0 {
+		return nil, true
+	}
+	for _, a := range args {
+		switch a.(type) {
+		case nil, bool, int, int8, int16, int32, int64, uint, uint8, uint16, uint32, uint64,
+			float32, float64, string, time.Time, []byte:
+		default:
+			return nil, false // checked before copying: no allocation for nothing
+		}
+	}
+	out := slices.Clone(args)
+	for i, a := range out {
+		if b, ok := a.([]byte); ok {
+			out[i] = bytes.Clone(b)
+		}
+	}
+	return out, true
 }

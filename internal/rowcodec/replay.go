@@ -166,3 +166,8 @@ func (r *replayRows) ColumnTypePrecisionScale(i int) (precision, scale int64, ok
 	c := r.entry.columns[i]
 	return c.precision, c.scale, c.decimalOK
 }
+
+// DriverRows returns e's rows as a driver.Rows, for an adapter that answers
+// at the driver's level (a database/sql driver of its own), with the column
+// types the live driver reported.
+func (e *Entry) DriverRows() driver.Rows { return &replayRows{entry: e} }

@@ -1,0 +1,359 @@
+package sqlflight
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"slices"
+	"sync"
+
+	"github.com/gormflight/gormflight/internal/cachekey"
+	"github.com/gormflight/gormflight/internal/dialect"
+	"github.com/gormflight/gormflight/internal/engine"
+	"github.com/gormflight/gormflight/internal/rowcodec"
+)
+
+// conn is a connection of the inner connector. database/sql uses it from
+// one goroutine at a time, so its fields need no lock.
+type conn struct {
+	driver.Conn
+	c     *Connector
+	taint dialect.Aspects // what its statements changed of its session
+	tx    *tx             // the transaction open on it, or nil
+}
+
+var (
+	_ driver.QueryerContext     = (*conn)(nil)
+	_ driver.ExecerContext      = (*conn)(nil)
+	_ driver.ConnBeginTx        = (*conn)(nil)
+	_ driver.ConnPrepareContext = (*conn)(nil)
+	_ driver.NamedValueChecker  = (*conn)(nil)
+	_ driver.SessionResetter    = (*conn)(nil)
+	_ driver.Validator          = (*conn)(nil)
+	_ driver.Pinger             = (*conn)(nil)
+)
+
+// QueryContext answers an opted-in query from the flight engine, and runs
+// everything else on the connection, invalidating what a writing query
+// writes.
+func (c *conn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
+	if s := settingsFrom(ctx); s != nil {
+		if err := s.check(c.c.d.SQL); err != nil {
+			return nil, err
+		}
+		if req, ok := c.request(s, query, args); ok && c.c.engine.Enter() {
+			defer c.c.engine.Exit()
+			ent, err := c.c.engine.Do(ctx, req)
+			if err != nil {
+				return nil, err
+			}
+			return ent.DriverRows(), nil
+		}
+	}
+	q, ok := c.Conn.(driver.QueryerContext)
+	if !ok {
+		return nil, driver.ErrSkip // database/sql prepares it: stmt tracks it
+	}
+	var rows driver.Rows
+	err := c.track(ctx, query, func() (err error) {
+		rows, err = q.QueryContext(ctx, query, args)
+		return err
+	})
+	return rows, err
+}
+
+// ExecContext runs a statement, invalidating what it writes.
+func (c *conn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
+	e, ok := c.Conn.(driver.ExecerContext)
+	if !ok {
+		return nil, driver.ErrSkip
+	}
+	var res driver.Result
+	err := c.track(ctx, query, func() (err error) {
+		res, err = e.ExecContext(ctx, query, args)
+		return err
+	})
+	return res, err
+}
+
+// request describes an opted-in query to the engine. It reports false for
+// one that must run uncached: inside a transaction, on a connection whose
+// session changed, a statement that writes, changes the session, reads the
+// catalog or is no plain query, or arguments no key can hold.
+func (c *conn) request(s *settings, query string, args []driver.NamedValue) (engine.Request, bool) {
+	w := c.c
+	d := w.d
+	a := d.Analysis(query)
+	if c.tx != nil || c.taint != 0 || len(a.Writes) > 0 || a.Catalog || a.DDL ||
+		!d.Classify(query).IsQuery() || d.ChangesSession(query) != (dialect.Effect{}) {
+		w.stats.Bypassed.Add(1)
+		return engine.Request{}, false
+	}
+	tables := a.Depends // shared: the engine and the key only read them
+	if declared := s.tables[d.SQL]; len(declared) > 0 {
+		tables = dialect.MergeTables(tables, declared)
+	}
+	vals := values(args)
+	hash, err := cachekey.Query(d.Name, w.session.Scope, query, vals, tables)
+	if err != nil {
+		w.stats.Bypassed.Add(1)
+		return engine.Request{}, false
+	}
+	frozen, refreshable := engine.FrozenArgs(vals)
+	if refreshable {
+		vals = frozen
+	}
+	return engine.Request{
+		Hash: hash, Tables: tables, TTL: s.ttl, StaleFor: s.staleFor, Local: s.local,
+		Refreshable: refreshable,
+		Load: func(ctx context.Context) (*rowcodec.Entry, error) {
+			ent, differs, err := w.session.Load(ctx, w.loads, query, vals)
+			if differs {
+				w.engine.Warnf(engine.LogSession, "gormflight: a connection of the wrapper's pool has a session other than the pool's; its result is not cached")
+			}
+			return ent, err
+		},
+	}, true
+}
+
+// values returns the arguments as database/sql takes them again: named
+// ones as sql.NamedArg.
+func values(args []driver.NamedValue) []any {
+	out := make([]any, len(args))
+	for i, a := range args {
+		if a.Name != "" {
+			out[i] = sql.Named(a.Name, a.Value)
+		} else {
+			out[i] = a.Value
+		}
+	}
+	return out
+}
+
+// track runs a statement, and invalidates the tables it writes: outside a
+// transaction, announced before it runs and bumped after (held, when a
+// transaction begun in SQL may leave it uncommitted); inside one, recorded
+// for Commit, unless the statement commits the transaction first (MySQL's
+// DDL), when what the transaction wrote is announced and bumped with it.
+// It records what the statement does to the connection's session.
+func (c *conn) track(ctx context.Context, query string, run func() error) error {
+	w := c.c
+	tables := w.written(ctx, query)
+	ddl := w.d.Analysis(query).DDL
+	if c.tx != nil && !w.d.CommitsImplicitly(query) {
+		err := run()
+		c.tx.record(tables, ddl)
+		c.note(w.d.ChangesSession(query))
+		return err
+	}
+	if c.tx != nil {
+		tables = dialect.MergeTables(tables, c.tx.take())
+	}
+	var a engine.Announcement
+	if len(tables) > 0 {
+		a = w.engine.Announce(ctx, tables, c.taint&dialect.AspTx != 0)
+	}
+	err := run()
+	if len(tables) > 0 {
+		if a.Held() {
+			a = engine.Announcement{} // it ends on its own: the commit may come later
+		}
+		_ = w.engine.Invalidate(ctx, tables, a)
+	}
+	if ddl {
+		w.reloadSchema(ctx, true)
+	}
+	c.note(w.d.ChangesSession(query))
+	return err
+}
+
+// note records a statement's effect on the connection's session; a
+// transaction a driver began ends with its own Commit, not with SQL's.
+func (c *conn) note(eff dialect.Effect) {
+	if c.tx != nil {
+		eff.Adds, eff.Clears = eff.Adds&^dialect.AspTx, eff.Clears&^dialect.AspTx
+	}
+	c.taint = c.taint&^eff.Clears | eff.Adds
+}
+
+// BeginTx begins a transaction whose writes are invalidated when it
+// commits.
+func (c *conn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
+	var t driver.Tx
+	var err error
+	if b, ok := c.Conn.(driver.ConnBeginTx); ok {
+		t, err = b.BeginTx(ctx, opts)
+	} else {
+		if opts.Isolation != 0 || opts.ReadOnly {
+			return nil, errors.New("gormflight: the driver takes no transaction options")
+		}
+		t, err = c.Conn.Begin() //nolint:staticcheck // the driver's only way
+	}
+	if err != nil {
+		return nil, err
+	}
+	c.tx = &tx{Tx: t, c: c}
+	return c.tx, nil
+}
+
+// PrepareContext prepares a statement whose executions invalidate what it
+// writes. Queries of a prepared statement run uncached.
+func (c *conn) PrepareContext(ctx context.Context, query string) (driver.Stmt, error) {
+	var s driver.Stmt
+	var err error
+	if p, ok := c.Conn.(driver.ConnPrepareContext); ok {
+		s, err = p.PrepareContext(ctx, query)
+	} else {
+		s, err = c.Conn.Prepare(query)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &stmt{Stmt: s, c: c, query: query}, nil
+}
+
+func (c *conn) CheckNamedValue(nv *driver.NamedValue) error {
+	if ch, ok := c.Conn.(driver.NamedValueChecker); ok {
+		return ch.CheckNamedValue(nv)
+	}
+	return driver.ErrSkip
+}
+
+func (c *conn) ResetSession(ctx context.Context) error {
+	if r, ok := c.Conn.(driver.SessionResetter); ok {
+		return r.ResetSession(ctx)
+	}
+	return nil
+}
+
+func (c *conn) IsValid() bool {
+	if v, ok := c.Conn.(driver.Validator); ok {
+		return v.IsValid()
+	}
+	return true
+}
+
+func (c *conn) Ping(ctx context.Context) error {
+	if p, ok := c.Conn.(driver.Pinger); ok {
+		return p.Ping(ctx)
+	}
+	return nil
+}
+
+// tx is a transaction that invalidates what it wrote once Commit returned.
+type tx struct {
+	driver.Tx
+	c *conn
+
+	mu      sync.Mutex
+	written []string
+	ddl     bool // a statement changed the schema: reload it after Commit
+}
+
+func (t *tx) record(tables []string, ddl bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.written = append(t.written, tables...)
+	t.ddl = t.ddl || ddl
+}
+
+func (t *tx) take() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	tables := t.written
+	t.written = nil
+	slices.Sort(tables)
+	return slices.Compact(tables)
+}
+
+// Commit announces what the transaction wrote, commits, then invalidates
+// it before returning: once Commit has returned, no instance serves older
+// rows. A failed commit still ends its announcements.
+func (t *tx) Commit() error {
+	w := t.c.c
+	tables := t.take()
+	a := w.engine.Announce(context.Background(), tables, false)
+	err := t.Tx.Commit()
+	_ = w.engine.Invalidate(context.Background(), tables, a)
+	t.c.tx = nil
+	if t.ddl {
+		w.reloadSchema(context.Background(), true)
+	}
+	return err
+}
+
+func (t *tx) Rollback() error {
+	t.take()
+	t.c.tx = nil
+	return t.Tx.Rollback()
+}
+
+// stmt is a prepared statement whose executions invalidate what it writes.
+type stmt struct {
+	driver.Stmt
+	c     *conn
+	query string
+}
+
+func (s *stmt) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
+	var res driver.Result
+	err := s.c.track(ctx, s.query, func() (err error) {
+		if e, ok := s.Stmt.(driver.StmtExecContext); ok {
+			res, err = e.ExecContext(ctx, args)
+			return err
+		}
+		vals, err := plainValues(args)
+		if err == nil {
+			res, err = s.Stmt.Exec(vals) //nolint:staticcheck // the driver's only way
+		}
+		return err
+	})
+	return res, err
+}
+
+func (s *stmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
+	var rows driver.Rows
+	err := s.c.track(ctx, s.query, func() (err error) {
+		if q, ok := s.Stmt.(driver.StmtQueryContext); ok {
+			rows, err = q.QueryContext(ctx, args)
+			return err
+		}
+		vals, err := plainValues(args)
+		if err == nil {
+			rows, err = s.Stmt.Query(vals) //nolint:staticcheck // the driver's only way
+		}
+		return err
+	})
+	return rows, err
+}
+
+// CheckNamedValue converts an argument as database/sql would for the
+// inner statement: by its checker, its column converter, or the
+// connection's checker.
+func (s *stmt) CheckNamedValue(nv *driver.NamedValue) error {
+	switch in := s.Stmt.(type) {
+	case driver.NamedValueChecker:
+		return in.CheckNamedValue(nv)
+	case driver.ColumnConverter:
+		if nv.Ordinal >= 1 {
+			v, err := in.ColumnConverter(nv.Ordinal - 1).ConvertValue(nv.Value)
+			nv.Value = v
+			return err
+		}
+	}
+	return s.c.CheckNamedValue(nv)
+}
+
+// plainValues are args for a driver without context methods, which takes
+// no names.
+func plainValues(args []driver.NamedValue) ([]driver.Value, error) {
+	out := make([]driver.Value, len(args))
+	for i, a := range args {
+		if a.Name != "" {
+			return nil, errors.New("gormflight: the driver takes no named arguments")
+		}
+		out[i] = a.Value
+	}
+	return out, nil
+}
