@@ -17,6 +17,7 @@ import (
 	"github.com/gormflight/gormflight/internal/dialect"
 	"github.com/gormflight/gormflight/internal/engine"
 	"github.com/gormflight/gormflight/internal/sqlscan"
+	"github.com/gormflight/gormflight/internal/testdb"
 	"github.com/redis/go-redis/v9"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
@@ -1418,10 +1419,10 @@ func TestConsistencyCommitToBumpWindow(t *testing.T) {
 			t.Fatal(err)
 		}
 		n, _ := strconv.ParseInt(strings.TrimPrefix(v, "val="), 10, 64)
-		ops = append(ops, porcupine.Operation{ClientId: client, Input: linInput{key: 0, q: q}, Call: call, Output: n, Return: ret})
+		ops = append(ops, testdb.LinReadOp(client, 0, q, call, ret, n))
 		return v
 	}
-	ops = append(ops, porcupine.Operation{ClientId: 3, Input: linInput{key: 0, write: true, val: 1}, Call: -2, Output: int64(0), Return: -1})
+	ops = append(ops, testdb.LinWriteOp(3, 0, 1, -2, -1))
 	read(1, "First", r1, consFirst(id))
 
 	gate.armed.Store(true)
@@ -1442,7 +1443,7 @@ func TestConsistencyCommitToBumpWindow(t *testing.T) {
 		t.Fatal(err)
 	}
 	wRet := now()
-	ops = append(ops, porcupine.Operation{ClientId: 0, Input: linInput{key: 0, write: true, val: 2}, Call: wCall, Output: int64(0), Return: wRet})
+	ops = append(ops, testdb.LinWriteOp(0, 0, 2, wCall, wRet))
 	after1 := read(1, "First", r1, consFirst(id))
 	after2 := read(2, "counted", r2, consCounted(tag, id))
 
@@ -1452,8 +1453,8 @@ func TestConsistencyCommitToBumpWindow(t *testing.T) {
 	if fresh != "val=2" {
 		t.Errorf("a miss after the commit read %q from the database, want val=2", fresh)
 	}
-	perQuery := porcupine.CheckOperationsTimeout(linQueryModel(), linPerQuery(ops), 10*time.Second)
-	perRegister := porcupine.CheckOperationsTimeout(linModel(), ops, 10*time.Second)
+	perQuery := porcupine.CheckOperationsTimeout(testdb.LinQueryModel(), testdb.LinPerQuery(ops), 10*time.Second)
+	perRegister := porcupine.CheckOperationsTimeout(testdb.LinModel(), ops, 10*time.Second)
 	t.Logf("during the commit-to-bump window: a miss read %s, then a later hit of another query read %s (on the writer's own instance: %s); porcupine per query: %s, per register across queries: %s",
 		fresh, stale, own, perQuery, perRegister)
 	if perQuery != porcupine.Ok {

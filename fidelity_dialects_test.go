@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gormflight/gormflight/internal/testdb"
 	"gorm.io/driver/mysql"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
@@ -16,29 +17,6 @@ import (
 // values, column types, RowsAffected and errors. MariaDB is read through
 // both of its protocols (a statement without arguments is sent as text,
 // one with arguments is prepared: binary) and with parseTime on and off.
-
-// fidMySQLSchema is every column kind MariaDB returns, with its extremes, a
-// row of NULLs and a row of zero values (the zero date included, which the
-// default sql_mode accepts).
-var fidMySQLSchema = []string{
-	`CREATE TABLE IF NOT EXISTS gft_fid_my1 (
-	id bigint PRIMARY KEY, ti tinyint, si smallint, mi mediumint, i int, bi bigint,
-	ubi bigint unsigned, dec1 decimal(30,10), f float, d double, b1 bool, bit8 bit(8),
-	vc varchar(64), tx text, bl blob, bin binary(4), vb varbinary(8),
-	dt datetime(6), ts timestamp(6) NULL, da date, tm time(6), yr year,
-	js json, en enum('a','b'), st set('x','y')) DEFAULT CHARSET = utf8mb4`,
-	`DELETE FROM gft_fid_my1`,
-	`INSERT INTO gft_fid_my1 VALUES
-	(1, -128, -32768, -8388608, -2147483648, -9223372036854775808,
-	 18446744073709551615, -12345678901234567890.1234567890, -1.25, 0.1, true, b'10100101',
-	 'héllo, 世界 🎉', 'quote '' backslash \\ end', x'00ff00', x'01020304', x'',
-	 '2024-02-29 13:14:15.123456', '2024-02-29 13:14:15.654321', '2000-02-29', '-838:59:59.000000', 2155,
-	 '{"a":[1,2.5,null],"s":"ü","n":9007199254740993}', 'b', 'x,y'),
-	(2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-	 NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
-	(3, 0, 0, 0, 0, 0, 0, 0, 0, 0, false, b'0', '', '', '', x'00000000', '',
-	 '0000-00-00 00:00:00', NULL, '1000-01-01', '00:00:00', 1901, '{}', 'a', '')`,
-}
 
 type fidMy struct {
 	ID          int64
@@ -103,21 +81,6 @@ type fidMyNull struct {
 
 func (fidMyNull) TableName() string { return "gft_fid_my1" }
 
-// fidSQLiteSchema is every storage class SQLite returns, the types its
-// driver parses by declared type, and a column whose values change class
-// from row to row (SQLite keeps a value's class, not its column's).
-var fidSQLiteSchema = []string{
-	`CREATE TABLE gft_fid_lite (id INTEGER PRIMARY KEY, i INTEGER, r REAL, t TEXT, b BLOB,
-	n NUMERIC, bo BOOLEAN, dt DATETIME, da DATE, ts TIMESTAMP, dyn)`,
-	`INSERT INTO gft_fid_lite VALUES
-	(1, 9223372036854775807, 1e308, 'héllo, 世界 🎉 ''q'' \ end', x'00ff00', 12.5, 1,
-	 '2024-02-29 13:14:15.123456789+02:00', '2000-02-29', '2024-02-29T13:14:15Z', 42),
-	(2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
-	(3, -9223372036854775808, -0.0, '', x'', 0, 0, '1970-01-01 00:00:00', '1970-01-01', '1970-01-01', 'text'),
-	(4, 0, 0.5, 'x', x'01', '007', 0, '2024-01-01', '2024-01-01', '2024-01-01', x'0102'),
-	(5, 0, 0.5, 'y', x'02', 1e3, 1, '2024-01-01', '2024-01-01', '2024-01-01', 2.5)`,
-}
-
 type fidLite struct {
 	ID         int64
 	I          int64
@@ -145,7 +108,11 @@ func TestFidelityDialects(t *testing.T) {
 	t.Run("mysql", func(t *testing.T) {
 		d := &mysqlTestDB
 		live := d.open(t)
-		d.setup(t, live, schemaLockFidelity, fidMySQLSchema...)
+		sqlDB, err := live.DB()
+		if err != nil {
+			t.Fatal(err)
+		}
+		testdb.SetupFidelity(t, "mysql", sqlDB)
 		t.Run("parseTime", func(t *testing.T) { fidDialectPaths[fidMy, fidMyNull](t, d.instances(t, 1, nil)[0], "gft_fid_my1") })
 		t.Run("noParseTime", func(t *testing.T) {
 			db, err := gorm.Open(mysql.Open(testMySQLDSN()), &gorm.Config{Logger: logger.Discard})
@@ -159,7 +126,11 @@ func TestFidelityDialects(t *testing.T) {
 	t.Run("sqlite", func(t *testing.T) {
 		d := &sqliteTestDB
 		in := d.instances(t, 1, nil)[0]
-		d.setup(t, in.db, schemaLockFidelity, fidSQLiteSchema...)
+		sqlDB, err := in.db.DB()
+		if err != nil {
+			t.Fatal(err)
+		}
+		testdb.SetupFidelity(t, "sqlite", sqlDB)
 		fidDialectPaths[fidLite, fidLiteNull](t, in, "gft_fid_lite")
 	})
 }

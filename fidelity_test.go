@@ -17,6 +17,7 @@ import (
 	"time"
 	_ "time/tzdata" // the session time zones below, wherever the tests run
 
+	"github.com/gormflight/gormflight/internal/testdb"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
@@ -26,42 +27,16 @@ import (
 // Fidelity, differential: every query path and destination kind is run live
 // (no scope), cached (first call: the flight's own entry) and cached again
 // (a Redis hit: a decoded entry). Both cached results must deep-equal the
-// live one, with the same RowsAffected and the same error.
-
-const fidSchema = `
-CREATE TABLE IF NOT EXISTS gft_fid_kinds (
-	id bigint PRIMARY KEY, i2 smallint, i4 integer, i8 bigint, num numeric, f4 real,
-	f8 double precision, txt text, vc varchar(40), b boolean, tstz timestamptz,
-	ts timestamp, d date, tm time, iv interval, u uuid, js json, jb jsonb,
-	by bytea, ta text[], ia integer[]);
-CREATE TABLE IF NOT EXISTS gft_fid_owner (id bigint PRIMARY KEY, name text NOT NULL, born timestamptz);
-CREATE TABLE IF NOT EXISTS gft_fid_item (id bigint PRIMARY KEY, owner_id bigint, label text NOT NULL, price numeric, tags text[]);
-DELETE FROM gft_fid_kinds; DELETE FROM gft_fid_item; DELETE FROM gft_fid_owner;
-INSERT INTO gft_fid_kinds VALUES
- (1, -12345, -2147483648, 9007199254740993, -12345678901234567890.123456789, -1.25,
-  0.1, 'héllo, 世界 🎉 "q" \ end', 'varchar ✓', true, '2024-02-29 13:14:15.123456+02',
-  '1999-12-31 23:59:59.999999', '2000-02-29', '23:59:59.654321', '1 year 2 mons 3 days 04:05:06.789',
-  'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{"a":{"b":[1,2.5,{"c":null}]},"s":"ü"}',
-  '{"a":{"b":[1,2.5,{"c":null}]},"s":"ü","n":9007199254740993}', '\x00ff00fe7f',
-  '{"a","NULL",NULL,"b c"}', '{1,NULL,-3}'),
- (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-  NULL, NULL, NULL, NULL, NULL, NULL),
- (3, 0, 0, 0, 0, 0, 0, '', '', false, '1800-01-01 00:00:00+00', '1970-01-01 00:00:00',
-  '1970-01-01', '00:00:00', '0', '00000000-0000-0000-0000-000000000000', '{}', '{}', '',
-  '{}', '{}');
-INSERT INTO gft_fid_owner VALUES (1, 'Ada', '1815-12-10 08:00:00.5+00'), (2, 'Bob', NULL), (3, 'Zoë', '2021-03-28 01:30:00.000001+00');
-INSERT INTO gft_fid_item VALUES (1, 1, 'a', 1.10, '{x,y}'), (2, 1, 'b', 2.20, NULL),
- (3, 2, 'c', -0.5, '{}'), (4, NULL, 'orphan', 0, '{NULL}');`
+// live one, with the same RowsAffected and the same error. The tables are
+// internal/testdb's.
 
 func fidSetup(t *testing.T, db *gorm.DB) {
 	t.Helper()
-	// One transaction: concurrent runs see the old or the new rows, never none.
-	err := withSchemaLock(db, schemaLockFidelity, func(tx *gorm.DB) error {
-		return tx.Exec(fidSchema).Error
-	})
+	sqlDB, err := db.DB()
 	if err != nil {
 		t.Fatal(err)
 	}
+	testdb.SetupFidelity(t, "postgres", sqlDB)
 }
 
 type fidPlain struct {

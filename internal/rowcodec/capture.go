@@ -3,7 +3,6 @@ package rowcodec
 import (
 	"database/sql"
 	"database/sql/driver"
-	"reflect"
 	"slices"
 )
 
@@ -51,9 +50,10 @@ func Capture(rows *sql.Rows) (*Entry, error) {
 	return e, rows.Close()
 }
 
-// captureRowTypes records the scan types the driver reports at row i, if
-// they follow the row: those at the first row differ from those before it.
-// A driver whose types change only after the first row is not noticed.
+// captureRowTypes records the scan types and lengths the driver reports
+// at row i, if they follow the row: those at the first row differ from
+// those before it. A driver whose types change only after the first row is
+// not noticed.
 func (e *Entry) captureRowTypes(rows *sql.Rows, i int) error {
 	if i > 0 && e.rowTypes == nil {
 		return nil
@@ -62,11 +62,14 @@ func (e *Entry) captureRowTypes(rows *sql.Rows, i int) error {
 	if err != nil {
 		return err
 	}
-	at := make([]reflect.Type, len(types))
+	at := make([]rowColumn, len(types))
 	for j, t := range types {
-		at[j] = t.ScanType()
+		at[j].scanType = t.ScanType()
+		at[j].length, at[j].lengthOK = t.Length()
 	}
-	if i == 0 && slices.EqualFunc(at, e.columns, func(t reflect.Type, c column) bool { return t == c.scanType }) {
+	if i == 0 && slices.EqualFunc(at, e.columns, func(r rowColumn, c column) bool {
+		return r.scanType == c.scanType && r.length == c.length && r.lengthOK == c.lengthOK
+	}) {
 		return nil
 	}
 	e.rowTypes = append(e.rowTypes, at)

@@ -154,7 +154,7 @@ func TestDecodeCapsBareRows(t *testing.T) {
 func TestRowScanTypes(t *testing.T) {
 	in := mustEntry(t, []string{"v"}, [][]driver.Value{{int64(1)}, {[]byte{1}}, {nil}})
 	in.columns[0].scanType = nil // before the first row
-	in.rowTypes = [][]reflect.Type{{reflect.TypeFor[int64]()}, {reflect.TypeFor[[][]byte]()}, {nil}}
+	in.rowTypes = [][]rowColumn{{{scanType: reflect.TypeFor[int64]()}}, {{scanType: reflect.TypeFor[[][]byte](), length: 1<<63 - 1, lengthOK: true}}, {{}}}
 	data, err := Encode(nil, in, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -172,6 +172,9 @@ func TestRowScanTypes(t *testing.T) {
 	for i, w := range want {
 		if got := r.ColumnTypeScanType(0); got != w {
 			t.Errorf("before Next %d: scan type %v, want %v", i, got, w)
+		}
+		if n, ok := r.ColumnTypeLength(0); (i == 2) != ok || ok && n != 1<<63-1 {
+			t.Errorf("before Next %d: length %d, %v", i, n, ok)
 		}
 		_ = r.Next(dest)
 	}

@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"reflect"
 	"sync"
 	"time"
 
@@ -130,7 +129,7 @@ func decodeRows(dec *msgpack.Decoder, r *bytes.Reader, e *Entry) error {
 	return nil
 }
 
-// decodeRowTypes reads the per-row scan types, if any: one list per row.
+// decodeRowTypes reads the per-row column types, if any: one list per row.
 func decodeRowTypes(dec *msgpack.Decoder, e *Entry) error {
 	n, err := dec.DecodeArrayLen()
 	if err != nil {
@@ -142,22 +141,33 @@ func decodeRowTypes(dec *msgpack.Decoder, e *Entry) error {
 	if n != len(e.rows) {
 		return fmt.Errorf("scan types of %d rows for %d rows", n, len(e.rows))
 	}
-	e.rowTypes = make([][]reflect.Type, n)
-	types := make([]reflect.Type, n*len(e.columns))
+	e.rowTypes = make([][]rowColumn, n)
+	cols := make([]rowColumn, n*len(e.columns))
 	for i := range e.rowTypes {
-		e.rowTypes[i] = types[i*len(e.columns) : (i+1)*len(e.columns) : (i+1)*len(e.columns)]
+		e.rowTypes[i] = cols[i*len(e.columns) : (i+1)*len(e.columns) : (i+1)*len(e.columns)]
 		for j := range e.rowTypes[i] {
-			code, err := dec.DecodeUint64()
-			if err != nil {
+			if err := decodeRowColumn(dec, &e.rowTypes[i][j]); err != nil {
 				return err
 			}
-			if code >= uint64(len(scanTypes)) {
-				return fmt.Errorf("scan type code %d", code)
-			}
-			e.rowTypes[i][j] = scanTypes[code]
 		}
 	}
 	return nil
+}
+
+func decodeRowColumn(dec *msgpack.Decoder, c *rowColumn) error {
+	code, err := dec.DecodeUint64()
+	if err != nil {
+		return err
+	}
+	if code >= uint64(len(scanTypes)) {
+		return fmt.Errorf("scan type code %d", code)
+	}
+	c.scanType = scanTypes[code]
+	if c.length, err = dec.DecodeInt64(); err != nil {
+		return err
+	}
+	c.lengthOK, err = dec.DecodeBool()
+	return err
 }
 
 func decodeValue(dec *msgpack.Decoder) (driver.Value, error) {

@@ -154,23 +154,26 @@ func Encode(dst []byte, e *Entry, limit int) ([]byte, error) {
 	return append(dst, w.buf.Bytes()...), nil
 }
 
-// encodeRowTypes writes e.rowTypes: their count (0 for none), then each
-// row's scan type codes.
+// encodeRowTypes writes e.rowTypes: their count (0 for none), then for
+// each row and column the scan type's code, the length and whether it was
+// reported.
 func (w *entryWriter) encodeRowTypes(e *Entry) error {
 	if e.rowTypes != nil && len(e.rowTypes) != len(e.rows) {
 		return fmt.Errorf("%w: scan types of %d rows for %d rows", ErrUnencodable, len(e.rowTypes), len(e.rows))
 	}
 	_ = w.enc.EncodeArrayLen(len(e.rowTypes))
-	for _, types := range e.rowTypes {
-		if len(types) != len(e.columns) {
-			return fmt.Errorf("%w: %d scan types for %d columns", ErrUnencodable, len(types), len(e.columns))
+	for _, cols := range e.rowTypes {
+		if len(cols) != len(e.columns) {
+			return fmt.Errorf("%w: %d scan types for %d columns", ErrUnencodable, len(cols), len(e.columns))
 		}
-		for _, t := range types {
-			code, ok := scanTypeCodes[t]
+		for _, c := range cols {
+			code, ok := scanTypeCodes[c.scanType]
 			if !ok {
-				return fmt.Errorf("%w: scan type %v", ErrUnencodable, t)
+				return fmt.Errorf("%w: scan type %v", ErrUnencodable, c.scanType)
 			}
 			_ = w.enc.EncodeUint(uint64(code))
+			_ = w.enc.EncodeInt(c.length)
+			_ = w.enc.EncodeBool(c.lengthOK)
 		}
 	}
 	return nil

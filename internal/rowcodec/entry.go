@@ -27,11 +27,11 @@ type Entry struct {
 	columns []column
 	names   []string
 	rows    [][]driver.Value
-	// rowTypes are the scan types the driver reported at each row, for a
-	// driver whose scan types follow the row's values (SQLite's: a value
-	// keeps its own storage class, whatever its column's); nil when they
-	// are columns[i].scanType throughout.
-	rowTypes [][]reflect.Type
+	// rowTypes are the scan types and lengths the driver reported at each
+	// row, for a driver whose column types follow the row's values
+	// (SQLite's: a value keeps its own storage class, whatever its
+	// column's); nil when they are the columns' throughout.
+	rowTypes [][]rowColumn
 
 	// Local marks an entry computed in a session other than the one its
 	// key names: it is returned to its callers and never stored.
@@ -51,6 +51,14 @@ type column struct {
 	decimalOK            bool
 }
 
+// rowColumn is what a driver whose column types follow the row reports for
+// one column at one row.
+type rowColumn struct {
+	scanType reflect.Type
+	length   int64
+	lengthOK bool
+}
+
 // Rows returns the number of rows in e.
 func (e *Entry) Rows() int { return len(e.rows) }
 
@@ -68,8 +76,8 @@ func (e *Entry) MemSize() int {
 	n += AllocSize(len(e.rows) * int(unsafe.Sizeof([]driver.Value(nil))))
 	n += AllocSize(len(e.rows) * len(e.columns) * int(unsafe.Sizeof(driver.Value(nil))))
 	if e.rowTypes != nil {
-		n += AllocSize(len(e.rowTypes) * int(unsafe.Sizeof([]reflect.Type(nil))))
-		n += AllocSize(len(e.rowTypes) * len(e.columns) * int(unsafe.Sizeof(reflect.Type(nil))))
+		n += AllocSize(len(e.rowTypes) * int(unsafe.Sizeof([]rowColumn(nil))))
+		n += AllocSize(len(e.rowTypes) * len(e.columns) * int(unsafe.Sizeof(rowColumn{})))
 	}
 	for _, row := range e.rows {
 		for _, v := range row {

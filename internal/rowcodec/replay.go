@@ -142,14 +142,23 @@ func (r *replayRows) Next(dest []driver.Value) error {
 
 func (r *replayRows) ColumnTypeDatabaseTypeName(i int) string { return r.entry.columns[i].dbType }
 
-// ColumnTypeScanType answers as the live driver did at the same row: before
-// the first, and after it for a driver whose types follow the row (past the
-// last row, the last row's).
+// ColumnTypeScanType and ColumnTypeLength answer as the live driver did at
+// the same row: before the first, and after it for a driver whose column
+// types follow the row (past the last row, the last row's).
 func (r *replayRows) ColumnTypeScanType(i int) reflect.Type {
-	if rt := r.entry.rowTypes; rt != nil && r.next > 0 {
-		return rt[min(r.next, len(rt))-1][i]
+	if at := r.rowColumn(i); at != nil {
+		return at.scanType
 	}
 	return r.entry.columns[i].scanType
+}
+
+// rowColumn is what the driver reported for column i at the current row,
+// or nil when it reported what it did before the first.
+func (r *replayRows) rowColumn(i int) *rowColumn {
+	if rt := r.entry.rowTypes; rt != nil && r.next > 0 {
+		return &rt[min(r.next, len(rt))-1][i]
+	}
+	return nil
 }
 
 func (r *replayRows) ColumnTypeNullable(i int) (nullable, ok bool) {
@@ -158,6 +167,9 @@ func (r *replayRows) ColumnTypeNullable(i int) (nullable, ok bool) {
 }
 
 func (r *replayRows) ColumnTypeLength(i int) (length int64, ok bool) {
+	if at := r.rowColumn(i); at != nil {
+		return at.length, at.lengthOK
+	}
 	c := r.entry.columns[i]
 	return c.length, c.lengthOK
 }
