@@ -98,13 +98,14 @@ func (p *Plugin) fingerprint(ctx context.Context, pool gorm.ConnPool) (string, e
 // private reports whether reads on conn must run uncached whatever its
 // fingerprint says: it is inside a transaction begun in SQL (its reads
 // see what it wrote, uncommitted), or the dialect's fingerprint cannot show
-// every change (SessionUnseen) and conn's session changed, or a change was
-// made where the plugin could not tell on which connection.
+// every change (SessionUnseen) and a connection's session changed: conn's,
+// one that went back to the pool changed (a later db.Connection may get it
+// again, as another *sql.Conn), or one the plugin could not tell.
 func (s *sessionState) private(d *dialect.Dialect, conn *sql.Conn) bool {
 	s.mu.Lock()
 	taint := s.tainted[conn]
 	s.mu.Unlock()
-	return taint&dialect.AspTx != 0 || d.SessionUnseen && (taint != 0 || s.poolTaint.Load())
+	return taint&dialect.AspTx != 0 || d.SessionUnseen && (taint != 0 || s.inDoubt())
 }
 
 // inSQLTx reports whether a statement on pool may run inside a transaction

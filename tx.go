@@ -128,8 +128,33 @@ type trackingTx struct {
 	engine *engine.Engine
 	pool   *trackingPool // nil for a transaction begun elsewhere (trackStartedTx)
 
-	mu      sync.Mutex
-	written map[string]struct{}
+	mu       sync.Mutex
+	written  map[string]struct{}
+	implicit bool // a statement committed it implicitly (MySQL): its writes commit as they run
+}
+
+// implicitCommit reports whether the transaction's writes may commit as
+// they run: a statement in it committed it implicitly (MySQL's DDL), now
+// (commits) or before. Its writes are then bumped as they run, recorded
+// all the same, and bumped again when it ends, Rollback included: a
+// statement taken for one that commits costs extra bumps only.
+func (t *trackingTx) implicitCommit(commits bool) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.implicit = t.implicit || commits
+	return t.implicit
+}
+
+// recorded returns the tables recorded so far, sorted, and keeps them.
+func (t *trackingTx) recorded() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	tables := make([]string, 0, len(t.written))
+	for name := range t.written {
+		tables = append(tables, name)
+	}
+	slices.Sort(tables)
+	return tables
 }
 
 func (t *trackingTx) record(tables []string) {
@@ -167,9 +192,15 @@ func (t *trackingTx) Commit() error {
 	return err
 }
 
+// Rollback drops what the transaction wrote, unless a statement in it
+// committed it implicitly: those writes stay, and are bumped again.
 func (t *trackingTx) Rollback() error {
-	t.take()
-	return t.Tx.Rollback()
+	tables := t.take()
+	err := t.Tx.Rollback()
+	if t.implicitCommit(false) {
+		_ = t.engine.Invalidate(context.Background(), tables, engine.Announcement{})
+	}
+	return err
 }
 
 func (t *trackingTx) GetDBConn() (*sql.DB, error) {

@@ -111,10 +111,17 @@ func statementTables(d *dialect.Dialect, stmt *gorm.Statement) []string {
 	return nil
 }
 
-// commitsImplicitly reports whether db's statement commits the transaction
-// it runs in before it runs (MySQL's DDL and transaction statements).
+// commitsImplicitly reports whether db's statement ends the transaction it
+// runs in (COMMIT run as SQL; MySQL's DDL and transaction statements).
 func (p *Plugin) commitsImplicitly(db *gorm.DB) bool {
-	return p.dialect.ImplicitCommit && db.Statement.SQL.Len() > 0 && p.dialect.CommitsImplicitly(db.Statement.SQL.String())
+	return db.Statement.SQL.Len() > 0 && p.dialect.CommitsImplicitly(db.Statement.SQL.String())
+}
+
+// beginsSQLTx reports whether db's statement string begins a transaction in
+// SQL (BEGIN; UPDATE ...; COMMIT in one Exec): its writes are announced as
+// those of a transaction the plugin cannot follow.
+func (p *Plugin) beginsSQLTx(db *gorm.DB) bool {
+	return db.Statement.SQL.Len() > 0 && p.dialect.ChangesSession(db.Statement.SQL.String()).Adds&dialect.AspTx != 0
 }
 
 // announceWrites returns the callback that announces the tables a statement
@@ -131,14 +138,15 @@ func (p *Plugin) announceWrites(withTable bool) func(*gorm.DB) {
 		_, inTx := db.Statement.ConnPool.(gorm.TxCommitter)
 		tables := writtenTables(p.dialect, db, withTable)
 		if tx := trackedTx(db.Statement.ConnPool); inTx && tx != nil {
-			if !p.commitsImplicitly(db) {
+			if !tx.implicitCommit(p.commitsImplicitly(db)) {
 				return // announced by the transaction's Commit
 			}
-			// MySQL commits the transaction before this statement runs:
-			// what it wrote so far is announced now and bumped after it.
-			tables, inTx = dialect.MergeTables(tables, tx.take()), false
+			// MySQL committed the transaction before this statement (or
+			// commits it now): what it wrote so far, and this statement,
+			// are announced now and bumped after it (and again at its end).
+			tables, inTx = dialect.MergeTables(tables, tx.recorded()), false
 		}
-		inTx = inTx || p.session.inSQLTx(db.Statement.ConnPool)
+		inTx = inTx || p.session.inSQLTx(db.Statement.ConnPool) || p.beginsSQLTx(db)
 		if a := p.engine.Announce(db.Statement.Context, p.cascadeBefore(db, tables), inTx); !a.Empty() {
 			db.Statement.Settings.Store(instanceKey(db.Statement, announcedKey), a)
 		}
@@ -171,9 +179,11 @@ func (p *Plugin) recordWrites(withTable bool) func(*gorm.DB) {
 		if len(tables) == 0 {
 			return
 		}
-		if tx := trackedTx(db.Statement.ConnPool); tx != nil && !p.commitsImplicitly(db) {
+		if tx := trackedTx(db.Statement.ConnPool); tx != nil {
 			tx.record(tables)
-			return
+			if !tx.implicitCommit(false) {
+				return
+			}
 		}
 		// Outside a transaction the write has committed by now. A
 		// transaction this plugin cannot follow has not: its writes are

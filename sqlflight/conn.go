@@ -134,25 +134,30 @@ func values(args []driver.NamedValue) []any {
 // track runs a statement, and invalidates the tables it writes: outside a
 // transaction, announced before it runs and bumped after (held, when a
 // transaction begun in SQL may leave it uncommitted); inside one, recorded
-// for Commit, unless the statement commits the transaction first (MySQL's
-// DDL), when what the transaction wrote is announced and bumped with it.
-// It records what the statement does to the connection's session.
+// for Commit, and bumped as it runs too once a statement ended the
+// transaction early. It records what the statement does to the
+// connection's session.
 func (c *conn) track(ctx context.Context, query string, run func() error) error {
 	w := c.c
 	tables := w.written(ctx, query)
 	ddl := w.d.Analysis(query).DDL
-	if c.tx != nil && !w.d.CommitsImplicitly(query) {
-		err := run()
-		c.tx.record(tables, ddl)
-		c.note(w.d.ChangesSession(query))
-		return err
-	}
+	eff := w.d.ChangesSession(query)
 	if c.tx != nil {
-		tables = dialect.MergeTables(tables, c.tx.take())
+		c.tx.record(tables, ddl)
+		if !c.tx.implicitCommit(w.d.CommitsImplicitly(query)) {
+			err := run()
+			c.note(eff)
+			return err
+		}
+		// The statement ends the transaction (COMMIT run as SQL, MySQL's
+		// DDL), or one before it did: its writes commit as they run. They
+		// are bumped now, and again when the transaction ends.
+		tables = c.tx.recorded()
 	}
 	var a engine.Announcement
 	if len(tables) > 0 {
-		a = w.engine.Announce(ctx, tables, c.taint&dialect.AspTx != 0)
+		held := c.tx == nil && (c.taint|eff.Adds)&dialect.AspTx != 0
+		a = w.engine.Announce(ctx, tables, held)
 	}
 	err := run()
 	if len(tables) > 0 {
@@ -161,10 +166,10 @@ func (c *conn) track(ctx context.Context, query string, run func() error) error 
 		}
 		_ = w.engine.Invalidate(ctx, tables, a)
 	}
-	if ddl {
+	if ddl && c.tx == nil {
 		w.reloadSchema(ctx, true)
 	}
-	c.note(w.d.ChangesSession(query))
+	c.note(eff)
 	return err
 }
 
@@ -246,9 +251,28 @@ type tx struct {
 	driver.Tx
 	c *conn
 
-	mu      sync.Mutex
-	written []string
-	ddl     bool // a statement changed the schema: reload it after Commit
+	mu       sync.Mutex
+	written  []string
+	ddl      bool // a statement changed the schema: reload it after Commit
+	implicit bool // a statement ended it early (COMMIT as SQL, MySQL's DDL): writes commit as they run
+}
+
+// implicitCommit reports whether the transaction's writes may commit as
+// they run: a statement in it ended it, now (ends) or before.
+func (t *tx) implicitCommit(ends bool) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.implicit = t.implicit || ends
+	return t.implicit
+}
+
+// recorded returns what the transaction wrote so far, and keeps it.
+func (t *tx) recorded() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	tables := slices.Clone(t.written)
+	slices.Sort(tables)
+	return slices.Compact(tables)
 }
 
 func (t *tx) record(tables []string, ddl bool) {
@@ -283,10 +307,19 @@ func (t *tx) Commit() error {
 	return err
 }
 
+// Rollback drops what the transaction wrote, unless a statement ended it
+// early: those writes stay, and are bumped again.
 func (t *tx) Rollback() error {
-	t.take()
+	tables := t.take()
 	t.c.tx = nil
-	return t.Tx.Rollback()
+	err := t.Tx.Rollback()
+	if t.implicitCommit(false) {
+		_ = t.c.c.engine.Invalidate(context.Background(), tables, engine.Announcement{})
+	}
+	if t.ddl {
+		t.c.c.reloadSchema(context.Background(), true)
+	}
+	return err
 }
 
 // stmt is a prepared statement whose executions invalidate what it writes.

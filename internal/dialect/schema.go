@@ -219,14 +219,13 @@ func TableSet(v []string) []string {
 	return slices.Clip(slices.Compact(v))
 }
 
-// CommitsImplicitly reports whether query holds a statement that commits
-// the open transaction before it runs, in a dialect that does that
-// (ImplicitCommit: MySQL's DDL other than on temporary tables, and its
-// statements that manage transactions, locks, users and tables).
+// CommitsImplicitly reports whether query holds a statement that ends the
+// open transaction before the statements after it run: COMMIT, ROLLBACK
+// (not ROLLBACK TO a savepoint), and PostgreSQL's and SQLite's END and
+// ABORT in every dialect; in one that commits implicitly (ImplicitCommit:
+// MySQL), its DDL other than on temporary tables and its statements that
+// manage transactions, locks, users and tables too.
 func (d *Dialect) CommitsImplicitly(query string) bool {
-	if !d.ImplicitCommit {
-		return false
-	}
 	st := lexed{query: query, toks: sqlscan.Lex(d.SQL, query)}
 	first := true
 	for i := range st.toks {
@@ -234,19 +233,40 @@ func (d *Dialect) CommitsImplicitly(query string) bool {
 			first = true
 			continue
 		}
-		if first && implicitCommitWords[st.word(i)] && !(st.word(i+1) == "temporary" || st.word(i+1) == "or" && st.word(i+3) == "temporary") {
-			return true
+		if first {
+			switch w := st.word(i); {
+			case w == "commit", w == "rollback" && !rollsBackTo(st, i+1),
+				(w == "end" || w == "abort") && d.SQL != sqlscan.MySQL:
+				return true
+			case d.ImplicitCommit && w == "set" && st.word(i+1) == "password":
+				return true
+			case d.ImplicitCommit && implicitCommitWords[w] &&
+				!(st.word(i+1) == "temporary" || st.word(i+1) == "or" && st.word(i+3) == "temporary"):
+				return true
+			}
 		}
 		first = false
 	}
 	return false
 }
 
+// rollsBackTo reports whether the ROLLBACK whose next token is at i rolls
+// back to a savepoint: ROLLBACK [WORK | TRANSACTION] TO ...
+func rollsBackTo(st lexed, i int) bool {
+	if w := st.word(i); w == "work" || w == "transaction" {
+		i++
+	}
+	return st.word(i) == "to"
+}
+
 // implicitCommitWords begin MySQL's statements that commit the open
-// transaction (except CREATE and DROP TEMPORARY TABLE).
+// transaction (except CREATE and DROP TEMPORARY TABLE). UNLOCK TABLES does
+// only after LOCK TABLES, which committed already; LOAD DATA only on NDB.
+// A statement taken for one that does not commit costs extra bumps only
+// (the transaction's writes are bumped again when it ends).
 var implicitCommitWords = map[string]bool{
 	"alter": true, "create": true, "drop": true, "rename": true, "truncate": true,
-	"grant": true, "revoke": true, "begin": true, "start": true, "lock": true, "unlock": true,
+	"grant": true, "revoke": true, "begin": true, "start": true, "lock": true,
 	"analyze": true, "optimize": true, "repair": true, "check": true, "flush": true,
-	"reset": true, "cache": true, "load": true, "install": true, "uninstall": true,
+	"reset": true, "cache": true, "install": true, "uninstall": true,
 }

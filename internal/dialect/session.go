@@ -48,8 +48,8 @@ const (
 	AspTemp                         // temporary relations: DISCARD TEMP
 	AspUnknown                      // code that may change anything: only DISCARD ALL
 	// AspTx: a transaction begun by SQL (BEGIN, START TRANSACTION, SET
-	// autocommit = 0), which no driver's Commit ends: its writes commit
-	// when SQL says so (COMMIT, ROLLBACK; SET autocommit = 1).
+	// autocommit, SQLite's SAVEPOINT), which no driver's Commit ends: its
+	// writes commit when SQL says so. Nothing clears it.
 	AspTx
 	AspAll = AspSettings | AspRole | AspTemp | AspUnknown | AspTx
 )
@@ -86,10 +86,29 @@ func (d *Dialect) ChangesSession(query string) Effect {
 			first = true
 			continue
 		}
+		if first && st.word(i) == "create" && createsRoutine(st, i+1) {
+			break // the body (BEGIN ...; END) runs later, if ever
+		}
 		out = out.Then(effect(st, i, first))
 		first = false
 	}
 	return out
+}
+
+// createsRoutine reports whether the CREATE whose next word is at i makes
+// a trigger, procedure, function or event: CREATE [OR REPLACE] [DEFINER =
+// user] [AGGREGATE] TRIGGER|PROCEDURE|FUNCTION|EVENT ..., whose body's
+// statements do not run now.
+func createsRoutine(st lexed, i int) bool {
+	for ; i < len(st.toks) && i < 16; i++ {
+		switch st.word(i) {
+		case "trigger", "procedure", "function", "event":
+			return true
+		case "table", "view", "index", "temporary", "temp", "database", "schema", "user", "role":
+			return false
+		}
+	}
+	return false
 }
 
 // lexed is a statement string and its tokens.
@@ -142,35 +161,21 @@ func pgEffect(st lexed, i int, first bool) Effect {
 		e.Adds = AspTemp
 	case w == "do", w == "call", w == "execute":
 		e.Adds = AspUnknown
-	case w == "end", w == "abort":
-		e.Clears = AspTx
 	default:
 		e = sqlTxEffect(st, i, w)
 	}
 	return e
 }
 
-// sqlTxEffect is the effect of a statement that begins or ends a
-// transaction in SQL, in every dialect: BEGIN and START TRANSACTION add
-// AspTx; COMMIT and ROLLBACK other than ROLLBACK TO clear it. (PostgreSQL's
-// END and ABORT, and SQLite's END and RELEASE, are their dialects'.)
+// sqlTxEffect is the effect of a statement that begins a transaction in
+// SQL, in every dialect: BEGIN and START TRANSACTION add AspTx. Nothing
+// clears it: COMMIT AND CHAIN, SAVEPOINTs, autocommit and compound
+// statements make the end of such a transaction too easy to misread, and a
+// connection that begins transactions in SQL can afford uncached reads.
 func sqlTxEffect(st lexed, i int, w string) Effect {
-	switch w {
-	case "begin":
+	switch {
+	case w == "begin", w == "start" && st.word(i+1) == "transaction", w == "xa":
 		return Effect{Adds: AspTx}
-	case "start":
-		if st.word(i+1) == "transaction" {
-			return Effect{Adds: AspTx}
-		}
-	case "commit":
-		return Effect{Clears: AspTx}
-	case "rollback":
-		for j := i + 1; j < len(st.toks) && st.toks[j].Kind != sqlscan.TokSemi; j++ {
-			if st.word(j) == "to" {
-				return Effect{} // ROLLBACK [WORK|TRANSACTION] TO SAVEPOINT
-			}
-		}
-		return Effect{Clears: AspTx}
 	}
 	return Effect{}
 }
@@ -214,8 +219,8 @@ func mysqlEffect(st lexed, i int, first bool) Effect {
 // mysqlSetEffect is the effect of MySQL's SET whose first word after SET is
 // at i: SET [GLOBAL | SESSION | LOCAL | PERSIST] var = value, ... Variables
 // that change no query's rows (checks on writes, timeouts, logging) change
-// nothing; autocommit = 0 begins a transaction SQL must end, and = 1 ends
-// it; SET TRANSACTION and SET PASSWORD change nothing a read sees.
+// nothing; autocommit, however it is set, may begin a transaction SQL must
+// end (AspTx); SET TRANSACTION and SET PASSWORD change nothing a read sees.
 func mysqlSetEffect(st lexed, i int) Effect {
 	switch st.word(i) {
 	case "transaction", "password":
@@ -225,22 +230,29 @@ func mysqlSetEffect(st lexed, i int) Effect {
 	case "names", "character", "charset":
 		return Effect{Adds: AspSettings}
 	}
+	for j := i; j < len(st.toks) && st.toks[j].Kind != sqlscan.TokSemi; j++ {
+		if strings.Contains(strings.ToLower(st.text(j)), "autocommit") {
+			return Effect{Adds: AspSettings | AspTx} // however it is spelled
+		}
+	}
 	var e Effect
 	for j := i; j < len(st.toks) && st.toks[j].Kind != sqlscan.TokSemi; j++ {
 		name, value, next, ok := mysqlAssignment(st, j)
 		if !ok {
 			return Effect{Adds: AspSettings}
 		}
-		switch {
-		case name == "autocommit" && (value == "0" || value == "off" || value == "false"):
-			e.Adds |= AspTx
-		case name == "autocommit":
-			e.Clears |= AspTx
-		case !mysqlHarmlessVars[name]:
+		if !mysqlHarmlessVars[name] || value == "" {
 			e.Adds |= AspSettings
 		}
-		if j = next; !(j < len(st.toks) && st.text(j) == ",") {
+		j = next
+		if j >= len(st.toks) || st.toks[j].Kind == sqlscan.TokSemi {
 			break
+		}
+		if st.text(j) != "," {
+			// A value of more than one token ((0), 1 + 0): the variables
+			// after it are not read, so the statement counts as changing a
+			// setting.
+			return Effect{Adds: e.Adds | AspSettings}
 		}
 	}
 	return e
@@ -319,8 +331,6 @@ func sqliteEffect(st lexed, i int, first bool) Effect {
 		}
 	case "savepoint":
 		e.Adds = AspTx // outside a transaction, SAVEPOINT begins one
-	case "end", "release":
-		e.Clears = AspTx // RELEASE of the outermost savepoint ends it
 	default:
 		e = sqlTxEffect(st, i, st.word(i))
 	}

@@ -102,11 +102,18 @@ func (w *walker) sqliteStatement(i int) (next int, ok bool) {
 	switch {
 	case w.is(i, "pragma"):
 		// PRAGMA reads the catalog or the connection's settings, and one
-		// that sets a value may change how later statements behave
-		// (foreign_keys, recursive_triggers): what is known of the schema
-		// is forgotten.
-		w.catalog, w.ddl = true, true
-		return w.stmtEnd(i), true
+		// that sets a value (PRAGMA x = v) may change how later statements
+		// behave (foreign_keys, recursive_triggers): what is known of the
+		// schema is forgotten. One that reads (PRAGMA x, PRAGMA
+		// table_info(t)) changes nothing.
+		end := w.stmtEnd(i)
+		w.catalog = true
+		for k := i + 1; k < end; k++ {
+			if w.toks[k].kind == tkOp && w.toks[k].text(w.s) == "=" {
+				w.ddl = true
+			}
+		}
+		return end, true
 	case (w.is(i, "attach") || w.is(i, "detach")):
 		// A database attached or detached changes what unqualified names
 		// resolve to.

@@ -67,7 +67,8 @@ var sqliteCases = []struct {
 	{`ATTACH DATABASE 'x.db' AS x`, Result{Writes: l(AllTables), DDL: true, Schema: true}},
 	{`DETACH x`, Result{Writes: l(AllTables), DDL: true, Schema: true}},
 	// The catalog and the connection's state: never cached.
-	{`PRAGMA table_info(users)`, Result{Catalog: true, DDL: true}},
+	{`PRAGMA table_info(users)`, Result{Catalog: true}}, // reads: the schema stays known
+	{`PRAGMA foreign_keys`, Result{Catalog: true}},
 	{`PRAGMA foreign_keys = ON`, Result{Catalog: true, DDL: true}},
 	{`SELECT name FROM sqlite_master WHERE type = 'table'`, Result{Reads: l("sqlite_master"), Catalog: true}},
 	{`SELECT * FROM "SQLITE_SCHEMA"`, Result{Reads: l("sqlite_schema"), Catalog: true}},
