@@ -233,10 +233,7 @@ func TestDialectMySQLSetStatementForUpdate(t *testing.T) {
 	if err := a.db.Exec("SET STATEMENT max_statement_time = 100 FOR UPDATE " + table + " SET name = 'new' WHERE id = 1").Error; err != nil {
 		t.Fatal(err)
 	}
-	want := queryRows(t, live, q)
-	if got := sessRows(t, b.db, q); got != want {
-		t.Errorf("after A's UPDATE returned, B read %s, want %s", got, want)
-	}
+	expectLive(t, live, b, q, "after A's UPDATE returned,")
 }
 
 // MariaDB with a client character set whose multi-byte characters hold
@@ -260,24 +257,7 @@ func TestDialectMySQLMultibyteCharset(t *testing.T) {
 	if err := db.Use(p); !errors.Is(err, ErrUnsupportedDialect) {
 		t.Errorf("db.Use with charset sjis: %v, want ErrUnsupportedDialect", err)
 	}
-	in := d.instances(t, 1, nil)[0]
-	tag := uniqueTag(t)
-	err = in.db.Connection(func(c *gorm.DB) error {
-		adminExec(t, c, "SET NAMES sjis")
-		for range 2 {
-			var n int
-			if err := c.Session(&gorm.Session{}).Scopes(Cache(time.Minute)).Raw("SELECT gft_record(?, 0) AS n", tag).Scan(&n).Error; err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n := d.calls(t, in.db, tag); n != 2 {
-		t.Errorf("two reads on a connection with charset sjis ran %d times, want 2 (uncached)", n)
-	}
+	expectUncachedAfter(t, d, "SET NAMES sjis")
 }
 
 // SQLite: a pool opened with case_sensitive_like in the DSN shares no keys
@@ -356,10 +336,7 @@ func TestDialectMySQLAutocommitOff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := queryRows(t, live, q)
-	if got := sessRows(t, b.db, q); got != want {
-		t.Errorf("after COMMIT returned, B read %s, want %s", got, want)
-	}
+	expectLive(t, live, b, q, "after COMMIT returned,")
 }
 
 // ---------------------------------------------------------------------------

@@ -1,7 +1,6 @@
 package gormflight
 
 import (
-	"errors"
 	"fmt"
 	"time"
 
@@ -19,15 +18,14 @@ const settingKey = "gormflight:cache"
 // cacheSettings are one statement's caching instructions.
 type cacheSettings struct {
 	ttl      time.Duration
-	staleFor time.Duration                // StaleFor
-	local    *time.Duration               // Local; nil: Config.Local
-	tables   map[sqlscan.Dialect][]string // declared with Tables, normalised in each dialect
-	errs     map[sqlscan.Dialect]error    // names Tables could not read, by dialect
+	staleFor time.Duration    // StaleFor
+	local    *time.Duration   // Local; nil: Config.Local
+	declared dialect.Declared // with Tables
 }
 
 // declaredTables returns the tables declared with Tables, normalised in
 // dialect d.
-func (s *cacheSettings) declaredTables(d sqlscan.Dialect) []string { return s.tables[d] }
+func (s *cacheSettings) declaredTables(d sqlscan.Dialect) []string { return s.declared.Tables[d] }
 
 // Option adjusts one cached query. Pass options to Cache.
 type Option func(*cacheSettings)
@@ -40,24 +38,7 @@ type Option func(*cacheSettings)
 // qualifier is ignored); one that is not a table name there adds
 // ErrInvalidTableName to the statement's errors.
 func Tables(names ...string) Option {
-	return func(s *cacheSettings) {
-		if s.tables == nil {
-			s.tables = make(map[sqlscan.Dialect][]string, len(dialect.Dialects))
-		}
-		for _, d := range dialect.Dialects {
-			for _, n := range names {
-				t, err := dialect.TableNameIn(d, n)
-				if err != nil {
-					if s.errs == nil {
-						s.errs = make(map[sqlscan.Dialect]error)
-					}
-					s.errs[d] = errors.Join(s.errs[d], err)
-					continue
-				}
-				s.tables[d] = append(s.tables[d], t)
-			}
-		}
-	}
+	return func(s *cacheSettings) { s.declared.Add(names...) }
 }
 
 // StaleFor keeps the query's entry for d past its TTL, for users who accept
@@ -163,7 +144,7 @@ func (c CacheOption) ModifyStatement(stmt *gorm.Statement) {
 		stmt.Settings.Delete(settingKey)
 		return
 	}
-	if err := c.settings.errs[statementDialect(stmt)]; err != nil {
+	if err := c.settings.declared.Errs[statementDialect(stmt)]; err != nil {
 		_ = stmt.AddError(err)
 		stmt.Settings.Delete(settingKey)
 		return

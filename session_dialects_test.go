@@ -38,7 +38,7 @@ func TestDeclaredNamesByDialect(t *testing.T) {
 		if !slices.Equal(got, c.want) {
 			t.Errorf("%v: declared %v, want %v", c.d, got, c.want)
 		}
-		if err := s.errs[c.d]; (err != nil) != c.errs || err != nil && !errors.Is(err, ErrInvalidTableName) {
+		if err := s.declared.Errs[c.d]; (err != nil) != c.errs || err != nil && !errors.Is(err, ErrInvalidTableName) {
 			t.Errorf("%v: error %v, want one: %v", c.d, err, c.errs)
 		}
 	}
@@ -244,10 +244,17 @@ func TestMySQLModesTheAnalyserCannotRead(t *testing.T) {
 			t.Errorf("db.Use with sql_mode %s: %v, want ErrUnsupportedDialect", mode, err)
 		}
 	}
+	expectUncachedAfter(t, d, "SET SESSION sql_mode = 'ANSI_QUOTES'")
+}
+
+// expectUncachedAfter checks that two cached reads on a db.Connection that
+// ran set both run on the database.
+func expectUncachedAfter(t *testing.T, d *testDB, set string) {
+	t.Helper()
 	in := d.instances(t, 1, nil)[0]
 	tag := uniqueTag(t)
-	err = in.db.Connection(func(c *gorm.DB) error {
-		adminExec(t, c, "SET SESSION sql_mode = 'ANSI_QUOTES'")
+	err := in.db.Connection(func(c *gorm.DB) error {
+		adminExec(t, c, set)
 		for range 2 {
 			var n int
 			if err := c.Session(&gorm.Session{}).Scopes(Cache(time.Minute)).Raw("SELECT gft_record(?, 0) AS n", tag).Scan(&n).Error; err != nil {
@@ -260,7 +267,7 @@ func TestMySQLModesTheAnalyserCannotRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	if n := d.calls(t, in.db, tag); n != 2 {
-		t.Errorf("two reads on a connection in ANSI_QUOTES mode ran %d times, want 2 (uncached)", n)
+		t.Errorf("two reads on a connection after %q ran %d times, want 2 (uncached)", set, n)
 	}
 }
 

@@ -15,6 +15,25 @@ import (
 
 var errReview2Abort = errors.New("review2: abort")
 
+// txRig is a test's table of real rows, the query that reads them, and
+// instances A (on db) and B sharing a prefix.
+func txRig(t *testing.T, d *testDB, db *gorm.DB) (live *gorm.DB, table, q string, a, b *instance) {
+	t.Helper()
+	live = d.open(t)
+	table = sessDialectTable(t, d, live)
+	a, b = rv2Pair(t, d, db)
+	return live, table, "SELECT id, name FROM " + table + " ORDER BY id", a, b
+}
+
+// expectLive checks that B's cached read of q gives what the database
+// holds, when (a moment of the test) has come.
+func expectLive(t *testing.T, live *gorm.DB, b *instance, q, when string) {
+	t.Helper()
+	if got, want := sessRows(t, b.db, q), queryRows(t, live, q); got != want {
+		t.Errorf("%s: B read %s, want the database's %s", when, got, want)
+	}
+}
+
 // rv2Pair returns instance A (on db) and instance B (a handle of its own)
 // sharing one prefix.
 func rv2Pair(t *testing.T, d *testDB, db *gorm.DB) (a, b *instance) {
@@ -58,10 +77,7 @@ func TestSessionTxMySQLAutocommitOffSurvivesCommit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := queryRows(t, live, q)
-	if got := sessRows(t, b.db, q); got != want {
-		t.Errorf("after ROLLBACK B read %s, want %s: a row no transaction committed", got, want)
-	}
+	expectLive(t, live, b, q, "after ROLLBACK : a row no transaction committed")
 }
 
 // ---------------------------------------------------------------------------
@@ -102,10 +118,7 @@ func TestSessionTxCommitAndChain(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				want := queryRows(t, live, q)
-				if got := sessRows(t, b.db, q); got != want {
-					t.Errorf("after ROLLBACK B read %s, want %s", got, want)
-				}
+				expectLive(t, live, b, q, "after ROLLBACK")
 			})
 		}
 	}
@@ -124,10 +137,7 @@ func TestSessionTxMySQLAutocommitOffSpellings(t *testing.T) {
 		"SET unique_checks = 1 + 0, autocommit = 0",
 	} {
 		t.Run(strings.NewReplacer(" ", "_", "@", "", "=", "", ",", "").Replace(set), func(t *testing.T) {
-			live := d.open(t)
-			table := sessDialectTable(t, d, live)
-			q := "SELECT id, name FROM " + table + " ORDER BY id"
-			a, b := rv2Pair(t, d, d.open(t))
+			live, table, q, a, b := txRig(t, d, d.open(t))
 			err := a.db.Connection(func(c *gorm.DB) error {
 				adminExec(t, c, set)
 				adminExec(t, c, "UPDATE "+table+" SET name = 'new' WHERE id = 1")
@@ -155,10 +165,7 @@ func TestSessionTxMySQLAutocommitOffSpellings(t *testing.T) {
 func TestSessionTxBeginAndWriteInOneExec(t *testing.T) {
 	for _, d := range []*testDB{&postgresTestDB, &sqliteTestDB} {
 		t.Run(d.name, func(t *testing.T) {
-			live := d.open(t)
-			table := sessDialectTable(t, d, live)
-			q := "SELECT id, name FROM " + table + " ORDER BY id"
-			a, b := rv2Pair(t, d, d.open(t))
+			live, table, q, a, b := txRig(t, d, d.open(t))
 			err := a.db.Connection(func(c *gorm.DB) error {
 				adminExec(t, c, "BEGIN; UPDATE "+table+" SET name = 'new' WHERE id = 1")
 				sessRows(t, b.db, q) // B fills with the committed rows
@@ -167,10 +174,7 @@ func TestSessionTxBeginAndWriteInOneExec(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := queryRows(t, live, q)
-			if got := sessRows(t, b.db, q); got != want {
-				t.Errorf("after COMMIT returned B read %s, want %s", got, want)
-			}
+			expectLive(t, live, b, q, "after COMMIT returned")
 		})
 	}
 }
@@ -259,10 +263,7 @@ func TestSessionTxMySQLFalseImplicitCommit(t *testing.T) {
 	d := &mysqlTestDB
 	for _, stmt := range []string{"UNLOCK TABLES", "ANALYZE SELECT 1"} {
 		t.Run(strings.ReplaceAll(stmt, " ", "_"), func(t *testing.T) {
-			live := d.open(t)
-			table := sessDialectTable(t, d, live)
-			q := "SELECT id, name FROM " + table + " ORDER BY id"
-			a, b := rv2Pair(t, d, d.open(t))
+			live, table, q, a, b := txRig(t, d, d.open(t))
 			err := a.db.Transaction(func(tx *gorm.DB) error {
 				if err := tx.Exec("UPDATE " + table + " SET name = 'new' WHERE id = 1").Error; err != nil {
 					return err
@@ -276,10 +277,7 @@ func TestSessionTxMySQLFalseImplicitCommit(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := queryRows(t, live, q)
-			if got := sessRows(t, b.db, q); got != want {
-				t.Errorf("after Commit returned B read %s, want %s", got, want)
-			}
+			expectLive(t, live, b, q, "after Commit returned")
 		})
 	}
 }
@@ -325,10 +323,7 @@ func TestSessionTxMySQLTempTableOnReusedConnection(t *testing.T) {
 
 func TestSessionTxMySQLXATransaction(t *testing.T) {
 	d := &mysqlTestDB
-	live := d.open(t)
-	table := sessDialectTable(t, d, live)
-	q := "SELECT id, name FROM " + table + " ORDER BY id"
-	a, b := rv2Pair(t, d, d.open(t))
+	live, table, q, a, b := txRig(t, d, d.open(t))
 	xid := "'gft-rv2-" + randHex(4) + "'"
 	err := a.db.Connection(func(c *gorm.DB) error {
 		adminExec(t, c, "XA START "+xid)
@@ -345,10 +340,7 @@ func TestSessionTxMySQLXATransaction(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := queryRows(t, live, q)
-	if got := sessRows(t, b.db, q); got != want {
-		t.Errorf("after XA ROLLBACK B read %s, want %s", got, want)
-	}
+	expectLive(t, live, b, q, "after XA ROLLBACK")
 }
 
 // ---------------------------------------------------------------------------
@@ -358,10 +350,7 @@ func TestSessionTxMySQLXATransaction(t *testing.T) {
 
 func TestSessionTxCommitStatementInsideTransaction(t *testing.T) {
 	forEachDB(t, func(t *testing.T, d *testDB) {
-		live := d.open(t)
-		table := sessDialectTable(t, d, live)
-		q := "SELECT id, name FROM " + table + " ORDER BY id"
-		a, b := rv2Pair(t, d, d.open(t))
+		live, table, q, a, b := txRig(t, d, d.open(t))
 		sessRows(t, b.db, q)
 		err := a.db.Transaction(func(tx *gorm.DB) error {
 			if err := tx.Exec("UPDATE " + table + " SET name = 'new' WHERE id = 1").Error; err != nil {

@@ -91,7 +91,7 @@ func (c *conn) request(s *settings, query string, args []driver.NamedValue) (eng
 		return engine.Request{}, false
 	}
 	tables := a.Depends // shared: the engine and the key only read them
-	if declared := s.tables[d.SQL]; len(declared) > 0 {
+	if declared := s.declared.Tables[d.SQL]; len(declared) > 0 {
 		tables = dialect.MergeTables(tables, declared)
 	}
 	vals := values(args)

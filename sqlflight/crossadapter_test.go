@@ -39,6 +39,12 @@ func TestCrossAdapter(t *testing.T) {
 			}
 			return strings.Join(out, " ")
 		}
+		// The same SQL read through either adapter is one entry: GORM loads
+		// it, sqlflight hits it.
+		gormRead()
+		if got := r.read(t, s.db, table); got != "1:one 2:two" || s.c.Stats().Loads != 0 || s.c.Stats().Hits == 0 {
+			t.Errorf("sqlflight read %s with %+v after GORM loaded the same SQL, want a hit and no load", got, s.c.Stats())
+		}
 		for i, w := range []struct {
 			name  string
 			write func(val string) error

@@ -2,7 +2,6 @@ package sqlflight
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -16,8 +15,7 @@ type settings struct {
 	ttl      time.Duration
 	staleFor time.Duration
 	local    time.Duration
-	tables   map[sqlscan.Dialect][]string // declared with Tables, normalised in each dialect
-	errs     map[sqlscan.Dialect]error    // names Tables could not read, by dialect
+	declared dialect.Declared // with Tables
 }
 
 // Option adjusts one cached query. Pass options to WithCache.
@@ -62,7 +60,7 @@ func (s *settings) check(d sqlscan.Dialect) error {
 	case s.local < 0:
 		return fmt.Errorf("%w: Local got %v, want 0 or more", ErrInvalidTTL, s.local)
 	}
-	return s.errs[d]
+	return s.declared.Errs[d]
 }
 
 // Tables declares tables the query reads that no SQL parser can see
@@ -70,24 +68,7 @@ func (s *settings) check(d sqlscan.Dialect) error {
 // table name in the database's SQL makes the query fail with
 // ErrInvalidTableName.
 func Tables(names ...string) Option {
-	return func(s *settings) {
-		if s.tables == nil {
-			s.tables = make(map[sqlscan.Dialect][]string, len(dialect.Dialects))
-		}
-		for _, d := range dialect.Dialects {
-			for _, n := range names {
-				t, err := dialect.TableNameIn(d, n)
-				if err != nil {
-					if s.errs == nil {
-						s.errs = make(map[sqlscan.Dialect]error)
-					}
-					s.errs[d] = errors.Join(s.errs[d], err)
-					continue
-				}
-				s.tables[d] = append(s.tables[d], t)
-			}
-		}
-	}
+	return func(s *settings) { s.declared.Add(names...) }
 }
 
 // StaleFor keeps the query's entry for d past its TTL, served while it is

@@ -1,6 +1,7 @@
 package dialect
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 
@@ -109,4 +110,32 @@ func MergeTables(sorted, declared []string) []string {
 		}
 	}
 	return out
+}
+
+// Declared is table names a user declares (Tables), normalised in every
+// dialect, because they are read before the database is known; a name one
+// dialect cannot read is that dialect's error.
+type Declared struct {
+	Tables map[sqlscan.Dialect][]string
+	Errs   map[sqlscan.Dialect]error
+}
+
+// Add normalises names in every dialect.
+func (d *Declared) Add(names ...string) {
+	if d.Tables == nil {
+		d.Tables = make(map[sqlscan.Dialect][]string, len(Dialects))
+	}
+	for _, sd := range Dialects {
+		for _, n := range names {
+			t, err := TableNameIn(sd, n)
+			if err != nil {
+				if d.Errs == nil {
+					d.Errs = make(map[sqlscan.Dialect]error)
+				}
+				d.Errs[sd] = errors.Join(d.Errs[sd], err)
+				continue
+			}
+			d.Tables[sd] = append(d.Tables[sd], t)
+		}
+	}
 }

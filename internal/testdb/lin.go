@@ -341,6 +341,46 @@ func LinRun(t *testing.T, clients []LinClient, workers, opsPerWorker int) {
 	}
 }
 
+// linControlRun builds the control's history on clients: background load
+// on registers 1..K-1, and on register 0, client 0 alone: read, read,
+// write, read, read.
+func linControlRun(t *testing.T, clients []LinClient) (porcupine.CheckResult, int, []int64) {
+	rec := NewLinRecorder()
+	var wg sync.WaitGroup
+	for w := range 4 { // background load on registers 1..K-1
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			LinWorker(t, rec, clients[w%len(clients)], w+1, 60, []int{1, 2, 3})
+		}()
+	}
+	// On register 0, client 0 alone writes: read, read, write, read, read.
+	var reads []int64
+	read := func(c LinClient) {
+		if v, ok := linRead(t, rec, 0, "First", 0, rec.now(), func() (int64, error) { return c.First(0) }); ok {
+			reads = append(reads, v)
+		}
+	}
+	read(clients[0])
+	read(clients[1])
+	const v = 7_000_001
+	call := rec.now()
+	if err := clients[0].Writes[0].Write(0, v); err != nil {
+		t.Fatal(err)
+	}
+	rec.add("write", porcupine.Operation{ClientId: 0, Input: LinInput{key: 0, write: true, val: v}, Call: call, Output: int64(0), Return: rec.now(), Metadata: "c0 write"})
+	read(clients[0])
+	read(clients[1])
+	wg.Wait()
+	if len(reads) != 4 {
+		t.FailNow()
+	}
+	t.Logf("%d operations (calls by kind %v); register 0 read %v around writing %d", len(rec.ops), rec.kinds, reads, v)
+	stale, _ := LinExplain(t, rec.ops)
+	res, _ := LinCheck(t, "per register and query", LinQueryModel(), LinPerQuery(rec.ops))
+	return res, stale, reads
+}
+
 // LinControl checks that the checker catches a real violation. history
 // builds fresh registers and returns two instances' clients; with
 // plainWrites, their writes go through a handle without the adapter,
@@ -348,41 +388,7 @@ func LinRun(t *testing.T, clients []LinClient, workers, opsPerWorker int) {
 // value after the write returned. Without, the same history is clean.
 func LinControl(t *testing.T, history func(t *testing.T, plainWrites bool) []LinClient) {
 	run := func(t *testing.T, plainWrites bool) (porcupine.CheckResult, int, []int64) {
-		clients := history(t, plainWrites)
-		rec := NewLinRecorder()
-		var wg sync.WaitGroup
-		for w := range 4 { // background load on registers 1..K-1
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				LinWorker(t, rec, clients[w%len(clients)], w+1, 60, []int{1, 2, 3})
-			}()
-		}
-		// On register 0, client 0 alone writes: read, read, write, read, read.
-		var reads []int64
-		read := func(c LinClient) {
-			if v, ok := linRead(t, rec, 0, "First", 0, rec.now(), func() (int64, error) { return c.First(0) }); ok {
-				reads = append(reads, v)
-			}
-		}
-		read(clients[0])
-		read(clients[1])
-		const v = 7_000_001
-		call := rec.now()
-		if err := clients[0].Writes[0].Write(0, v); err != nil {
-			t.Fatal(err)
-		}
-		rec.add("write", porcupine.Operation{ClientId: 0, Input: LinInput{key: 0, write: true, val: v}, Call: call, Output: int64(0), Return: rec.now(), Metadata: "c0 write"})
-		read(clients[0])
-		read(clients[1])
-		wg.Wait()
-		if len(reads) != 4 {
-			t.FailNow()
-		}
-		t.Logf("%d operations (calls by kind %v); register 0 read %v around writing %d", len(rec.ops), rec.kinds, reads, v)
-		stale, _ := LinExplain(t, rec.ops)
-		res, _ := LinCheck(t, "per register and query", LinQueryModel(), LinPerQuery(rec.ops))
-		return res, stale, reads
+		return linControlRun(t, history(t, plainWrites))
 	}
 	t.Run("WithoutInvalidation", func(t *testing.T) {
 		res, stale, reads := run(t, true)
