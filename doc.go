@@ -18,7 +18,9 @@
 //
 // A query without the scope behaves as if the plugin were not installed.
 // The plugin serves PostgreSQL, MySQL and MariaDB, and SQLite; db.Use
-// refuses any other dialect with ErrUnsupportedDialect.
+// refuses any other dialect with ErrUnsupportedDialect. Code on
+// database/sql (sqlx, sqlc, bun) gets the same from package sqlflight, and
+// the two invalidate each other on one database and Redis prefix.
 //
 // Reads are linearizable: a read that starts after a write returned never
 // gets rows from before it, on any instance. A hot key is refreshed in the
