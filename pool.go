@@ -105,6 +105,8 @@ func (p *Plugin) request(c *cachedPool, query string, args []any) (engine.Reques
 		var frozen []any
 		if frozen, refreshable = engine.FrozenArgs(args); refreshable {
 			args = frozen
+		} else {
+			args = engine.DetachArgs(args) // the flight may outlive this caller
 		}
 	}
 	return engine.Request{

@@ -190,8 +190,8 @@ func (p *Plugin) recordWrites(withTable bool) func(*gorm.DB) {
 		// bumped now, and its held announcement keeps every instance from
 		// serving or storing entries of the tables until the announcement
 		// expires (Config.LoadTimeout), by when it has most likely committed.
-		if announced.Held() {
-			announced = engine.Announcement{}
+		if announced.Held() || engine.UncertainOutcome(db.Error) {
+			announced = engine.Announcement{} // it ends on its own: the commit may come later
 		}
 		_ = p.engine.Invalidate(db.Statement.Context, tables, announced)
 	}

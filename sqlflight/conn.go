@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"errors"
+	"io"
+	"reflect"
 	"slices"
 	"sync"
 
@@ -21,6 +23,9 @@ type conn struct {
 	c     *Connector
 	taint dialect.Aspects // what its statements changed of its session
 	tx    *tx             // the transaction open on it, or nil
+	// reloadPending: DDL ran in a transaction begun in SQL; the foreign
+	// keys are read again after a statement that may commit it.
+	reloadPending bool
 }
 
 var (
@@ -51,30 +56,68 @@ func (c *conn) QueryContext(ctx context.Context, query string, args []driver.Nam
 			return ent.DriverRows(), nil
 		}
 	}
-	q, ok := c.Conn.(driver.QueryerContext)
+	query1, ok := c.queryer()
 	if !ok {
 		return nil, driver.ErrSkip // database/sql prepares it: stmt tracks it
 	}
-	var rows driver.Rows
-	err := c.track(ctx, query, func() (err error) {
-		rows, err = q.QueryContext(ctx, query, args)
-		return err
-	})
-	return rows, err
+	finish := c.begin(ctx, query)
+	rows, err := query1(ctx, query, args)
+	if err != nil {
+		finish(err)
+		return nil, err
+	}
+	// A writing query (DELETE ... RETURNING) may commit only once its rows
+	// are read: it is invalidated when they are closed.
+	return &trackedRows{Rows: rows, finish: finish}, nil
 }
 
 // ExecContext runs a statement, invalidating what it writes.
 func (c *conn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
-	e, ok := c.Conn.(driver.ExecerContext)
+	exec, ok := c.execer()
 	if !ok {
-		return nil, driver.ErrSkip
+		return nil, driver.ErrSkip // database/sql prepares it: stmt tracks it
 	}
 	var res driver.Result
 	err := c.track(ctx, query, func() (err error) {
-		res, err = e.ExecContext(ctx, query, args)
+		res, err = exec(ctx, query, args)
 		return err
 	})
 	return res, err
+}
+
+// queryer returns the inner connection's way to run a query directly: its
+// QueryerContext, or its older Queryer (without named arguments).
+func (c *conn) queryer() (func(context.Context, string, []driver.NamedValue) (driver.Rows, error), bool) {
+	switch q := c.Conn.(type) {
+	case driver.QueryerContext:
+		return q.QueryContext, true
+	case driver.Queryer: //nolint:staticcheck // the driver's only way
+		return func(_ context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
+			vals, err := plainValues(args)
+			if err != nil {
+				return nil, err
+			}
+			return q.Query(query, vals)
+		}, true
+	}
+	return nil, false
+}
+
+// execer is queryer for statements that return no rows.
+func (c *conn) execer() (func(context.Context, string, []driver.NamedValue) (driver.Result, error), bool) {
+	switch e := c.Conn.(type) {
+	case driver.ExecerContext:
+		return e.ExecContext, true
+	case driver.Execer: //nolint:staticcheck // the driver's only way
+		return func(_ context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
+			vals, err := plainValues(args)
+			if err != nil {
+				return nil, err
+			}
+			return e.Exec(query, vals)
+		}, true
+	}
+	return nil, false
 }
 
 // request describes an opted-in query to the engine. It reports false for
@@ -103,6 +146,8 @@ func (c *conn) request(s *settings, query string, args []driver.NamedValue) (eng
 	frozen, refreshable := engine.FrozenArgs(vals)
 	if refreshable {
 		vals = frozen
+	} else {
+		vals = engine.DetachArgs(vals) // the flight may outlive this caller
 	}
 	return engine.Request{
 		Hash: hash, Tables: tables, TTL: s.ttl, StaleFor: s.staleFor, Local: s.local,
@@ -138,16 +183,24 @@ func values(args []driver.NamedValue) []any {
 // transaction early. It records what the statement does to the
 // connection's session.
 func (c *conn) track(ctx context.Context, query string, run func() error) error {
+	finish := c.begin(ctx, query)
+	err := run()
+	finish(err)
+	return err
+}
+
+// begin starts a statement for track: it announces what the statement
+// writes, and returns what to call once the statement is complete.
+func (c *conn) begin(ctx context.Context, query string) (finish func(err error)) {
 	w := c.c
+	ctx = context.WithoutCancel(ctx) // a write the caller gave up on may still commit
 	tables := w.written(ctx, query)
 	ddl := w.d.Analysis(query).DDL
 	eff := w.d.ChangesSession(query)
 	if c.tx != nil {
 		c.tx.record(tables, ddl)
 		if !c.tx.implicitCommit(w.d.CommitsImplicitly(query)) {
-			err := run()
-			c.note(eff)
-			return err
+			return func(error) { c.note(eff) }
 		}
 		// The statement ends the transaction (COMMIT run as SQL, MySQL's
 		// DDL), or one before it did: its writes commit as they run. They
@@ -159,18 +212,88 @@ func (c *conn) track(ctx context.Context, query string, run func() error) error 
 		held := c.tx == nil && (c.taint|eff.Adds)&dialect.AspTx != 0
 		a = w.engine.Announce(ctx, tables, held)
 	}
-	err := run()
-	if len(tables) > 0 {
-		if a.Held() {
-			a = engine.Announcement{} // it ends on its own: the commit may come later
+	return func(err error) {
+		if len(tables) > 0 {
+			if a.Held() || engine.UncertainOutcome(err) {
+				a = engine.Announcement{} // it ends on its own: the commit may come later
+			}
+			_ = w.engine.Invalidate(ctx, tables, a)
 		}
-		_ = w.engine.Invalidate(ctx, tables, a)
+		if ddl && c.tx == nil && c.taint&dialect.AspTx == 0 {
+			w.reloadSchema(ctx, true)
+		} else if ddl {
+			c.reloadPending = true // the DDL is visible to other connections once committed
+		}
+		if c.reloadPending && c.tx == nil && w.d.CommitsImplicitly(query) {
+			c.reloadPending = false
+			w.reloadSchema(ctx, true)
+		}
+		c.note(eff)
 	}
-	if ddl && c.tx == nil {
-		w.reloadSchema(ctx, true)
-	}
-	c.note(eff)
+}
+
+// trackedRows are a writing query's rows: the write is invalidated once
+// they are closed, when the statement has completed.
+type trackedRows struct {
+	driver.Rows
+	finish func(error)
+	once   sync.Once
+}
+
+func (r *trackedRows) Close() error {
+	err := r.Rows.Close()
+	r.once.Do(func() { r.finish(err) })
 	return err
+}
+
+// The optional column and result-set methods answer as database/sql does
+// for a driver that lacks them.
+
+func (r *trackedRows) ColumnTypeScanType(i int) reflect.Type {
+	if t, ok := r.Rows.(driver.RowsColumnTypeScanType); ok {
+		return t.ColumnTypeScanType(i)
+	}
+	return reflect.TypeFor[any]()
+}
+
+func (r *trackedRows) ColumnTypeDatabaseTypeName(i int) string {
+	if t, ok := r.Rows.(driver.RowsColumnTypeDatabaseTypeName); ok {
+		return t.ColumnTypeDatabaseTypeName(i)
+	}
+	return ""
+}
+
+func (r *trackedRows) ColumnTypeLength(i int) (int64, bool) {
+	if t, ok := r.Rows.(driver.RowsColumnTypeLength); ok {
+		return t.ColumnTypeLength(i)
+	}
+	return 0, false
+}
+
+func (r *trackedRows) ColumnTypeNullable(i int) (bool, bool) {
+	if t, ok := r.Rows.(driver.RowsColumnTypeNullable); ok {
+		return t.ColumnTypeNullable(i)
+	}
+	return false, false
+}
+
+func (r *trackedRows) ColumnTypePrecisionScale(i int) (int64, int64, bool) {
+	if t, ok := r.Rows.(driver.RowsColumnTypePrecisionScale); ok {
+		return t.ColumnTypePrecisionScale(i)
+	}
+	return 0, 0, false
+}
+
+func (r *trackedRows) HasNextResultSet() bool {
+	n, ok := r.Rows.(driver.RowsNextResultSet)
+	return ok && n.HasNextResultSet()
+}
+
+func (r *trackedRows) NextResultSet() error {
+	if n, ok := r.Rows.(driver.RowsNextResultSet); ok {
+		return n.NextResultSet()
+	}
+	return io.EOF
 }
 
 // note records a statement's effect on the connection's session; a
@@ -215,7 +338,7 @@ func (c *conn) PrepareContext(ctx context.Context, query string) (driver.Stmt, e
 	if err != nil {
 		return nil, err
 	}
-	return &stmt{Stmt: s, c: c, query: query}, nil
+	return wrapStmt(&stmt{Stmt: s, c: c, query: query}), nil
 }
 
 func (c *conn) CheckNamedValue(nv *driver.NamedValue) error {
@@ -346,36 +469,48 @@ func (s *stmt) ExecContext(ctx context.Context, args []driver.NamedValue) (drive
 }
 
 func (s *stmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
+	finish := s.c.begin(ctx, s.query)
 	var rows driver.Rows
-	err := s.c.track(ctx, s.query, func() (err error) {
-		if q, ok := s.Stmt.(driver.StmtQueryContext); ok {
-			rows, err = q.QueryContext(ctx, args)
-			return err
-		}
-		vals, err := plainValues(args)
-		if err == nil {
+	var err error
+	if q, ok := s.Stmt.(driver.StmtQueryContext); ok {
+		rows, err = q.QueryContext(ctx, args)
+	} else {
+		var vals []driver.Value
+		if vals, err = plainValues(args); err == nil {
 			rows, err = s.Stmt.Query(vals) //nolint:staticcheck // the driver's only way
 		}
-		return err
-	})
-	return rows, err
+	}
+	if err != nil {
+		finish(err)
+		return nil, err
+	}
+	return &trackedRows{Rows: rows, finish: finish}, nil
 }
 
-// CheckNamedValue converts an argument as database/sql would for the
-// inner statement: by its checker, its column converter, or the
-// connection's checker.
-func (s *stmt) CheckNamedValue(nv *driver.NamedValue) error {
-	switch in := s.Stmt.(type) {
+// checkedStmt is a stmt whose inner statement checks its own arguments.
+type checkedStmt struct{ *stmt }
+
+func (s checkedStmt) CheckNamedValue(nv *driver.NamedValue) error {
+	return s.Stmt.(driver.NamedValueChecker).CheckNamedValue(nv)
+}
+
+// convertedStmt is a stmt whose inner statement converts its arguments by
+// column (database/sql calls the converter as it would the driver's).
+type convertedStmt struct{ *stmt }
+
+func (s convertedStmt) ColumnConverter(idx int) driver.ValueConverter {
+	return s.Stmt.(driver.ColumnConverter).ColumnConverter(idx) //nolint:staticcheck // the driver's
+}
+
+// wrapStmt returns s with the argument checks its inner statement has.
+func wrapStmt(s *stmt) driver.Stmt {
+	switch s.Stmt.(type) {
 	case driver.NamedValueChecker:
-		return in.CheckNamedValue(nv)
-	case driver.ColumnConverter:
-		if nv.Ordinal >= 1 {
-			v, err := in.ColumnConverter(nv.Ordinal - 1).ConvertValue(nv.Value)
-			nv.Value = v
-			return err
-		}
+		return checkedStmt{s}
+	case driver.ColumnConverter: //nolint:staticcheck // the driver's
+		return convertedStmt{s}
 	}
-	return s.c.CheckNamedValue(nv)
+	return s
 }
 
 // plainValues are args for a driver without context methods, which takes

@@ -209,20 +209,20 @@ func (c *Connector) setup(ctx context.Context) error {
 	return nil
 }
 
-// Close stops the engine and closes the wrapper's own pool and the inner
-// connector (if it is an io.Closer). database/sql calls it when the
-// *sql.DB closes.
+// Close stops the engine and closes the wrapper's own pool, which closes
+// the inner connector (if it is an io.Closer). database/sql calls it when
+// the *sql.DB closes.
 func (c *Connector) Close() error {
 	var err error
 	c.closing.Do(func() {
-		if c.engine == nil {
+		if c.engine == nil { // a Config Wrap refused: only the inner connector to close
+			if cl, ok := c.inner.(interface{ Close() error }); ok {
+				err = cl.Close()
+			}
 			return
 		}
 		_, err = c.engine.Close()
-		err = errors.Join(err, c.loads.Close())
-		if cl, ok := c.inner.(interface{ Close() error }); ok {
-			err = errors.Join(err, cl.Close())
-		}
+		err = errors.Join(err, c.loads.Close()) // which closes the inner connector
 	})
 	return err
 }
@@ -237,6 +237,9 @@ func (c *Connector) Stats() Stats { return c.stats.Snapshot() }
 func (c *Connector) Invalidate(ctx context.Context, tables ...string) error {
 	if c.err != nil {
 		return c.err
+	}
+	if err := c.setup(ctx); err != nil { // the foreign keys its cascades follow
+		return err
 	}
 	norm := make([]string, 0, len(tables))
 	for _, t := range tables {
@@ -282,4 +285,15 @@ func (c *Connector) reloadSchema(ctx context.Context, force bool) {
 		return
 	}
 	c.graph.Store(g)
+}
+
+// Unwrap returns the inner driver's connection behind one of the
+// wrapper's, as sql.Conn.Raw hands it (a pgx *stdlib.Conn for CopyFrom or
+// LISTEN), or driverConn itself when it is not the wrapper's. Statements
+// run on it go around the wrapper: call Invalidate after writes made there.
+func Unwrap(driverConn any) any {
+	if c, ok := driverConn.(*conn); ok {
+		return c.Conn
+	}
+	return driverConn
 }

@@ -205,7 +205,9 @@ func mysqlEffect(st lexed, i int, first bool) Effect {
 		}
 	case w == "set":
 		e = mysqlSetEffect(st, i+1)
-	case w == "use":
+	case w == "use", w == "lock":
+		// LOCK TABLES: the connection's reads, which a load on another
+		// connection would wait behind, run uncached (nothing clears it).
 		e.Adds = AspSettings
 	case w == "do", w == "call", w == "execute",
 		w == "begin" && st.word(i+1) == "not", w == "if", w == "case", w == "loop", w == "repeat", w == "while":

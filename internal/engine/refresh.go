@@ -3,7 +3,10 @@ package engine
 import (
 	"bytes"
 	"context"
+	"database/sql/driver"
+	"errors"
 	"math/rand/v2"
+	"net"
 	"slices"
 	"time"
 
@@ -173,4 +176,27 @@ func FrozenArgs(args []any) ([]any, bool) {
 		}
 	}
 	return out, true
+}
+
+// DetachArgs returns args with every []byte copied, for a load that may run
+// after its caller returned (a flight other callers share), when FrozenArgs
+// refused them: the caller may reuse its buffers once it has returned.
+func DetachArgs(args []any) []any {
+	out := slices.Clone(args)
+	for i, a := range out {
+		if b, ok := a.([]byte); ok {
+			out[i] = bytes.Clone(b)
+		}
+	}
+	return out
+}
+
+// UncertainOutcome reports whether a statement that failed with err may
+// still commit: its context ended or its connection broke while the
+// database went on with it. Its announcement is left to end on its own
+// (after LoadTimeout), instead of being ended by the bump.
+func UncertainOutcome(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, driver.ErrBadConn) || errors.As(err, &ne)
 }

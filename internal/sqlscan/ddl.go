@@ -54,6 +54,11 @@ func (w *walker) statement(i int) int {
 		}
 	}
 	switch {
+	case w.is(i, "call"), w.is(i, "execute") && w.d != SQLite, w.is(i, "do") && w.d == PostgreSQL:
+		// A procedure, a prepared statement, an anonymous code block: code
+		// the walk cannot follow, which may write any table.
+		w.schema = true
+		return w.stmtEnd(i)
 	case w.is(i, "explain"):
 		return w.explain(i)
 	case w.is(i, "create"):

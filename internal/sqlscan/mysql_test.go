@@ -34,6 +34,9 @@ var mysqlCases = []struct {
 	{"WITH c AS (SELECT * FROM a) SELECT * FROM c, b", Result{Reads: l("a", "b")}},
 	{"TABLE t", Result{Reads: l("t")}},
 	// Writes.
+	// CALL and EXECUTE run code the walk cannot follow: every table.
+	{"CALL p(1)", Result{Writes: l(AllTables), Schema: true}},
+	{"EXECUTE stmt USING @a", Result{Writes: l(AllTables), Catalog: true, Schema: true}}, // @a: a variable
 	// SET STATEMENT ... FOR runs the statement after FOR.
 	{"SET STATEMENT max_statement_time = 100 FOR UPDATE t SET a = 1", Result{Writes: l("t")}},
 	{"SET STATEMENT a = 1, b = 2 FOR DELETE FROM t", Result{Reads: l("t"), Writes: l("t")}},

@@ -65,6 +65,7 @@ var sqliteCases = []struct {
 	{`DROP TABLE IF EXISTS main.t`, Result{Writes: l("t"), DDL: true}},
 	{`CREATE TRIGGER tr AFTER INSERT ON t BEGIN UPDATE u SET n = n + 1; END`, Result{Writes: l("t", "u"), DDL: true}},
 	{`ATTACH DATABASE 'x.db' AS x`, Result{Writes: l(AllTables), DDL: true, Schema: true}},
+	{`SELECT * FROM call, execute, do`, Result{Reads: l("call", "do", "execute")}}, // names in SQLite
 	{`DETACH x`, Result{Writes: l(AllTables), DDL: true, Schema: true}},
 	// The catalog and the connection's state: never cached.
 	{`PRAGMA table_info(users)`, Result{Catalog: true}}, // reads: the schema stays known
