@@ -54,7 +54,7 @@ func (w *walker) statement(i int) int {
 		}
 	}
 	switch {
-	case w.is(i, "call"), w.is(i, "execute") && w.d != SQLite, w.is(i, "do") && w.d == PostgreSQL:
+	case w.runsCode(i):
 		// A procedure, a prepared statement, an anonymous code block: code
 		// the walk cannot follow, which may write any table.
 		w.schema = true
@@ -75,17 +75,7 @@ func (w *walker) statement(i int) int {
 		w.onObject(i+2, false)
 		return w.stmtEnd(i)
 	case w.is(i, "security") && w.is(i+1, "label"):
-		w.ddl = true
-		j := i + 2
-		if w.is(j, "for") {
-			j += 2
-		}
-		if w.is(j, "on") {
-			w.onObject(j+1, true)
-		} else {
-			w.schema = true
-		}
-		return w.stmtEnd(i)
+		return w.securityLabel(i)
 	case w.is(i, "grant"), w.is(i, "revoke"):
 		w.ddl = true
 		return w.grant(i + 1)
@@ -99,6 +89,28 @@ func (w *walker) statement(i int) int {
 		w.catalog = true // session settings
 	}
 	return i
+}
+
+// securityLabel reads SECURITY LABEL [FOR provider] ON object: DDL on the
+// object, or on every table when it names none the walk reads.
+func (w *walker) securityLabel(i int) int {
+	w.ddl = true
+	j := i + 2
+	if w.is(j, "for") {
+		j += 2
+	}
+	if w.is(j, "on") {
+		w.onObject(j+1, true)
+	} else {
+		w.schema = true
+	}
+	return w.stmtEnd(i)
+}
+
+// runsCode reports whether the statement at i runs code: CALL, EXECUTE
+// (not in SQLite, whose EXECUTE is no statement), PostgreSQL's DO.
+func (w *walker) runsCode(i int) bool {
+	return w.is(i, "call") || w.is(i, "execute") && w.d != SQLite || w.is(i, "do") && w.d == PostgreSQL
 }
 
 // sqliteStatement handles the heads of SQLite's own statements; ok is
