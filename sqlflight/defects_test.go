@@ -602,3 +602,34 @@ func TestDefectWrapErrorLeaksInnerConnector(t *testing.T) {
 		t.Errorf("db.Close closed the inner connector %d times, want 1", n)
 	}
 }
+
+// An in-memory SQLite database is refused: fills run on the wrapper's own
+// pool, whose connections would read another, empty database.
+func TestDefectSQLiteInMemoryRefused(t *testing.T) {
+	testdb.RegisterSQLiteRecording()
+	plain, err := sql.Open("sqlite", ":memory:")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	c, err := sqlflight.New(plainConnector{plain.Driver(), ":memory:"}, sqlflight.Config{
+		Redis: redisClient(t), Dialect: "sqlite", Database: "memory", Prefix: testdb.Unique("gft-test:sqlflight:"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := sql.OpenDB(c)
+	defer db.Close()
+	if err := db.Ping(); !errors.Is(err, sqlflight.ErrUnsupportedDialect) {
+		t.Errorf("an in-memory SQLite database: %v, want ErrUnsupportedDialect", err)
+	}
+}
+
+// plainConnector opens a driver's connections by DSN.
+type plainConnector struct {
+	d   driver.Driver
+	dsn string
+}
+
+func (c plainConnector) Connect(context.Context) (driver.Conn, error) { return c.d.Open(c.dsn) }
+func (c plainConnector) Driver() driver.Driver                        { return c.d }

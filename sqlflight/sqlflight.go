@@ -40,6 +40,7 @@ import (
 
 	"github.com/gormflight/gormflight/internal/dialect"
 	"github.com/gormflight/gormflight/internal/engine"
+	"github.com/gormflight/gormflight/internal/sqlscan"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -194,6 +195,14 @@ func (c *Connector) setup(ctx context.Context) error {
 	defer c.mu.Unlock()
 	if c.ready.Load() {
 		return nil
+	}
+	if c.d.SQL == sqlscan.SQLite {
+		// Fills run on the wrapper's own pool, which an in-memory
+		// database (each connection's own, or its process's) would not
+		// share: they would read another, empty database.
+		if _, err := c.d.Database(ctx, c.loads); err != nil {
+			return fmt.Errorf("%w: sqlflight needs an SQLite database in a file: %w", ErrUnsupportedDialect, err)
+		}
 	}
 	s, err := c.d.Open(ctx, c.loads, c.cfg.Database, c.cfg.SessionSettings)
 	if err != nil {
