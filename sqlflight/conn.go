@@ -62,12 +62,17 @@ func (c *conn) QueryContext(ctx context.Context, query string, args []driver.Nam
 	}
 	finish := c.begin(ctx, query)
 	rows, err := query1(ctx, query, args)
-	if err != nil {
+	return c.rowsOf(query, rows, err, finish)
+}
+
+// rowsOf returns a query's rows. A writing query (DELETE ... RETURNING)
+// may commit only once its rows are read: it is invalidated when they are
+// closed. Any other query's rows pass through as the driver made them.
+func (c *conn) rowsOf(query string, rows driver.Rows, err error, finish func(error)) (driver.Rows, error) {
+	if err != nil || len(c.c.d.Analysis(query).Writes) == 0 {
 		finish(err)
-		return nil, err
+		return rows, err
 	}
-	// A writing query (DELETE ... RETURNING) may commit only once its rows
-	// are read: it is invalidated when they are closed.
 	return &trackedRows{Rows: rows, finish: finish}, nil
 }
 
@@ -480,11 +485,7 @@ func (s *stmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driv
 			rows, err = s.Stmt.Query(vals) //nolint:staticcheck // the driver's only way
 		}
 	}
-	if err != nil {
-		finish(err)
-		return nil, err
-	}
-	return &trackedRows{Rows: rows, finish: finish}, nil
+	return s.c.rowsOf(s.query, rows, err, finish)
 }
 
 // checkedStmt is a stmt whose inner statement checks its own arguments.
