@@ -15,6 +15,23 @@ import (
 // Defects an adversarial review found in the MariaDB and SQLite support,
 // each a test that failed before its fix.
 
+// readsOwnAfter runs set on a db.Connection of in and checks that the
+// connection's cached read of q gives what it reads live there.
+func readsOwnAfter(t *testing.T, in *instance, set, q, who string) {
+	t.Helper()
+	err := in.db.Connection(func(c *gorm.DB) error {
+		adminExec(t, c, set)
+		own := queryRows(t, c, q)
+		if got := sessRows(t, c, q); got != own {
+			t.Errorf("%s read %s, want its own %s", who, got, own)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // rvOpenOneConn opens d's database with a pool of one connection, so that
 // every statement on the pool runs on the same session.
 func rvOpenOneConn(t *testing.T, d *testDB) *gorm.DB {
@@ -65,17 +82,7 @@ func TestDialectSQLiteCaseSensitiveLike(t *testing.T) {
 	want := queryRows(t, live, q) // [1:real-1 2:real-2]
 	ins := d.instances(t, 2, nil)
 	a, b := ins[0], ins[1]
-	err := a.db.Connection(func(c *gorm.DB) error {
-		adminExec(t, c, "PRAGMA case_sensitive_like = 1")
-		own := queryRows(t, c, q) // [] on this connection
-		if got := sessRows(t, c, q); got != own {
-			t.Errorf("A's connection with case_sensitive_like read %s, want its own %s", got, own)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	readsOwnAfter(t, a, "PRAGMA case_sensitive_like = 1", q, "A's connection with case_sensitive_like") // [] there
 	if got := sessRows(t, b.db, q); got != want {
 		t.Errorf("B (default pragmas) read %s, want %s: it was served the rows of A's case-sensitive session", got, want)
 	}
@@ -138,17 +145,7 @@ func TestDialectMySQLSystemVersioningAsOf(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := queryRows(t, live, q) // [1:new 2:new]
-	err := a.db.Connection(func(c *gorm.DB) error {
-		adminExec(t, c, "SET SESSION system_versioning_asof = '"+past+"'")
-		own := queryRows(t, c, q)
-		if got := sessRows(t, c, q); got != own {
-			t.Errorf("A's session as of %s read %s, want its own %s", past, got, own)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	readsOwnAfter(t, a, "SET SESSION system_versioning_asof = '"+past+"'", q, "A's session as of "+past)
 	if got := sessRows(t, b.db, q); got != want {
 		t.Errorf("after B's UPDATE returned, B read %s, want %s: the rows of A's session as of the past", got, want)
 	}
