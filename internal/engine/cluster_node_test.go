@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gormflight/gormflight/internal/rowcodec"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -19,35 +20,9 @@ import (
 // (CROSSSLOT): the first refusal turns compact lookups off, and the key is
 // loaded once, as with per-table lookups.
 func TestCompactLookupOffOnClusterNode(t *testing.T) {
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		t.Skip("no redis-server")
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	_, port, _ := net.SplitHostPort(addr)
-	_ = l.Close()
-	dir := t.TempDir()
-	cmd := exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", dir, "--cluster-enabled", "yes", "--cluster-config-file", dir+"/nodes.conf")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	addr := startClusterNode(t)
 	rdb := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true})
 	t.Cleanup(func() { _ = rdb.Close() })
-	ctx := context.Background()
-	waitFor(t, "redis-server", 5*time.Second, func() bool { return rdb.Ping(ctx).Err() == nil })
-	if err := rdb.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", 0, 16383).Err(); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "cluster ok", 10*time.Second, func() bool {
-		s, _ := rdb.ClusterInfo(ctx).Result()
-		return len(s) > 0 && strings.Contains(s, "cluster_state:ok")
-	})
-
 	cfg := testConfig(t, rdb)
 	e, err := New(cfg)
 	if err != nil {
@@ -66,4 +41,103 @@ func TestCompactLookupOffOnClusterNode(t *testing.T) {
 	if n := loads.Load(); n != 1 || e.compact.Load() {
 		t.Errorf("3 calls loaded %d times (want 1), compact lookups still on: %v; %+v", n, e.compact.Load(), e.stats)
 	}
+}
+
+// startClusterNode starts a redis-server of the test's own with cluster
+// mode on, serving every slot itself, and returns its address.
+func startClusterNode(t *testing.T) string {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Skip("no redis-server")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	_, port, _ := net.SplitHostPort(addr)
+	_ = l.Close()
+	dir := t.TempDir()
+	cmd := exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", dir, "--cluster-enabled", "yes", "--cluster-config-file", dir+"/nodes.conf")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	defer rdb.Close()
+	ctx := context.Background()
+	waitFor(t, "redis-server", 5*time.Second, func() bool { return rdb.Ping(ctx).Err() == nil })
+	if err := rdb.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", 0, 16383).Err(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "cluster ok", 10*time.Second, func() bool {
+		s, _ := rdb.ClusterInfo(ctx).Result()
+		return len(s) > 0 && strings.Contains(s, "cluster_state:ok")
+	})
+	return addr
+}
+
+// On Redis Cluster a waiter listens for its key's ready message with
+// SSUBSCRIBE, on its shard alone, and the loader's SPUBLISH wakes it: the
+// waiter's fallback poll is set far beyond the test's run, so only the
+// sharded message can end its wait, and no classic subscriber is left.
+func TestClusterReadyIsSharded(t *testing.T) {
+	addr := startClusterNode(t)
+	engines := make([]*Engine, 2)
+	for i := range engines {
+		rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{addr}, ContextTimeoutEnabled: true})
+		t.Cleanup(func() { _ = rdb.Close() })
+		cfg := testConfig(t, rdb)
+		cfg.LockExpiry = time.Hour // the waiter polls after 30 min
+		cfg.MaxWait = time.Hour
+		e, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _, _ = e.Close() })
+		engines[i] = e
+	}
+	a, b := engines[0], engines[1]
+	var loads atomic.Int64
+	started, release := make(chan struct{}), make(chan struct{})
+	slow := testRequest("k", "x", &loads)
+	load := slow.Load
+	slow.Load = func(ctx context.Context) (*rowcodec.Entry, error) {
+		close(started)
+		<-release
+		return load(ctx)
+	}
+	fromA := doAsync(a, slow)
+	<-started
+	fromB := doAsync(b, testRequest("k", "x", &loads))
+	waitFor(t, "b to wait for a's result", 10*time.Second, func() bool { return b.Subscribed() == 1 })
+
+	node := redis.NewClient(&redis.Options{Addr: addr})
+	defer node.Close()
+	ctx := context.Background()
+	ready := newKeys(b.cfg.Prefix, "k").ready
+	waitFor(t, "the sharded subscription", 10*time.Second, func() bool {
+		n, _ := node.PubSubShardNumSub(ctx, ready).Result()
+		return n[ready] == 1
+	})
+	if n, _ := node.PubSubNumSub(ctx, ready).Result(); n[ready] != 0 {
+		t.Errorf("%d classic subscribers of %s, want 0", n[ready], ready)
+	}
+	close(release)
+	for _, got := range []<-chan string{fromA, fromB} {
+		if v := <-got; v != "x" {
+			t.Errorf("got %q, want x", v)
+		}
+	}
+	if n := loads.Load(); n != 1 {
+		t.Errorf("%d loads for one cold key on two engines, want 1", n)
+	}
+	if h, e := b.Stats().Hits.Load(), b.Stats().RedisErrors.Load(); h != 1 || e != 0 {
+		t.Errorf("b: %d hits (want 1, a's stored entry), %d Redis errors (want 0)", h, e)
+	}
+	waitFor(t, "the sharded subscription to end", 10*time.Second, func() bool {
+		n, _ := node.PubSubShardNumSub(ctx, ready).Result()
+		return n[ready] == 0 && b.Subscribed() == 0
+	})
 }

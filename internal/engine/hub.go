@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,13 +19,28 @@ import (
 // so the re-check that follows cannot miss a result stored just before. When
 // go-redis reconnects it subscribes again, and those confirmations make every
 // waiting flight re-check.
+//
+// On Redis Cluster (a *redis.ClusterClient) the ready channels are sharded
+// (SSUBSCRIBE, and the loader's SPUBLISH): a ready message then reaches the
+// nodes of its key's shard only, where a classic PUBLISH goes to every node
+// of the cluster. A sharded subscription lives on a connection to the node
+// that serves its slot, so each ready channel gets a pub/sub connection of
+// its own (its key's hash tag is its own slot, so grouping by slot would
+// share nothing). go-redis reconnects it to the slot's node when it breaks,
+// and subscribes again; a node that loses the slot (a failover, a slot
+// migration) unsubscribes its clients, and the hub then subscribes again
+// on a new connection. Either way the confirmation wakes the waiters for a
+// re-check. Bump channels stay classic: their PUBLISH runs inside the bump
+// script, and the near cache listens on all of them with one PSUBSCRIBE.
 type hub struct {
 	ps      *redis.PubSub
+	cluster *redis.ClusterClient // set: ready channels are sharded
 	timeout time.Duration
 	stats   *Counters
 
 	mu     sync.Mutex
 	waits  map[string]map[*waiter]struct{}
+	shards map[string]*redis.PubSub // a sharded channel's own connection
 	closed bool
 
 	done chan struct{} // closed when run returns
@@ -44,29 +60,78 @@ type waiter struct {
 
 func newHub(rdb redis.UniversalClient, timeout time.Duration, stats *Counters) *hub {
 	ps := rdb.Subscribe(context.Background())
+	cluster, _ := rdb.(*redis.ClusterClient)
 	h := &hub{
 		ps:      ps,
+		cluster: cluster,
 		timeout: timeout,
 		stats:   stats,
 		waits:   make(map[string]map[*waiter]struct{}),
+		shards:  make(map[string]*redis.PubSub),
 		done:    make(chan struct{}),
 	}
-	go h.run(ps.ChannelWithSubscriptions(redis.WithChannelSize(1024)))
+	go func() {
+		defer close(h.done)
+		h.run(nil, ps)
+	}()
 	return h
 }
 
-func (h *hub) run(ch <-chan any) {
-	defer close(h.done)
-	for msg := range ch {
+// sharded reports whether channel is a ready channel on Redis Cluster.
+func (h *hub) sharded(channel string) bool {
+	return h.cluster != nil && strings.HasSuffix(channel, readySuffix)
+}
+
+// run dispatches the messages of ps until it is closed. sharded is the
+// channel ps alone carries, or empty for the classic connection.
+func (h *hub) run(sharded *string, ps *redis.PubSub) {
+	for msg := range ps.ChannelWithSubscriptions(redis.WithChannelSize(1024)) {
 		switch m := msg.(type) {
 		case *redis.Message:
 			h.notify(m.Channel, m.Payload)
 		case *redis.Subscription:
-			if m.Kind == "subscribe" {
+			switch m.Kind {
+			case "subscribe", "ssubscribe":
 				h.notify(m.Channel, "")
+			case "sunsubscribe":
+				// The node gave the slot up (a failover, a migration):
+				// subscribe again where the slot is now.
+				h.notify(m.Channel, "")
+				if sharded != nil {
+					h.resubscribe(*sharded, ps)
+				}
 			}
 		}
 	}
+}
+
+// shard subscribes to the sharded channel on a connection of its own.
+// Called with h.mu held; go-redis connects and writes SSUBSCRIBE without
+// waiting for a reply, and a connection that fails is made again on the
+// next receive, so a failure here only counts.
+func (h *hub) shard(channel string) {
+	ps := h.cluster.SSubscribe(context.Background())
+	h.shards[channel] = ps
+	ctx, cancel := context.WithTimeout(context.Background(), h.timeout)
+	if err := ps.SSubscribe(ctx, channel); err != nil {
+		h.stats.RedisErrors.Add(1)
+	}
+	cancel()
+	go h.run(&channel, ps)
+}
+
+// resubscribe replaces old, the connection of a sharded channel whose node
+// unsubscribed it, if the channel is still waited on through it.
+func (h *hub) resubscribe(channel string, old *redis.PubSub) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed || h.shards[channel] != old {
+		return
+	}
+	_ = old.Close()
+	// The slot's node may have changed: let go-redis learn the new map.
+	h.cluster.ReloadState(context.Background())
+	h.shard(channel)
 }
 
 func (h *hub) notify(channel, payload string) {
@@ -117,15 +182,24 @@ func (w *waiter) add(channel string) {
 	if set == nil {
 		set = make(map[*waiter]struct{})
 		h.waits[channel] = set
-		// Under h.mu, so SUBSCRIBE and UNSUBSCRIBE of one channel cannot
-		// overtake each other. go-redis only writes the command here.
-		ctx, cancel := context.WithTimeout(context.Background(), h.timeout)
-		if err := h.ps.Subscribe(ctx, channel); err != nil {
-			h.stats.RedisErrors.Add(1)
+		if h.sharded(channel) {
+			h.shard(channel)
+		} else {
+			h.subscribe(channel)
 		}
-		cancel()
 	}
 	set[w] = struct{}{}
+}
+
+// subscribe subscribes the classic connection to channel. Under h.mu, so
+// SUBSCRIBE and UNSUBSCRIBE of one channel cannot overtake each other.
+// go-redis only writes the command here.
+func (h *hub) subscribe(channel string) {
+	ctx, cancel := context.WithTimeout(context.Background(), h.timeout)
+	if err := h.ps.Subscribe(ctx, channel); err != nil {
+		h.stats.RedisErrors.Add(1)
+	}
+	cancel()
 }
 
 func (w *waiter) isUncached() bool {
@@ -150,6 +224,11 @@ func (w *waiter) stop() {
 			continue
 		}
 		delete(h.waits, channel)
+		if ps := h.shards[channel]; ps != nil {
+			delete(h.shards, channel)
+			_ = ps.Close() // its dispatcher returns
+			continue
+		}
 		if h.closed {
 			continue
 		}
@@ -174,6 +253,10 @@ func (h *hub) subscribed() int {
 func (h *hub) close() error {
 	h.mu.Lock()
 	h.closed = true
+	for channel, ps := range h.shards {
+		delete(h.shards, channel)
+		_ = ps.Close()
+	}
 	h.mu.Unlock()
 	err := h.ps.Close()
 	<-h.done

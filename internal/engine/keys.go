@@ -22,8 +22,11 @@ type keys struct {
 // read each other's entries, nor overwrite them in turn.
 func newKeys(prefix, hash string) keys {
 	base := prefix + ":{" + hash + "}:"
-	return keys{entry: base + EntryKind, lock: base + "l", ready: base + "r"}
+	return keys{entry: base + EntryKind, lock: base + "l", ready: base + readySuffix[1:]}
 }
+
+// readySuffix ends every ready channel, and no other channel.
+const readySuffix = ":r"
 
 // EntryKind is the last segment of an entry's key.
 const EntryKind = "e" + storedFormat

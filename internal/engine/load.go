@@ -169,7 +169,7 @@ func (e *Engine) store(ctx context.Context, req request, stamp string, load time
 		if payload == readyStored {
 			fillScript.Eval(ctx, pipe, []string{req.keys.entry}, stamp, data, (e.jitter(req.ttl) + req.staleFor).Milliseconds())
 		}
-		pipe.Publish(ctx, req.keys.ready, payload)
+		e.queuePublish(ctx, pipe, req.keys.ready, payload)
 		if payload == readyStored {
 			look = e.queueGenerations(ctx, pipe, req)
 		}
@@ -189,7 +189,22 @@ func (e *Engine) store(ctx context.Context, req request, stamp string, load time
 func (e *Engine) publish(k keys, payload string) {
 	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.RedisTimeout)
 	defer cancel()
-	_ = e.guard(func() error { return e.rdb.Publish(ctx, k.ready, payload).Err() })
+	_ = e.guard(func() error {
+		pipe := e.rdb.Pipeline()
+		e.queuePublish(ctx, pipe, k.ready, payload)
+		_, err := pipe.Exec(ctx)
+		return err
+	})
+}
+
+// queuePublish queues a ready message: sharded on Redis Cluster, where the
+// hub listens for it with SSUBSCRIBE (hub.go).
+func (e *Engine) queuePublish(ctx context.Context, pipe redis.Pipeliner, channel, payload string) {
+	if e.hub.sharded(channel) {
+		pipe.SPublish(ctx, channel, payload)
+		return
+	}
+	pipe.Publish(ctx, channel, payload)
 }
 
 // jitter spreads the expiry of entries filled together, so they do not all
