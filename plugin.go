@@ -121,6 +121,18 @@ type Config struct {
 	// removes the cap.
 	MaxRefreshes int
 
+	// WaitReplicas makes every write's announcement and bump wait until
+	// this many replicas of the Redis node holding the table's keys have
+	// acknowledged it (Redis's WAIT, for at most half of RedisTimeout), so
+	// that a failover cannot lose a bump and let entries from before the
+	// write be served again. A node with fewer replicas connected waits for
+	// those it has. A bump the replicas did not acknowledge in time counts
+	// as failed: this instance serves the tables uncached and retries it
+	// until one is acknowledged. It needs a *redis.Client, a failover
+	// client or a *redis.ClusterClient. Default 0: no waiting (see the
+	// README on Redis failover).
+	WaitReplicas int
+
 	// Local is the near cache's staleness bound for every cached query
 	// that does not choose its own with the Local option. Default 0: no
 	// query is served from the near cache unless it asks.
@@ -200,6 +212,7 @@ func (c *Config) engineConfig() engine.Config {
 		BreakerCooldown:   c.BreakerCooldown,
 		RefreshBeta:       c.RefreshBeta,
 		MaxRefreshes:      c.MaxRefreshes,
+		WaitReplicas:      c.WaitReplicas,
 	}
 }
 

@@ -66,6 +66,9 @@ type Config struct {
 	FailOnWaitTimeout, FailClosed                                    bool
 	MaxEntrySize, MemoSize, LocalSize, BreakerFailures, MaxRefreshes int
 	TTLJitter, RefreshBeta                                           float64
+	// WaitReplicas makes writes wait for Redis replicas, as
+	// gormflight.Config.WaitReplicas.
+	WaitReplicas int
 
 	// AlsoWrites declares writes no catalog shows (triggers), as
 	// gormflight.Config.AlsoWrites.
@@ -148,7 +151,7 @@ func New(c driver.Connector, cfg Config) (*Connector, error) {
 		FailClosed: cfg.FailClosed, MaxEntrySize: cfg.MaxEntrySize, TTLJitter: cfg.TTLJitter,
 		MemoSize: cfg.MemoSize, LocalSize: cfg.LocalSize, BreakerFailures: cfg.BreakerFailures,
 		BreakerCooldown: cfg.BreakerCooldown, RefreshBeta: cfg.RefreshBeta, MaxRefreshes: cfg.MaxRefreshes,
-		Log: w.logf, Stats: &w.stats,
+		WaitReplicas: cfg.WaitReplicas, Log: w.logf, Stats: &w.stats,
 	}
 	if err := ec.SetDefaults(); err != nil {
 		return nil, err

@@ -141,3 +141,28 @@ func TestClusterReadyIsSharded(t *testing.T) {
 		return n[ready] == 0 && b.Subscribed() == 0
 	})
 }
+
+// WaitReplicas on Redis Cluster sends WAIT to the node that holds a table's
+// keys; a node without replicas has nothing to wait for, and the bump is
+// done at once.
+func TestClusterWaitReplicasWithoutReplicas(t *testing.T) {
+	addr := startClusterNode(t)
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{addr}, ContextTimeoutEnabled: true})
+	t.Cleanup(func() { _ = rdb.Close() })
+	cfg := testConfig(t, rdb)
+	cfg.WaitReplicas = 1
+	e, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = e.Close() })
+	var loads atomic.Int64
+	do(t, e, testRequest("k", "x", &loads))
+	tables := []string{"t", "u", "v"}
+	if err := e.Invalidate(context.Background(), tables, e.Announce(context.Background(), tables, false)); err != nil {
+		t.Fatalf("Invalidate: %v", err)
+	}
+	if v := do(t, e, testRequest("k", "y", &loads)); v != "y" || loads.Load() != 2 {
+		t.Errorf("read %q after the bump with %d loads, want y and 2", v, loads.Load())
+	}
+}

@@ -38,6 +38,12 @@ type Config struct {
 	RefreshBeta  float64
 	MaxRefreshes int
 
+	// WaitReplicas makes every announcement and bump wait until this many
+	// replicas of the Redis node that holds the table's keys acknowledge
+	// it (WAIT, bounded by half of RedisTimeout), so that a failover
+	// cannot lose it (replicas.go); <= 0: no waiting.
+	WaitReplicas int
+
 	Log   LogFunc   // nil: no logging
 	Stats *Counters // nil: the engine counts into counters of its own
 }
@@ -108,6 +114,13 @@ func (c *Config) validate() error {
 	} {
 		if d.v <= 0 {
 			return fmt.Errorf("%w: %s must be positive, got %v", ErrInvalidConfig, d.name, d.v)
+		}
+	}
+	if c.WaitReplicas > 0 {
+		switch c.Redis.(type) {
+		case *redis.Client, *redis.ClusterClient:
+		default:
+			return fmt.Errorf("%w: WaitReplicas needs a *redis.Client, a failover client or a *redis.ClusterClient, got %T", ErrInvalidConfig, c.Redis)
 		}
 	}
 	if c.LockExpiry < MinLockExpiry {

@@ -59,15 +59,22 @@ func (e *Engine) Announce(ctx context.Context, tables []string, held bool) Annou
 	a := Announcement{token: rand.Text(), held: held}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.RedisTimeout)
 	defer cancel()
-	pipe := e.rdb.Pipeline()
-	for _, t := range tables {
-		key := e.WritersKey(t)
+	queue := func(pipe redis.Pipeliner, i int) {
+		key := e.WritersKey(tables[i])
 		if held {
-			key = e.HeldKey(t)
+			key = e.HeldKey(tables[i])
 		}
 		writeBeginScript.Eval(ctx, pipe, []string{key}, a.token, e.cfg.LoadTimeout.Milliseconds())
 	}
 	a.tables = tables
+	if e.cfg.WaitReplicas > 0 {
+		_ = e.replicated(ctx, tables, queue)
+		return a
+	}
+	pipe := e.rdb.Pipeline()
+	for i := range tables {
+		queue(pipe, i)
+	}
 	_ = e.guard(func() error { _, err := pipe.Exec(ctx); return err })
 	return a
 }
@@ -79,15 +86,22 @@ func (e *Engine) Announce(ctx context.Context, tables []string, held bool) Annou
 func (e *Engine) bump(ctx context.Context, tables []string, ends map[string][]string) (gens []*redis.Cmd, err error) {
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.RedisTimeout)
 	defer cancel()
-	pipe := e.rdb.Pipeline()
 	gens = make([]*redis.Cmd, len(tables))
-	for i, t := range tables {
+	queue := func(pipe redis.Pipeliner, i int) {
+		t := tables[i]
 		args := make([]any, 1, 1+len(ends[t]))
 		args[0] = e.bumpChannel(t)
 		for _, tok := range ends[t] {
 			args = append(args, tok)
 		}
 		gens[i] = genBumpScript.Eval(ctx, pipe, []string{e.GenKey(t), e.WritersKey(t), e.HeldKey(t)}, args...)
+	}
+	if e.cfg.WaitReplicas > 0 {
+		return gens, e.replicated(ctx, tables, queue)
+	}
+	pipe := e.rdb.Pipeline()
+	for i := range tables {
+		queue(pipe, i)
 	}
 	return gens, e.guard(func() error { _, err := pipe.Exec(ctx); return err })
 }
