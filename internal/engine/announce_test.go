@@ -40,7 +40,7 @@ func TestAnnouncementTokens(t *testing.T) {
 
 	// A's bump, then the same bump again, as a retry after a lost reply.
 	for i := range 2 {
-		if _, err := e.bump(ctx, []string{table}, a.ends()); err != nil {
+		if _, _, err := e.bump(ctx, []string{table}, a.ends()); err != nil {
 			t.Fatal(err)
 		}
 		if n := writers(); n != 1 {
@@ -48,7 +48,7 @@ func TestAnnouncementTokens(t *testing.T) {
 		}
 	}
 	g1 := gen()
-	if _, err := e.bump(ctx, []string{table}, b.ends()); err != nil {
+	if _, _, err := e.bump(ctx, []string{table}, b.ends()); err != nil {
 		t.Fatal(err)
 	}
 	if n, err := e.rdb.Exists(ctx, e.WritersKey(table)).Result(); err != nil || n != 0 {
@@ -59,7 +59,7 @@ func TestAnnouncementTokens(t *testing.T) {
 	}
 	// A bump without announcements (Invalidate, the retrier of a failed
 	// announce) leaves nothing behind either.
-	if _, err := e.bump(ctx, []string{table}, nil); err != nil {
+	if _, _, err := e.bump(ctx, []string{table}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if n := writers(); n != 0 {

@@ -44,6 +44,11 @@ type Config struct {
 	// cannot lose it (replicas.go); <= 0: no waiting.
 	WaitReplicas int
 
+	// KeyCopies is how many copies of each table's generation, writers
+	// and held keys there are, in slots spread over Redis Cluster
+	// (copies.go). Default: 16 on a *redis.ClusterClient, else 1.
+	KeyCopies int
+
 	Log   LogFunc   // nil: no logging
 	Stats *Counters // nil: the engine counts into counters of its own
 }
@@ -86,6 +91,7 @@ func (c *Config) SetDefaults() error {
 			*f.v = f.def
 		}
 	}
+	c.defaultKeyCopies()
 	for _, n := range []struct {
 		v   *int
 		def int
@@ -96,6 +102,21 @@ func (c *Config) SetDefaults() error {
 	}
 	return nil
 }
+
+// defaultKeyCopies sets KeyCopies when it is not positive; New calls it
+// too, since a Config need not have gone through SetDefaults.
+func (c *Config) defaultKeyCopies() {
+	if c.KeyCopies > 0 {
+		return
+	}
+	c.KeyCopies = 1
+	if _, ok := c.Redis.(*redis.ClusterClient); ok {
+		c.KeyCopies = DefaultClusterKeyCopies
+	}
+}
+
+// DefaultClusterKeyCopies is KeyCopies on Redis Cluster.
+const DefaultClusterKeyCopies = 16
 
 // validate reports the first field New cannot work with.
 func (c *Config) validate() error {

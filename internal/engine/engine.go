@@ -97,6 +97,7 @@ func New(cfg Config) (*Engine, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	cfg.defaultKeyCopies()
 	stats := cfg.Stats
 	if stats == nil {
 		stats = new(Counters)

@@ -74,6 +74,7 @@ type request struct {
 	load        func(ctx context.Context) (*rowcodec.Entry, error)
 	staleFor    time.Duration
 	refreshable bool
+	copy        int // of its tables' keys (copies.go)
 }
 
 // flightResult is what one flight hands to all of its callers.
@@ -116,7 +117,7 @@ func (e *Engine) Do(ctx context.Context, q Request) (*rowcodec.Entry, error) {
 		// Before the read: an invalidation from now on ends the item.
 		snap, keep = e.local.snapshot(q.Tables)
 	}
-	req := request{keys: newKeys(e.cfg.Prefix, q.Hash), tables: q.Tables, ttl: q.TTL, load: q.Load, staleFor: q.StaleFor, refreshable: q.Refreshable}
+	req := request{keys: newKeys(e.cfg.Prefix, q.Hash), tables: q.Tables, ttl: q.TTL, load: q.Load, staleFor: q.StaleFor, refreshable: q.Refreshable, copy: e.copyOf(q.Hash)}
 	start := time.Now()
 	for {
 		var started atomic.Bool // set when this caller's function is the flight

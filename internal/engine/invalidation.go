@@ -59,51 +59,68 @@ func (e *Engine) Announce(ctx context.Context, tables []string, held bool) Annou
 	a := Announcement{token: rand.Text(), held: held}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.RedisTimeout)
 	defer cancel()
+	copies := e.allCopies(tables)
 	queue := func(pipe redis.Pipeliner, i int) {
-		key := e.WritersKey(tables[i])
+		key := copies[i].keys.writers
 		if held {
-			key = e.HeldKey(tables[i])
+			key = copies[i].keys.held
 		}
 		writeBeginScript.Eval(ctx, pipe, []string{key}, a.token, e.cfg.LoadTimeout.Milliseconds())
 	}
 	a.tables = tables
+	_ = e.each(ctx, copies, queue)
+	return a
+}
+
+// tableCopy is one copy of one table's keys.
+type tableCopy struct {
+	table string
+	keys  tableKeys
+}
+
+// allCopies lists every copy of the keys of tables, table by table.
+func (e *Engine) allCopies(tables []string) []tableCopy {
+	all := make([]tableCopy, 0, len(tables)*e.cfg.KeyCopies)
+	for _, t := range tables {
+		for i := range e.cfg.KeyCopies {
+			all = append(all, tableCopy{table: t, keys: e.copyKeys(t, i)})
+		}
+	}
+	return all
+}
+
+// each runs queue(pipe, i) for every copy i in one round trip, waiting for
+// the replicas when Config.WaitReplicas asks (replicas.go).
+func (e *Engine) each(ctx context.Context, copies []tableCopy, queue func(pipe redis.Pipeliner, i int)) error {
 	if e.cfg.WaitReplicas > 0 {
-		_ = e.replicated(ctx, tables, queue)
-		return a
+		return e.replicated(ctx, copies, queue)
 	}
 	pipe := e.rdb.Pipeline()
-	for i := range tables {
+	for i := range copies {
 		queue(pipe, i)
 	}
-	_ = e.guard(func() error { _, err := pipe.Exec(ctx); return err })
-	return a
+	return e.guard(func() error { _, err := pipe.Exec(ctx); return err })
 }
 
 // bump advances the generations of tables in one round trip, ends the
 // announcements whose tokens ends lists per table, and wakes the readers
 // waiting for them. It is safe to repeat. gens are the new generations,
 // by table, when it succeeded.
-func (e *Engine) bump(ctx context.Context, tables []string, ends map[string][]string) (gens []*redis.Cmd, err error) {
+func (e *Engine) bump(ctx context.Context, tables []string, ends map[string][]string) (copies []tableCopy, gens []*redis.Cmd, err error) {
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.RedisTimeout)
 	defer cancel()
-	gens = make([]*redis.Cmd, len(tables))
+	copies = e.allCopies(tables)
+	gens = make([]*redis.Cmd, len(copies))
 	queue := func(pipe redis.Pipeliner, i int) {
-		t := tables[i]
-		args := make([]any, 1, 1+len(ends[t]))
-		args[0] = e.bumpChannel(t)
-		for _, tok := range ends[t] {
+		c := copies[i]
+		args := make([]any, 1, 1+len(ends[c.table]))
+		args[0] = e.bumpChannel(c.table)
+		for _, tok := range ends[c.table] {
 			args = append(args, tok)
 		}
-		gens[i] = genBumpScript.Eval(ctx, pipe, []string{e.GenKey(t), e.WritersKey(t), e.HeldKey(t)}, args...)
+		gens[i] = genBumpScript.Eval(ctx, pipe, []string{c.keys.gen, c.keys.writers, c.keys.held}, args...)
 	}
-	if e.cfg.WaitReplicas > 0 {
-		return gens, e.replicated(ctx, tables, queue)
-	}
-	pipe := e.rdb.Pipeline()
-	for i := range tables {
-		queue(pipe, i)
-	}
-	return gens, e.guard(func() error { _, err := pipe.Exec(ctx); return err })
+	return copies, gens, e.each(ctx, copies, queue)
 }
 
 // invalidate bumps tables after a write has committed, before the write
@@ -132,20 +149,20 @@ func (e *Engine) Invalidate(ctx context.Context, tables []string, a Announcement
 		e.local.invalidate(tables)
 		defer e.local.invalidate(tables)
 	}
-	gens, err := e.bump(ctx, tables, ends)
+	copies, gens, err := e.bump(ctx, tables, ends)
 	if err != nil && !answered(err) {
-		gens, err = e.bump(ctx, tables, ends)
+		copies, gens, err = e.bump(ctx, tables, ends)
 	}
 	if err == nil && e.local != nil {
 		// Its messages would end what this instance reads after the bump,
 		// which holds the write already.
-		for i, t := range tables {
+		for i, c := range copies {
 			// A string, or an integer when the script took INCR.
 			switch g := gens[i].Val().(type) {
 			case string:
-				e.local.mine(t, g)
+				e.local.mine(c.table, g)
 			case int64:
-				e.local.mine(t, strconv.FormatInt(g, 10))
+				e.local.mine(c.table, strconv.FormatInt(g, 10))
 			}
 		}
 	}
@@ -178,8 +195,8 @@ func (e *Engine) drop(ctx context.Context, tables []string) error {
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.RedisTimeout)
 	defer cancel()
 	pipe := e.rdb.Pipeline()
-	for _, t := range tables {
-		pipe.Del(ctx, e.GenKey(t))
+	for _, c := range e.allCopies(tables) {
+		pipe.Del(ctx, c.keys.gen)
 	}
 	return e.guard(func() error { _, err := pipe.Exec(ctx); return err })
 }

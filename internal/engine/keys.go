@@ -32,22 +32,24 @@ const readySuffix = ":r"
 const EntryKind = "e" + storedFormat
 
 // A table's keys share a hash tag, so the scripts that use several of them
-// run in one Redis Cluster slot.
+// run in one Redis Cluster slot. With Config.KeyCopies > 1 a table has that
+// many copies of them, in different slots (copies.go).
 
-// GenKey is the Redis key of table's generation: <prefix>:g:{<table>}.
-func (e *Engine) GenKey(table string) string { return e.cfg.Prefix + ":g:{" + table + "}" }
+// GenKey is the Redis key of table's generation, <prefix>:g:{<table>}, or
+// of its first copy.
+func (e *Engine) GenKey(table string) string { return e.copyKeys(table, 0).gen }
 
 // WritersKey is the key where writes to table announce themselves before
-// they commit; their bump ends the announcement.
-func (e *Engine) WritersKey(table string) string { return e.GenKey(table) + ":w" }
+// they commit; their bump ends the announcement. (Its first copy.)
+func (e *Engine) WritersKey(table string) string { return e.copyKeys(table, 0).writers }
 
 // HeldKey is the key where writes whose commit cannot be followed announce
-// themselves; the announcement ends with its lifetime.
-func (e *Engine) HeldKey(table string) string { return e.GenKey(table) + ":h" }
+// themselves; the announcement ends with its lifetime. (Its first copy.)
+func (e *Engine) HeldKey(table string) string { return e.copyKeys(table, 0).held }
 
 // bumpChannel is where a table's bumps are pushed to the readers waiting
-// for a write to end.
-func (e *Engine) bumpChannel(table string) string { return e.GenKey(table) + ":b" }
+// for a write to end, and to the near caches: one for all its copies.
+func (e *Engine) bumpChannel(table string) string { return e.cfg.Prefix + ":g:{" + table + "}:b" }
 
 // StampSep ends the stamp, and then the meta, of a stored value.
 const StampSep = '|'

@@ -27,7 +27,7 @@ func (e *Engine) load(ctx context.Context, req request, polled bool) (*flightRes
 		// The holder before us may have stored the entry and unlocked
 		// between our last look and our lock: look again.
 		look = e.queueLookup(ctx, pipe, req, "", false) // per table: a write in progress is seen as such
-		stamp = e.queueStamp(ctx, pipe, req.tables)
+		stamp = e.queueStamp(ctx, pipe, req)
 	})
 	if errors.Is(err, errLockTaken) {
 		return nil, err

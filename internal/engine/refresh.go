@@ -108,7 +108,7 @@ func (e *Engine) reload(req request, head string) (failed bool) {
 	var cur *redis.StringCmd
 	m, err := e.tryLock(ctx, req.keys, func(ctx context.Context, pipe redis.Pipeliner) {
 		cur = pipe.GetRange(ctx, req.keys.entry, 0, int64(len(head)-1))
-		stampCmds = e.queueStamp(ctx, pipe, req.tables)
+		stampCmds = e.queueStamp(ctx, pipe, req)
 	})
 	if err != nil {
 		// Held by another instance, which is loading it; or Redis failed,

@@ -32,13 +32,13 @@ import (
 // not acknowledge in time.
 var errUnreplicated = errors.New("gormflight: the Redis replicas did not acknowledge the write")
 
-// replicated runs queue(pipe, i) for every table i on a pipeline of the
-// node that holds the table's keys, followed by WAIT and ROLE, one round
+// replicated runs queue(pipe, i) for every copy i of a table's keys on a
+// pipeline of the node that holds them, followed by WAIT and ROLE, one round
 // trip per node; it reports errUnreplicated when a node's replicas did not
 // acknowledge. Only *redis.Client and *redis.ClusterClient can send WAIT
 // to a given node (validate refuses the others).
-func (e *Engine) replicated(ctx context.Context, tables []string, queue func(pipe redis.Pipeliner, i int)) error {
-	nodes, groups, err := e.byNode(ctx, tables)
+func (e *Engine) replicated(ctx context.Context, copies []tableCopy, queue func(pipe redis.Pipeliner, i int)) error {
+	nodes, groups, err := e.byNode(ctx, copies)
 	if err != nil {
 		return err
 	}
@@ -65,12 +65,12 @@ func (e *Engine) replicated(ctx context.Context, tables []string, queue func(pip
 	return nil
 }
 
-// byNode groups the indices of tables by the client of the node that holds
-// their keys.
-func (e *Engine) byNode(ctx context.Context, tables []string) ([]*redis.Client, [][]int, error) {
+// byNode groups the indices of copies by the client of the node that holds
+// them.
+func (e *Engine) byNode(ctx context.Context, copies []tableCopy) ([]*redis.Client, [][]int, error) {
 	c, ok := e.rdb.(*redis.ClusterClient)
 	if !ok {
-		all := make([]int, len(tables))
+		all := make([]int, len(copies))
 		for i := range all {
 			all[i] = i
 		}
@@ -79,8 +79,8 @@ func (e *Engine) byNode(ctx context.Context, tables []string) ([]*redis.Client, 
 	var nodes []*redis.Client
 	var groups [][]int
 	index := make(map[*redis.Client]int)
-	for i, t := range tables {
-		node, err := c.MasterForKey(ctx, e.GenKey(t))
+	for i, cp := range copies {
+		node, err := c.MasterForKey(ctx, cp.keys.gen)
 		if err != nil {
 			e.stats.RedisErrors.Add(1)
 			return nil, nil, err

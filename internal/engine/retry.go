@@ -31,7 +31,7 @@ func (e *Engine) retryDirty() {
 		for t, m := range marks {
 			ends[t] = m.tokens
 		}
-		if _, err := e.bump(context.Background(), tables, ends); err != nil {
+		if _, _, err := e.bump(context.Background(), tables, ends); err != nil {
 			if answered(err) {
 				_ = e.drop(context.Background(), tables) // in case the writer's failed
 			}

@@ -184,12 +184,13 @@ func (e *Engine) queueTables(ctx context.Context, pipe redis.Pipeliner, req requ
 	if compact {
 		keys := make([]string, 0, 3*len(req.tables))
 		for _, t := range req.tables {
-			keys = append(keys, e.WritersKey(t), e.HeldKey(t))
+			k := e.copyKeys(t, req.copy)
+			keys = append(keys, k.writers, k.held)
 		}
 		c.anyWriter = pipe.Exists(ctx, keys...) // writers first: see below
 		keys = keys[:0]
 		for _, t := range req.tables {
-			keys = append(keys, e.GenKey(t))
+			keys = append(keys, e.copyKeys(t, req.copy).gen)
 		}
 		c.allGens = pipe.MGet(ctx, keys...)
 		return
@@ -200,9 +201,10 @@ func (e *Engine) queueTables(ctx context.Context, pipe redis.Pipeliner, req requ
 		// Writers first: a bump (atomic: generation up, Announcement
 		// ended) that lands between the two reads then shows as a writer
 		// or as a new generation, never as neither.
-		c.writers[2*i] = pipe.Exists(ctx, e.WritersKey(t))
-		c.writers[2*i+1] = pipe.Exists(ctx, e.HeldKey(t))
-		c.gens[i] = pipe.Get(ctx, e.GenKey(t))
+		k := e.copyKeys(t, req.copy)
+		c.writers[2*i] = pipe.Exists(ctx, k.writers)
+		c.writers[2*i+1] = pipe.Exists(ctx, k.held)
+		c.gens[i] = pipe.Get(ctx, k.gen)
 	}
 }
 
@@ -348,11 +350,13 @@ func stampMatches[T string | []byte](stamp T, gens []string) bool {
 
 // queueStamp queues the reads of the stamp of a fill about to run its
 // query: the current generations of tables, creating missing ones (see
-// lua/gen_read.lua). stampOf reads the answers.
-func (e *Engine) queueStamp(ctx context.Context, pipe redis.Pipeliner, tables []string) []*redis.Cmd {
-	cmds := make([]*redis.Cmd, len(tables))
-	for i, t := range tables {
-		cmds[i] = genReadScript.Eval(ctx, pipe, []string{e.GenKey(t), e.WritersKey(t), e.HeldKey(t)})
+// lua/gen_read.lua), from the copy of their keys req reads. stampOf reads
+// the answers.
+func (e *Engine) queueStamp(ctx context.Context, pipe redis.Pipeliner, req request) []*redis.Cmd {
+	cmds := make([]*redis.Cmd, len(req.tables))
+	for i, t := range req.tables {
+		k := e.copyKeys(t, req.copy)
+		cmds[i] = genReadScript.Eval(ctx, pipe, []string{k.gen, k.writers, k.held})
 	}
 	return cmds
 }

@@ -1,0 +1,79 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// slot agrees with Redis's own CLUSTER KEYSLOT, and each copy's tag lies in
+// its sixteenth of the slots.
+func TestCopyTagsSpreadOverSlots(t *testing.T) {
+	node := redis.NewClient(&redis.Options{Addr: startClusterNode(t)})
+	defer node.Close()
+	e := &Engine{cfg: Config{Prefix: "p", KeyCopies: 16}}
+	for _, table := range []string{"users", "*", `"Odd"."Name"`, "t"} {
+		for i := range 16 {
+			tag := e.copyTag(table, i)
+			want, err := node.ClusterKeySlot(context.Background(), tag).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := slot(tag); int64(got) != want {
+				t.Fatalf("slot(%q) = %d, Redis says %d", tag, got, want)
+			}
+			if r := int(want) * 16 / slots; r != i {
+				t.Errorf("copy %d of %q has tag %q in slot %d, range %d", i, table, tag, want, r)
+			}
+		}
+	}
+}
+
+// With several copies of a table's keys, queries read different copies,
+// and a write ends the entries of every one of them.
+func TestWriteEndsEveryCopy(t *testing.T) {
+	a, srv := newTestEngine(t, func(c *Config) { c.KeyCopies = 4 })
+	b := newEngineOn(t, srv, func(c *Config) { c.KeyCopies = 4 })
+	var loads atomic.Int64
+	seen := map[int]bool{}
+	var hashes []string
+	for i := 0; len(seen) < 4; i++ {
+		h := fmt.Sprintf("q%d", i)
+		seen[a.copyOf(h)] = true
+		hashes = append(hashes, h)
+	}
+	for _, h := range hashes {
+		do(t, a, testRequest(h, "old", &loads))
+		if v := do(t, b, testRequest(h, "old", &loads)); v != "old" {
+			t.Fatalf("%s: b read %q", h, v)
+		}
+	}
+	if n := loads.Load(); n != int64(len(hashes)) {
+		t.Fatalf("%d loads for %d keys read twice, want one each", n, len(hashes))
+	}
+	for round, announce := range []bool{false, true} {
+		a.stats.Fallbacks.Store(0)
+		b.stats.Fallbacks.Store(0)
+		before := loads.Load()
+		var ann Announcement
+		if announce {
+			ann = a.Announce(context.Background(), []string{"t"}, false)
+		}
+		if err := a.Invalidate(context.Background(), []string{"t"}, ann); err != nil {
+			t.Fatal(err)
+		}
+		want := fmt.Sprint("new", round)
+		for _, h := range hashes {
+			if v := do(t, b, testRequest(h, want, &loads)); v != want {
+				t.Errorf("%s (copy %d): read %q after write %d, want %s", h, b.copyOf(h), v, round, want)
+			}
+		}
+		// Each key loaded once, by a flight that met no write in progress.
+		if n, f := loads.Load()-before, b.stats.Fallbacks.Load(); n != int64(len(hashes)) || f != 0 {
+			t.Errorf("write %d: %d loads for %d keys (want one each), %d fallbacks (want 0)", round, n, len(hashes), f)
+		}
+	}
+}
