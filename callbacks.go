@@ -56,7 +56,9 @@ func (p *Plugin) useCachedPool(db *gorm.DB) {
 		p.stats.Bypassed.Add(1)
 		return
 	default:
-		readFromSource(db)
+		if !p.fillWhereRouted {
+			readFromSource(db)
+		}
 		scope, ok := p.scope(db.Statement.Context, db.Statement.ConnPool)
 		if !ok {
 			p.stats.Bypassed.Add(1) // the session cannot be known
