@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"testing"
 	"time"
+
+	"github.com/gormflight/gormflight/internal/testpg"
 )
 
 // What keeping fills off a lagging replica costs, on the pair of
@@ -26,94 +28,135 @@ import (
 //	benchstat -filter /op:write -col /lsn replica.txt
 //	benchstat -filter /op:fill -col /from replica.txt
 //	benchstat -filter /op:fill-after-write -col /from replica.txt
+//	benchstat -filter /op:lsn-query replica.txt
 func BenchmarkReplica(b *testing.B) {
-	pair := startReplica(b)
-	prefix := testPrefix(b)
-	in := replicaInstance(b, pair, prefix, false)
-	naive := replicaInstance(b, pair, prefix, true) // fills on the replica
-	both := []*instance{in, naive}
-	id := newRepItem(b, pair, in.db)
-	primary, err := in.db.DB()
-	if err != nil {
-		b.Fatal(err)
-	}
-	replica := openDSN(b, pair.Replica)
-	replicaDB, err := replica.DB()
-	if err != nil {
-		b.Fatal(err)
-	}
-	write := func(b *testing.B, v int) {
-		if err := in.db.Model(&repItem{ID: id}).Update("val", v).Error; err != nil {
-			b.Fatal(err)
-		}
-	}
-	// Open every pool the benchmarks use before the first is timed.
-	write(b, 0)
-	benchFills(b, both, id, func() { benchInvalidate(b, in) }, func() *instance { return in })
-	benchFills(b, both, id, func() { benchInvalidate(b, in) }, func() *instance { return naive })
-	_ = lsnCheck(replicaDB).replayed(b, walPosition(b, primary))
+	e := newReplicaBench(b)
 	b.Run("op=write/lsn=no", func(b *testing.B) {
 		for i := range b.N {
-			write(b, i)
+			e.write(b, i)
 		}
 	})
 	b.Run("op=write/lsn=yes", func(b *testing.B) {
 		for i := range b.N {
-			write(b, i)
-			_ = walPosition(b, primary)
+			e.write(b, i)
+			_ = walPosition(b, e.primary)
 		}
 	})
-	lsn := lsnCheck(replicaDB)
+	// The queries (b) adds, alone: one on each path.
+	b.Run("op=lsn-query/on=primary", func(b *testing.B) {
+		for range b.N {
+			_ = walPosition(b, e.primary)
+		}
+	})
+	b.Run("op=lsn-query/on=replica", func(b *testing.B) {
+		recorded := walPosition(b, e.primary)
+		b.ResetTimer()
+		for range b.N {
+			_ = e.lsn.replayed(b, recorded)
+		}
+	})
 	for _, fill := range []struct {
-		from string
-		run  func(b *testing.B, recorded string) *instance
+		from  string
+		route func(b *testing.B, recorded string) *instance
 	}{
-		{"primary", func(*testing.B, string) *instance { return in }},
-		{"replica", func(*testing.B, string) *instance { return naive }},
-		{"replica+lsn", func(b *testing.B, recorded string) *instance { return lsn.orPrimary(b, recorded, naive, in) }},
+		{"primary", func(*testing.B, string) *instance { return e.in }},
+		{"replica", func(*testing.B, string) *instance { return e.naive }},
+		{"replica+lsn", func(b *testing.B, recorded string) *instance { return e.lsn.orPrimary(b, recorded, e.naive, e.in) }},
 	} {
 		b.Run("op=fill/from="+fill.from, func(b *testing.B) {
-			caughtUp(b, pair)
-			recorded := walPosition(b, primary)
+			caughtUp(b, e.pair)
+			recorded := walPosition(b, e.primary)
 			b.ResetTimer()
-			benchFills(b, both, id, func() { benchInvalidate(b, in) }, func() *instance { return fill.run(b, recorded) })
+			e.fills(b, func() { benchInvalidate(b, e.in) }, func() *instance { return fill.route(b, recorded) })
 		})
 	}
-	// Right after a write, at the replica's delay: (b) goes to the primary,
-	// or waits for the replica.
-	var recorded string
-	after := func(i int) func() {
-		return func() { write(b, i); recorded = walPosition(b, primary) }
-	}
+	// Right after a write, at the replica's delay: (a) fills from the
+	// primary as always; (b) finds the replica behind and goes to the
+	// primary, or waits for the replica.
+	b.Run("op=fill-after-write/from=primary", func(b *testing.B) {
+		e.fillsAfterWrite(b, func(string) *instance { return e.in })
+	})
 	b.Run("op=fill-after-write/from=replica+lsn", func(b *testing.B) {
-		i := 0
-		benchFills(b, both, id, func() { i++; after(i)() }, func() *instance { return lsn.orPrimary(b, recorded, naive, in) })
-		b.ReportMetric(float64(lsn.toPrimary)/float64(b.N), "primary-fills/op")
-		lsn.toPrimary = 0
+		e.lsn.toPrimary = 0
+		e.fillsAfterWrite(b, func(recorded string) *instance { return e.lsn.orPrimary(b, recorded, e.naive, e.in) })
+		b.ReportMetric(float64(e.lsn.toPrimary)/float64(b.N), "primary-fills/op")
 	})
 	b.Run("op=fill-after-write/from=replica+lsn-wait", func(b *testing.B) {
-		i := 0
-		benchFills(b, both, id, func() { i++; after(i)() }, func() *instance { lsn.await(b, recorded); return naive })
+		e.fillsAfterWrite(b, func(recorded string) *instance { e.lsn.await(b, recorded); return e.naive })
 	})
 }
 
-// benchFills times b.N cached reads of item id, each a fill: before each,
-// with the timer stopped, prepare bumps the generation of gft_rep_item;
-// route chooses the instance of ins that fills (and runs, timed, what the
-// choice costs). Every read must load from the database.
-func benchFills(b *testing.B, ins []*instance, id int64, prepare func(), route func() *instance) {
+// replicaBench is BenchmarkReplica's pair and instances: in fills the
+// plugin's way, naive where dbresolver routes it (the replica); both
+// share one prefix, and write and read item id.
+type replicaBench struct {
+	pair      *testpg.Pair
+	in, naive *instance
+	id        int64
+	primary   *sql.DB // in's own pool, on the primary
+	lsn       *replicaLSN
+}
+
+func newReplicaBench(b *testing.B) *replicaBench {
 	b.Helper()
-	before := sumStats(ins...).Loads
+	pair := startReplica(b)
+	prefix := testPrefix(b)
+	e := &replicaBench{pair: pair, in: replicaInstance(b, pair, prefix, false), naive: replicaInstance(b, pair, prefix, true)}
+	e.id = newRepItem(b, pair, e.in.db)
+	var err error
+	if e.primary, err = e.in.db.DB(); err != nil {
+		b.Fatal(err)
+	}
+	replica, err := openDSN(b, pair.Replica).DB()
+	if err != nil {
+		b.Fatal(err)
+	}
+	e.lsn = &replicaLSN{replica: replica}
+	// Open every pool the benchmarks use before the first is timed.
+	e.write(b, 0)
+	for _, in := range []*instance{e.in, e.naive} {
+		e.fills(b, func() { benchInvalidate(b, e.in) }, func() *instance { return in })
+	}
+	_ = e.lsn.replayed(b, walPosition(b, e.primary))
+	return e
+}
+
+// write sets item id's val to v through in: commit and bump.
+func (e *replicaBench) write(b *testing.B, v int) {
+	if err := e.in.db.Model(&repItem{ID: e.id}).Update("val", v).Error; err != nil {
+		b.Fatal(err)
+	}
+}
+
+// fillsAfterWrite times b.N fills, each right after a write whose WAL
+// position route gets.
+func (e *replicaBench) fillsAfterWrite(b *testing.B, route func(recorded string) *instance) {
+	var recorded string
+	i := 0
+	e.fills(b, func() {
+		i++
+		e.write(b, i)
+		recorded = walPosition(b, e.primary)
+	}, func() *instance { return route(recorded) })
+}
+
+// fills times b.N cached reads of item id, each a fill: before each, with
+// the timer stopped, prepare bumps the generation of gft_rep_item; route
+// chooses the instance that fills (and runs, timed, what the choice
+// costs). Every read must load from the database.
+func (e *replicaBench) fills(b *testing.B, prepare func(), route func() *instance) {
+	b.Helper()
+	before := sumStats(e.in, e.naive).Loads
 	for range b.N {
 		b.StopTimer()
 		prepare()
 		b.StartTimer()
 		var item repItem
-		if err := route().db.Scopes(Cache(time.Minute)).First(&item, id).Error; err != nil {
+		if err := route().db.Scopes(Cache(time.Minute)).First(&item, e.id).Error; err != nil {
 			b.Fatal(err)
 		}
 	}
-	if loads := sumStats(ins...).Loads - before; loads != uint64(b.N) {
+	if loads := sumStats(e.in, e.naive).Loads - before; loads != uint64(b.N) {
 		b.Errorf("%d loads for %d reads: not every read was a fill", loads, b.N)
 	}
 }
@@ -141,8 +184,6 @@ type replicaLSN struct {
 	replica   *sql.DB
 	toPrimary int // fills orPrimary sent to the primary
 }
-
-func lsnCheck(replica *sql.DB) *replicaLSN { return &replicaLSN{replica: replica} }
 
 // replayed reports whether the replica has replayed the WAL up to recorded.
 func (r *replicaLSN) replayed(b *testing.B, recorded string) bool {

@@ -3,10 +3,11 @@
 // chosen delay after them, so that a read from the replica right after a
 // write is certain to miss it. Only tests import it.
 //
-// The servers are PostgreSQL 15's (GORMFLIGHT_PG_BIN, default
-// /usr/lib/postgresql/15/bin). PostgreSQL refuses to run as root, so a
-// root test process runs them as the postgres OS user (runuser -u postgres
-// --); any other user runs them as itself.
+// The server binaries are those in GORMFLIGHT_PG_BIN, or else the newest
+// of /usr/lib/postgresql/*/bin (PostgreSQL 15 on the development machine).
+// PostgreSQL refuses to run as root, so a root test process runs them as
+// the postgres OS user (runuser -u postgres --); any other user runs them
+// as itself.
 package testpg
 
 import (
@@ -17,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -129,12 +131,23 @@ func (p *Pair) CaughtUp(ctx context.Context) error {
 	}
 }
 
-// binDir is where the PostgreSQL server binaries are.
+// binDir is where the PostgreSQL server binaries are: GORMFLIGHT_PG_BIN,
+// or else the newest major version Debian's packages installed, so that a
+// CI machine that installs another version than 15 still finds one.
 func binDir() string {
 	if d := os.Getenv("GORMFLIGHT_PG_BIN"); d != "" {
 		return d
 	}
-	return "/usr/lib/postgresql/15/bin"
+	dir, newest := "/usr/lib/postgresql/15/bin", 0
+	found, _ := filepath.Glob("/usr/lib/postgresql/*/bin/pg_ctl")
+	for _, f := range found {
+		bin := filepath.Dir(f)
+		major, _, _ := strings.Cut(filepath.Base(filepath.Dir(bin)), ".")
+		if v, err := strconv.Atoi(major); err == nil && v > newest {
+			dir, newest = bin, v
+		}
+	}
+	return dir
 }
 
 // dsn is the DSN of database db on the loopback port.
