@@ -84,6 +84,11 @@ const (
 // every instance, stamped with the generations read before it: a replica
 // that has not yet replayed a write whose bump it saw would store older
 // rows for as long as the entry lives. Without dbresolver it does nothing.
+//
+// Checking instead that the replica has replayed the primary's WAL position
+// recorded with the bump would cost a query on every write and every fill,
+// and right after a write, when fills happen, finds the replica behind and
+// still goes to the source or waits out its lag (BenchmarkReplica).
 func readFromSource(db *gorm.DB) {
 	resolve := db.Callback().Query().Get(resolverCallback)
 	if resolve == nil {

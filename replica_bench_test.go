@@ -22,7 +22,9 @@ import (
 // pg_current_wal_lsn() after the commit (one more query; storing the
 // position would ride on the bump's script), and its fill asks the replica
 // how far it has replayed (one more query; the recorded position would
-// come with the generations, in the same Redis round trip).
+// come with the generations, in the same Redis round trip). The plugin
+// does (a): (b) adds a query to both paths and, right after a write, finds
+// the replica behind and goes to the primary anyway, or waits out the lag.
 //
 //	go test -run '^$' -bench Replica -benchmem -count 6 . > replica.txt
 //	benchstat -filter /op:write -col /lsn replica.txt

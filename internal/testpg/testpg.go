@@ -131,6 +131,23 @@ func (p *Pair) CaughtUp(ctx context.Context) error {
 	}
 }
 
+// PauseReplay stops the replica replaying the primary's WAL until t ends:
+// whatever the primary commits from now on, however long the test takes,
+// the replica does not have it. The replica stops before its next record
+// (PostgreSQL checks for a pause before each one it applies, after waiting
+// out recovery_min_apply_delay too).
+func (p *Pair) PauseReplay(t testing.TB) {
+	t.Helper()
+	if _, err := p.replica.Exec("SELECT pg_wal_replay_pause()"); err != nil {
+		t.Fatalf("pg_wal_replay_pause: %v", err)
+	}
+	t.Cleanup(func() {
+		if _, err := p.replica.Exec("SELECT pg_wal_replay_resume()"); err != nil {
+			t.Errorf("pg_wal_replay_resume: %v", err)
+		}
+	})
+}
+
 // binDir is where the PostgreSQL server binaries are: GORMFLIGHT_PG_BIN,
 // or else the newest major version Debian's packages installed, so that a
 // CI machine that installs another version than 15 still finds one.
