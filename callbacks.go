@@ -56,7 +56,9 @@ func (p *Plugin) useCachedPool(db *gorm.DB) {
 		p.stats.Bypassed.Add(1)
 		return
 	default:
-		readFromSource(db)
+		if !p.fillWhereRouted {
+			readFromSource(db)
+		}
 		scope, ok := p.scope(db.Statement.Context, db.Statement.ConnPool)
 		if !ok {
 			p.stats.Bypassed.Add(1) // the session cannot be known
@@ -82,6 +84,11 @@ const (
 // every instance, stamped with the generations read before it: a replica
 // that has not yet replayed a write whose bump it saw would store older
 // rows for as long as the entry lives. Without dbresolver it does nothing.
+//
+// Checking instead that the replica has replayed the primary's WAL position
+// recorded with the bump would cost a query on every write and every fill,
+// and right after a write, when fills happen, finds the replica behind and
+// still goes to the source or waits out its lag (BenchmarkReplica).
 func readFromSource(db *gorm.DB) {
 	resolve := db.Callback().Query().Get(resolverCallback)
 	if resolve == nil {

@@ -113,10 +113,24 @@ func installDB(t *testing.T, app string, prepare bool) *gorm.DB {
 // a replica, both on the test database under their own application names.
 func installResolver(t *testing.T) *dbresolver.DBResolver {
 	t.Helper()
+	return resolverOn(t, dsnWith("application_name=gft_source"), dsnWith("application_name=gft_replica"))
+}
+
+// resolverOn returns dbresolver sending writes to the database at source
+// and reads to the one at replica. The connections it opens close when the
+// test ends.
+func resolverOn(t testing.TB, source, replica string) *dbresolver.DBResolver {
+	t.Helper()
 	r := dbresolver.Register(dbresolver.Config{
-		Sources:  []gorm.Dialector{postgres.Open(dsnWith("application_name=gft_source"))},
-		Replicas: []gorm.Dialector{postgres.Open(dsnWith("application_name=gft_replica"))},
+		Sources:  []gorm.Dialector{postgres.Open(source)},
+		Replicas: []gorm.Dialector{postgres.Open(replica)},
 	})
+	closeResolverAtEnd(t, r)
+	return r
+}
+
+// closeResolverAtEnd closes the connections r opened when the test ends.
+func closeResolverAtEnd(t testing.TB, r *dbresolver.DBResolver) {
 	t.Cleanup(func() {
 		_ = r.Call(func(pool gorm.ConnPool) error {
 			if c, ok := pool.(interface{ Close() error }); ok {
@@ -125,7 +139,6 @@ func installResolver(t *testing.T) *dbresolver.DBResolver {
 			return nil
 		})
 	})
-	return r
 }
 
 var installSchemaSetup = schemaOnce{lock: schemaLockInstall}
@@ -271,14 +284,7 @@ func TestInstallDBResolverDefaultSource(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.SetMaxOpenConns(7)
-	t.Cleanup(func() {
-		_ = r.Call(func(pool gorm.ConnPool) error {
-			if c, ok := pool.(interface{ Close() error }); ok {
-				_ = c.Close()
-			}
-			return nil
-		})
-	})
+	closeResolverAtEnd(t, r)
 	sqlDB, err := in.db.DB()
 	if err != nil {
 		t.Fatal(err)

@@ -247,6 +247,13 @@ type Plugin struct {
 	logger  atomic.Pointer[logger.Interface] // the GORM logger, from Initialize
 	schema  schemaState                      // foreign keys and declared writes (cascade.go)
 	session sessionState                     // the sessions cache keys depend on (session.go)
+
+	// fillWhereRouted leaves a cached query where gorm.io/plugin/dbresolver
+	// routed it, a lagging replica included, instead of sending it to a
+	// source (readFromSource). It exists for the tests alone, which set it
+	// to inject the stale fill readFromSource prevents and show that their
+	// checks catch it; no Config field reaches it.
+	fillWhereRouted bool
 }
 
 // logf reports through the GORM logger of the database the plugin is

@@ -387,10 +387,19 @@ func linControlRun(t *testing.T, clients []LinClient) (porcupine.CheckResult, in
 // which bumps nothing, so the instances keep serving a register's old
 // value after the write returned. Without, the same history is clean.
 func LinControl(t *testing.T, history func(t *testing.T, plainWrites bool) []LinClient) {
-	run := func(t *testing.T, plainWrites bool) (porcupine.CheckResult, int, []int64) {
-		return linControlRun(t, history(t, plainWrites))
+	LinControlOf(t, "WithoutInvalidation", history)
+}
+
+// LinControlOf is LinControl for any injected bug that makes instances
+// serve a register's old value after a write returned: history(t, true)
+// builds the clients with the bug, in a subtest named bug, and
+// history(t, false) the same clients without it, in a subtest named
+// Control.
+func LinControlOf(t *testing.T, bug string, history func(t *testing.T, injected bool) []LinClient) {
+	run := func(t *testing.T, injected bool) (porcupine.CheckResult, int, []int64) {
+		return linControlRun(t, history(t, injected))
 	}
-	t.Run("WithoutInvalidation", func(t *testing.T) {
+	t.Run(bug, func(t *testing.T) {
 		res, stale, reads := run(t, true)
 		if stale < 2 {
 			t.Errorf("the explanation found %d stale reads, want at least the 2 on register 0", stale)
@@ -405,13 +414,13 @@ func LinControl(t *testing.T, history func(t *testing.T, plainWrites bool) []Lin
 	t.Run("Control", func(t *testing.T) {
 		res, stale, reads := run(t, false)
 		if stale != 0 {
-			t.Errorf("%d stale reads with invalidation in place", stale)
+			t.Errorf("%d stale reads without the injected bug", stale)
 		}
 		if reads[2] != 7_000_001 || reads[3] != 7_000_001 {
-			t.Errorf("with the adapter writing, register 0 read %v, want 7000001 after the write", reads)
+			t.Errorf("without the injected bug, register 0 read %v, want 7000001 after the write", reads)
 		}
 		if res != porcupine.Ok {
-			t.Errorf("porcupine: %s with invalidation in place, want %s", res, porcupine.Ok)
+			t.Errorf("porcupine: %s without the injected bug, want %s", res, porcupine.Ok)
 		}
 	})
 }
