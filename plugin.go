@@ -133,6 +133,14 @@ type Config struct {
 	// README on Redis failover).
 	WaitReplicas int
 
+	// KeyCopies is how many copies of each table's generation and
+	// announcement keys Redis holds, in slots spread over a Redis Cluster.
+	// Every hit reads its tables' keys, so with one copy a popular table's
+	// hits all go to the shard of its slot; with n copies each query reads
+	// one copy (by its key) and a write updates all n before it returns.
+	// Default 16 on a *redis.ClusterClient, else 1.
+	KeyCopies int
+
 	// Local is the near cache's staleness bound for every cached query
 	// that does not choose its own with the Local option. Default 0: no
 	// query is served from the near cache unless it asks.
@@ -213,6 +221,7 @@ func (c *Config) engineConfig() engine.Config {
 		RefreshBeta:       c.RefreshBeta,
 		MaxRefreshes:      c.MaxRefreshes,
 		WaitReplicas:      c.WaitReplicas,
+		KeyCopies:         c.KeyCopies,
 	}
 }
 

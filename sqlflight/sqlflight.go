@@ -69,6 +69,9 @@ type Config struct {
 	// WaitReplicas makes writes wait for Redis replicas, as
 	// gormflight.Config.WaitReplicas.
 	WaitReplicas int
+	// KeyCopies spreads each table's keys over Redis Cluster, as
+	// gormflight.Config.KeyCopies.
+	KeyCopies int
 
 	// AlsoWrites declares writes no catalog shows (triggers), as
 	// gormflight.Config.AlsoWrites.
@@ -151,7 +154,7 @@ func New(c driver.Connector, cfg Config) (*Connector, error) {
 		FailClosed: cfg.FailClosed, MaxEntrySize: cfg.MaxEntrySize, TTLJitter: cfg.TTLJitter,
 		MemoSize: cfg.MemoSize, LocalSize: cfg.LocalSize, BreakerFailures: cfg.BreakerFailures,
 		BreakerCooldown: cfg.BreakerCooldown, RefreshBeta: cfg.RefreshBeta, MaxRefreshes: cfg.MaxRefreshes,
-		WaitReplicas: cfg.WaitReplicas, Log: w.logf, Stats: &w.stats,
+		WaitReplicas: cfg.WaitReplicas, KeyCopies: cfg.KeyCopies, Log: w.logf, Stats: &w.stats,
 	}
 	if err := ec.SetDefaults(); err != nil {
 		return nil, err
