@@ -1,9 +1,6 @@
 package engine
 
-import (
-	"strconv"
-	"sync"
-)
+import "strconv"
 
 // Copies of a table's keys, in slots spread over Redis Cluster
 // (Config.KeyCopies).
@@ -28,11 +25,28 @@ type tableKeys struct {
 	gen, writers, held string
 }
 
-// copyKeys returns copy i of table's keys.
+// copyKeys returns copy i of table's keys. An engine keeps the keys of up
+// to maxKeptTables tables (every hit asks for them; finding the copies'
+// tags takes a few dozen CRC16s); beyond, it computes them each time, so
+// an application with countless table names does not grow without bound.
 func (e *Engine) copyKeys(table string, i int) tableKeys {
-	gen := e.cfg.Prefix + ":g:{" + e.copyTag(table, i) + "}"
-	return tableKeys{gen: gen, writers: gen + ":w", held: gen + ":h"}
+	if v, ok := e.tableKeys.Load(table); ok {
+		return v.([]tableKeys)[i]
+	}
+	tags := copyTags(table, e.cfg.KeyCopies)
+	all := make([]tableKeys, len(tags))
+	for c, tag := range tags {
+		gen := e.cfg.Prefix + ":g:{" + tag + "}"
+		all[c] = tableKeys{gen: gen, writers: gen + ":w", held: gen + ":h"}
+	}
+	if e.keptTables.Add(1) <= maxKeptTables {
+		e.tableKeys.Store(table, all)
+	}
+	return all[i]
 }
+
+// maxKeptTables bounds the tables whose keys an engine keeps.
+const maxKeptTables = 4096
 
 // copyOf returns the copy of its tables' keys the query of hash reads.
 func (e *Engine) copyOf(hash string) int {
@@ -47,22 +61,15 @@ func (e *Engine) copyOf(hash string) int {
 	return int(h % uint32(n))
 }
 
-// tagCache holds the tags of copies found so far: table -> []string.
-var tagCache sync.Map
-
-// copyTag returns the hash tag of copy i of table's keys: the table's name,
-// or with KeyCopies > 1 the name and the first suffix |s (s = 0, 1, ...)
-// whose slot lies in the copy's range. A table whose name ends like a
-// copy's may share keys with another table's copy: their writes then
-// invalidate each other's entries, which costs misses, never stale rows.
-func (e *Engine) copyTag(table string, i int) string {
-	n := e.cfg.KeyCopies
+// copyTags returns the hash tags of the n copies of table's keys: the
+// table's name alone for one copy; for more, copy i's is the name and the
+// first suffix |s (s = 0, 1, ...) whose slot lies in the i-th n-th of the
+// slots. A table whose name ends like a copy's may share keys with
+// another table's copy: their writes then invalidate each other's entries,
+// which costs misses, never stale rows.
+func copyTags(table string, n int) []string {
 	if n <= 1 {
-		return table
-	}
-	key := strconv.Itoa(n) + "\x00" + table
-	if v, ok := tagCache.Load(key); ok {
-		return v.([]string)[i]
+		return []string{table}
 	}
 	tags := make([]string, n)
 	found := 0
@@ -74,8 +81,7 @@ func (e *Engine) copyTag(table string, i int) string {
 			found++
 		}
 	}
-	tagCache.Store(key, tags)
-	return tags[i]
+	return tags
 }
 
 // slots is how many hash slots Redis Cluster has.

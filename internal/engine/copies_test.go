@@ -14,10 +14,9 @@ import (
 func TestCopyTagsSpreadOverSlots(t *testing.T) {
 	node := redis.NewClient(&redis.Options{Addr: startClusterNode(t)})
 	defer node.Close()
-	e := &Engine{cfg: Config{Prefix: "p", KeyCopies: 16}}
 	for _, table := range []string{"users", "*", `"Odd"."Name"`, "t"} {
-		for i := range 16 {
-			tag := e.copyTag(table, i)
+		tags := copyTags(table, 16)
+		for i, tag := range tags {
 			want, err := node.ClusterKeySlot(context.Background(), tag).Result()
 			if err != nil {
 				t.Fatal(err)

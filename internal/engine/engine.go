@@ -53,8 +53,11 @@ type Engine struct {
 	group   singleflight.Group
 	locks   *redsync.Redsync
 	hub     *hub
-	memo    *memo
-	local   *local // the near cache; nil without Config.LocalSize
+	// tableKeys: table name -> []tableKeys, every copy (copies.go).
+	tableKeys  sync.Map
+	keptTables atomic.Int64
+	memo       *memo
+	local      *local // the near cache; nil without Config.LocalSize
 	// done is closed by Close: waiting flights stop waiting and query the
 	// database themselves.
 	done chan struct{}
