@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/gormflight/gormflight/internal/cachekey"
 	"github.com/gormflight/gormflight/internal/dialect"
@@ -46,6 +47,9 @@ func (c *conn) QueryContext(ctx context.Context, query string, args []driver.Nam
 	if s := settingsFrom(ctx); s != nil {
 		if err := s.check(c.c.d.SQL); err != nil {
 			return nil, err
+		}
+		if c.c.cfg.Observer != nil {
+			return c.observedQuery(ctx, s, query, args)
 		}
 		if req, ok := c.request(s, query, args); ok && c.c.engine.Enter() {
 			defer c.c.engine.Exit()
@@ -474,6 +478,17 @@ func (s *stmt) ExecContext(ctx context.Context, args []driver.NamedValue) (drive
 }
 
 func (s *stmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
+	if settingsFrom(ctx) != nil && s.c.c.cfg.Observer != nil {
+		start := time.Now()
+		rows, err := s.query1(ctx, args)
+		s.c.reportBypass(ctx, engine.Request{}, s.query, start, err)
+		return rows, err
+	}
+	return s.query1(ctx, args)
+}
+
+// query1 runs the prepared query, invalidating what it writes.
+func (s *stmt) query1(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
 	finish := s.c.begin(ctx, s.query)
 	var rows driver.Rows
 	var err error
