@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -40,59 +39,9 @@ func (r *recorder) take() []observe.Event {
 	return out
 }
 
-// holdHook holds, once armed, the next Redis round trip that match
-// accepts: it closes held, then waits for let.
-type holdHook struct {
-	match func(cmds []redis.Cmder) bool
-	armed atomic.Bool
-	held  chan struct{}
-	let   chan struct{}
-	once  sync.Once
-}
-
-// newHoldHook returns a hook that lets go at the latest when the test
-// ends, so that a failed test does not leave a flight held.
-func newHoldHook(t *testing.T, match func([]redis.Cmder) bool) *holdHook {
-	h := &holdHook{match: match, held: make(chan struct{}), let: make(chan struct{})}
-	t.Cleanup(h.release)
-	return h
-}
-
-// release lets the held round trip go on; it may be called more than once.
-func (h *holdHook) release() { h.once.Do(func() { close(h.let) }) }
-
-func (h *holdHook) hold(cmds []redis.Cmder) {
-	if h.match(cmds) && h.armed.CompareAndSwap(true, false) {
-		close(h.held)
-		<-h.let
-	}
-}
-
-func (h *holdHook) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (h *holdHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		h.hold([]redis.Cmder{cmd})
-		return next(ctx, cmd)
-	}
-}
-
-func (h *holdHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		h.hold(cmds)
-		return next(ctx, cmds)
-	}
-}
-
 // storesEntry matches the round trip that stores a loaded entry.
 func storesEntry(cmds []redis.Cmder) bool {
 	return slices.ContainsFunc(cmds, func(c redis.Cmder) bool { return engine.ScriptOf(c) == engine.ScriptFill })
-}
-
-// looksUp matches a flight's look into Redis: the entry, its TTL, then its
-// tables' generations.
-func looksUp(cmds []redis.Cmder) bool {
-	return len(cmds) >= 2 && cmds[0].Name() == "get" && cmds[1].Name() == "pttl"
 }
 
 // observed returns an instance whose events rec records, on the Redis at
@@ -205,16 +154,16 @@ func observeLoadHit(t *testing.T, r *rig, table, tag string) {
 
 // Instance A's store is held until B waits for it.
 func observeWait(t *testing.T, r *rig, table, tag string) {
-	hook := newHoldHook(t, storesEntry)
-	hook.armed.Store(true)
+	hook := testdb.NewHoldHook(t, storesEntry)
+	hook.Arm()
 	a, recA := r.observed(t, "", hook)
 	b, recB := r.observed(t, "", nil)
 	errs := make(chan error, 2)
 	go func() { errs <- r.obsRead(t, a.db, table, tag) }()
-	<-hook.held
+	<-hook.Held()
 	go func() { errs <- r.obsRead(t, b.db, table, tag) }()
 	testdb.WaitFor(t, "B to wait", func() bool { return b.c.Stats().Waits == 1 })
-	hook.release()
+	hook.Release()
 	for range 2 {
 		if err := <-errs; err != nil {
 			t.Fatal(err)
@@ -233,15 +182,15 @@ func observeWait(t *testing.T, r *rig, table, tag string) {
 // The first caller's flight is held at its first look into Redis until a
 // second caller of the same instance has joined it.
 func observeShared(t *testing.T, r *rig, table, tag string) {
-	hook := newHoldHook(t, looksUp)
+	hook := testdb.NewHoldHook(t, testdb.LooksUp)
 	a, rec := r.observed(t, "", hook)
-	hook.armed.Store(true)
+	hook.Arm()
 	errs := make(chan error, 2)
 	go func() { errs <- r.obsRead(t, a.db, table, tag) }()
-	<-hook.held
+	<-hook.Held()
 	go func() { errs <- r.obsRead(t, a.db, table, tag) }()
 	testdb.WaitFor(t, "the second caller to join", func() bool { return testdb.JoinedFlights() == 1 })
-	hook.release()
+	hook.Release()
 	for range 2 {
 		if err := <-errs; err != nil {
 			t.Fatal(err)
