@@ -87,7 +87,11 @@ func (p *Plugin) markBypass(db *gorm.DB) {
 // unmarkBypass clears a mark a statement may have inherited from the one
 // it was cloned from: the cached pool reports it.
 func (p *Plugin) unmarkBypass(db *gorm.DB) {
-	if p.cfg.Observer != nil {
+	if p.cfg.Observer == nil {
+		return
+	}
+	// Load first: a sync.Map's Delete of a missing key may allocate.
+	if _, marked := db.Statement.Settings.Load(bypassKey); marked {
 		db.Statement.Settings.Delete(bypassKey)
 	}
 }

@@ -477,18 +477,20 @@ func (s *stmt) ExecContext(ctx context.Context, args []driver.NamedValue) (drive
 	return res, err
 }
 
+// QueryContext runs the prepared query, uncached: one run with WithCache
+// is reported to the Observer as a bypass.
 func (s *stmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
 	if settingsFrom(ctx) != nil && s.c.c.cfg.Observer != nil {
 		start := time.Now()
-		rows, err := s.query1(ctx, args)
+		rows, err := s.run(ctx, args)
 		s.c.reportBypass(ctx, engine.Request{}, s.query, start, err)
 		return rows, err
 	}
-	return s.query1(ctx, args)
+	return s.run(ctx, args)
 }
 
-// query1 runs the prepared query, invalidating what it writes.
-func (s *stmt) query1(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
+// run runs the prepared query, invalidating what it writes.
+func (s *stmt) run(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
 	finish := s.c.begin(ctx, s.query)
 	var rows driver.Rows
 	var err error
