@@ -12,6 +12,7 @@ import (
 
 	"github.com/gormflight/gormflight/internal/engine"
 	"github.com/gormflight/gormflight/internal/rowcodec"
+	"github.com/gormflight/gormflight/observe"
 	"github.com/redis/go-redis/v9"
 	"gorm.io/gorm"
 )
@@ -153,8 +154,15 @@ func primedInstance(b *testing.B, n int, mod func(*Config)) (*instance, *redis.C
 // BenchmarkHitCancellable is the same with a cancellable context, as a
 // request's: the flight then runs on a goroutine of its own, so that the
 // caller can give up. BenchmarkHitDecoded disables the memo, so that every
-// hit decodes the entry.
+// hit decodes the entry. BenchmarkHitObserved is BenchmarkHit with an
+// Observer that does nothing: what reporting each statement costs.
 func BenchmarkHit(b *testing.B) { benchHit(b, nil, false) }
+
+func BenchmarkHitObserved(b *testing.B) {
+	benchHit(b, func(c *Config) {
+		c.Observer = observe.ObserverFunc(func(context.Context, observe.Event) {})
+	}, false)
+}
 
 func BenchmarkHitCancellable(b *testing.B) { benchHit(b, nil, true) }
 

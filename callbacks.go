@@ -29,7 +29,7 @@ func (p *Plugin) registerCallbacks(db *gorm.DB) error {
 			return fmt.Errorf("gormflight: register %s session callback: %w", r.name, r.err)
 		}
 	}
-	return nil
+	return p.registerObserver(db)
 }
 
 // useCachedPool routes an opted-in statement's reads through the cache.
@@ -54,6 +54,7 @@ func (p *Plugin) useCachedPool(db *gorm.DB) {
 		// Inside a transaction reads bypass the cache, so a transaction
 		// always reads its own writes.
 		p.stats.Bypassed.Add(1)
+		p.markBypass(db)
 		return
 	default:
 		if !p.fillWhereRouted {
@@ -62,8 +63,10 @@ func (p *Plugin) useCachedPool(db *gorm.DB) {
 		scope, ok := p.scope(db.Statement.Context, db.Statement.ConnPool)
 		if !ok {
 			p.stats.Bypassed.Add(1) // the session cannot be known
+			p.markBypass(db)
 			return
 		}
+		p.unmarkBypass(db)
 		_, dedicated := db.Statement.ConnPool.(*sql.Conn)
 		db.Statement.ConnPool = &cachedPool{ConnPool: db.Statement.ConnPool, plugin: p, settings: s,
 			scope: scope, onPool: !dedicated}

@@ -1,15 +1,12 @@
 package gormflight
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
-	"os/exec"
 	"reflect"
 	"strings"
 	"sync"
@@ -17,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gormflight/gormflight/internal/engine"
+	"github.com/gormflight/gormflight/internal/testdb"
 	"github.com/redis/go-redis/v9"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
@@ -162,99 +160,15 @@ func openRedis(t testing.TB, addr string) *redis.Client {
 	return rdb
 }
 
-// startRedis starts a redis-server of the test's own on a free loopback
-// port, without persistence, and waits until it answers PING. stop kills it
-// (SIGKILL) and waits for it; restart starts it again on the same port, so
-// clients reconnect to the same address. args are added to the server's
-// command line (--maxmemory, --enable-debug-command). The server is stopped
-// when the test ends. Everything destructive (killing, flushing,
-// reconfiguring) happens to such a server, never to the shared Redis.
+// startRedis starts a redis-server of the test's own (testdb.StartRedis):
+// stop kills it, restart starts it again on the same port.
 func startRedis(t *testing.T, args ...string) (addr string, stop func(), restart func()) {
 	t.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		unavailable(t, "redis-server binary", err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr = l.Addr().String()
-	_, port, _ := net.SplitHostPort(addr)
-	_ = l.Close()
-	dir := t.TempDir()
-	out := new(syncBuffer)
-
-	var mu sync.Mutex
-	var cmd *exec.Cmd
-	stop = func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if cmd == nil {
-			return
-		}
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		cmd = nil
-	}
-	restart = func() {
-		t.Helper()
-		mu.Lock()
-		if cmd != nil {
-			mu.Unlock()
-			t.Fatalf("redis-server on %s is already running", addr)
-		}
-		c := exec.Command("redis-server", append([]string{"--port", port, "--bind", "127.0.0.1",
-			"--save", "", "--appendonly", "no", "--dir", dir}, args...)...)
-		c.Stdout, c.Stderr = out, out
-		if err := c.Start(); err != nil {
-			mu.Unlock()
-			t.Fatalf("starting redis-server: %v", err)
-		}
-		cmd = c
-		mu.Unlock()
-		awaitPing(t, addr, out)
-	}
-	t.Cleanup(stop)
-	restart()
-	return addr, stop, restart
+	return testdb.StartRedis(t, args...)
 }
 
-// awaitPing waits until the redis-server at addr, just started, answers
-// PING; out is its output, for the message if it never does.
-func awaitPing(t testing.TB, addr string, out fmt.Stringer) {
-	t.Helper()
-	rdb := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: time.Second})
-	defer rdb.Close()
-	var err error
-	answered := eventually(20*time.Second, func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		err = rdb.Ping(ctx).Err()
-		return err == nil
-	})
-	if !answered {
-		t.Fatalf("redis-server on %s did not answer PING within 20s: %v\noutput:\n%s", addr, err, out)
-	}
-}
-
-// syncBuffer collects a child process's output; the process writes while
-// the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (c *syncBuffer) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.b.Write(p)
-}
-
-func (c *syncBuffer) String() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.b.String()
-}
+// syncBuffer collects a child process's output.
+type syncBuffer = testdb.SyncBuffer
 
 // ---------------------------------------------------------------------------
 // Application instances

@@ -11,6 +11,7 @@ import (
 	"github.com/gormflight/gormflight/internal/dialect"
 	"github.com/gormflight/gormflight/internal/engine"
 	"github.com/gormflight/gormflight/internal/rowcodec"
+	"github.com/gormflight/gormflight/observe"
 	"github.com/redis/go-redis/v9"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
@@ -179,6 +180,17 @@ type Config struct {
 	// the @) that a function reads; SQLite has none, and Initialize refuses
 	// any. Default nil.
 	SessionSettings []string
+
+	// Observer receives an observe.Event for every statement that asked for
+	// the cache (Cache or CacheClause): how the cache answered it (a hit,
+	// a wait, a load, a fallback, ...), how long it waited and how long the
+	// database took. It is called on the statement's goroutine, once the
+	// statement's result is known, so it must be quick and safe for
+	// concurrent use; events never hold SQL text or argument values.
+	// Adapters to OpenTelemetry and Prometheus are the modules
+	// github.com/gormflight/gormflight/extra/otel and extra/prometheus.
+	// Default nil: nothing is observed, at no cost.
+	Observer observe.Observer
 }
 
 // setDefaults fills the defaults and refuses what they cannot mend; the

@@ -27,6 +27,9 @@ type cachedPool struct {
 
 func (c *cachedPool) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
 	p := c.plugin
+	if p.cfg.Observer != nil {
+		return c.observedQuery(ctx, query, args)
+	}
 	req, ok := p.request(c, query, args)
 	if !ok || !p.engine.Enter() {
 		return c.ConnPool.QueryContext(ctx, query, args...)
@@ -41,6 +44,9 @@ func (c *cachedPool) QueryContext(ctx context.Context, query string, args ...any
 
 func (c *cachedPool) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
 	p := c.plugin
+	if p.cfg.Observer != nil {
+		return c.observedQueryRow(ctx, query, args)
+	}
 	req, ok := p.request(c, query, args)
 	if !ok || !p.engine.Enter() {
 		return c.ConnPool.QueryRowContext(ctx, query, args...)

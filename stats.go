@@ -1,9 +1,12 @@
 package gormflight
 
-import "github.com/gormflight/gormflight/internal/engine"
+import (
+	"github.com/gormflight/gormflight/internal/engine"
+	"github.com/gormflight/gormflight/observe"
+)
 
 // Stats is a snapshot of a Plugin's counters since New (its fields are
-// documented on engine.Stats, which the database/sql middleware's
+// documented on observe.Stats, which the database/sql middleware's
 // sqlflight.Stats shares). All counts are per Plugin (one application
 // instance); add them up across instances for the cluster's view.
 //
@@ -11,7 +14,7 @@ import "github.com/gormflight/gormflight/internal/engine"
 // instance), Shared counts callers. A flight that misses and then waits for
 // another instance counts one Miss, one Wait and, when the result arrives,
 // one Hit; so Hits + Misses is not the number of flights.
-type Stats = engine.Stats
+type Stats = observe.Stats
 
 // snapshot returns the values of c.
 func snapshot(c *engine.Counters) Stats { return c.Snapshot() }

@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/gormflight/gormflight/internal/cachekey"
 	"github.com/gormflight/gormflight/internal/dialect"
@@ -46,6 +47,9 @@ func (c *conn) QueryContext(ctx context.Context, query string, args []driver.Nam
 	if s := settingsFrom(ctx); s != nil {
 		if err := s.check(c.c.d.SQL); err != nil {
 			return nil, err
+		}
+		if c.c.cfg.Observer != nil {
+			return c.observedQuery(ctx, s, query, args)
 		}
 		if req, ok := c.request(s, query, args); ok && c.c.engine.Enter() {
 			defer c.c.engine.Exit()
@@ -473,7 +477,20 @@ func (s *stmt) ExecContext(ctx context.Context, args []driver.NamedValue) (drive
 	return res, err
 }
 
+// QueryContext runs the prepared query, uncached: one run with WithCache
+// is reported to the Observer as a bypass.
 func (s *stmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
+	if settingsFrom(ctx) != nil && s.c.c.cfg.Observer != nil {
+		start := time.Now()
+		rows, err := s.run(ctx, args)
+		s.c.reportBypass(ctx, engine.Request{}, s.query, start, err)
+		return rows, err
+	}
+	return s.run(ctx, args)
+}
+
+// run runs the prepared query, invalidating what it writes.
+func (s *stmt) run(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
 	finish := s.c.begin(ctx, s.query)
 	var rows driver.Rows
 	var err error

@@ -130,7 +130,8 @@ func TestDefectDDLInSQLTransactionMissesCascade(t *testing.T) {
 				t.Cleanup(func() { _, _ = r.plain.Exec("DROP TABLE IF EXISTS " + child) })
 				// LoadTimeout bounds a held announcement's life (the CREATE run
 				// in an SQL transaction is held): 2 s instead of a minute.
-				a, b := r.instanceWith(t, 2*time.Second), r.instanceWith(t, 2*time.Second)
+				short := func(c *sqlflight.Config) { c.LoadTimeout = 2 * time.Second }
+				a, b := r.instanceWith(t, short), r.instanceWith(t, short)
 				_ = r.read(t, a.db, parent) // A's graph is loaded
 				ctx := context.Background()
 				c, err := a.db.Conn(ctx)
@@ -282,22 +283,6 @@ func TestDefectPgxArgs(t *testing.T) {
 			}
 		}
 	})
-}
-
-// instanceWith is rig.instance with a LoadTimeout.
-func (r *rig) instanceWith(t *testing.T, loadTimeout time.Duration) *instance {
-	t.Helper()
-	c, err := sqlflight.New(testdb.Connector(r.t, r.name), sqlflight.Config{
-		Redis: redisClient(t), Dialect: r.name, Prefix: r.prefix,
-		RedisTimeout: 3 * time.Second, MaxWait: time.Minute, LoadTimeout: loadTimeout,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	db := sql.OpenDB(c)
-	db.SetMaxOpenConns(8)
-	t.Cleanup(func() { _ = db.Close() })
-	return &instance{db: db, c: c}
 }
 
 // A write whose context ends while it waits on a row lock: go-sql-driver

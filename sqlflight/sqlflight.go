@@ -41,6 +41,7 @@ import (
 	"github.com/gormflight/gormflight/internal/dialect"
 	"github.com/gormflight/gormflight/internal/engine"
 	"github.com/gormflight/gormflight/internal/sqlscan"
+	"github.com/gormflight/gormflight/observe"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -82,10 +83,17 @@ type Config struct {
 	// Logf receives the wrapper's warnings and errors (a failed
 	// invalidation, an opening breaker). Default: none.
 	Logf func(format string, args ...any)
+	// Observer receives an observe.Event for every query run with
+	// WithCache, once its result is known, on the query's goroutine, as
+	// gormflight.Config.Observer. A query of a prepared statement, which
+	// runs uncached, is reported as observe.Bypass. Default nil: nothing
+	// is observed, at no cost.
+	Observer observe.Observer
 }
 
-// Stats is a snapshot of a Connector's counters; see gormflight.Stats.
-type Stats = engine.Stats
+// Stats is a snapshot of a Connector's counters; observe.Stats documents
+// them.
+type Stats = observe.Stats
 
 // Errors, shared with package gormflight: match them with errors.Is.
 var (

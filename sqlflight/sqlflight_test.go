@@ -64,10 +64,21 @@ type instance struct {
 
 func (r *rig) instance(t *testing.T) *instance {
 	t.Helper()
-	c, err := sqlflight.New(testdb.Connector(r.t, r.name), sqlflight.Config{
+	return r.instanceWith(t, nil)
+}
+
+// instanceWith is instance with a Config that mod changes (its Redis
+// client, an Observer).
+func (r *rig) instanceWith(t *testing.T, mod func(*sqlflight.Config)) *instance {
+	t.Helper()
+	cfg := sqlflight.Config{
 		Redis: redisClient(t), Dialect: r.name, Prefix: r.prefix,
 		RedisTimeout: 3 * time.Second, MaxWait: time.Minute,
-	})
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	c, err := sqlflight.New(testdb.Connector(r.t, r.name), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -96,6 +96,10 @@ const maxAnalysedLen = 4 << 10
 // Classify returns the kind of a statement by its first keyword (sqlscan.Classify).
 func (d *Dialect) Classify(query string) sqlscan.Kind { return sqlscan.Classify(d.SQL, query) }
 
+// Touches returns the tables the statement reads or writes, sorted, for
+// telling what a statement that runs uncached is about. It may allocate.
+func (a Analysis) Touches() []string { return MergeTables(a.Depends, a.Writes) }
+
 // MergeTables returns the sorted union of a sorted, duplicate-free list and
 // declared names.
 func MergeTables(sorted, declared []string) []string {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/go-redsync/redsync/v4"
 	"github.com/gormflight/gormflight/internal/rowcodec"
+	"github.com/gormflight/gormflight/observe"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -39,6 +40,7 @@ func (e *Engine) load(ctx context.Context, req request, polled bool) (*flightRes
 		if usable, stale := e.usable(req, f); usable {
 			e.unlock(m)
 			e.stats.Hits.Add(1)
+			flightInfoOf(ctx).found()
 			res := &flightResult{entry: f.entry, readAt: readAt}
 			if !stale {
 				res.expires = f.ttlEnds(e.refreshWindow(req, f.meta.load))
@@ -87,8 +89,11 @@ func (e *Engine) fill(ctx context.Context, req request, m *redsync.Mutex, stampC
 	}
 	e.at(SeamStamped, req.keys)
 	e.stats.Loads.Add(1)
+	fi := flightInfoOf(ctx)
+	fi.loading(observe.Load)
 	readAt := time.Now()
 	ent, err := e.runQuery(ctx, req)
+	fi.loaded(readAt)
 	if err != nil {
 		return nil, err
 	}
@@ -106,6 +111,11 @@ func (e *Engine) fill(ctx context.Context, req request, m *redsync.Mutex, stampC
 // runQuery runs the query on the database, bounded by LoadTimeout from
 // now: time spent waiting before does not shorten it.
 func (e *Engine) runQuery(ctx context.Context, req request) (*rowcodec.Entry, error) {
+	if flightInfoOf(ctx) != nil {
+		// The query is not the flight: an engine it may call must not
+		// report to the flight's caller.
+		ctx = context.WithValue(ctx, flightInfoKey{}, (*flightInfo)(nil))
+	}
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.LoadTimeout)
 	defer cancel()
 	return req.load(ctx)
@@ -117,8 +127,11 @@ func (e *Engine) runQuery(ctx context.Context, req request) (*rowcodec.Entry, er
 func (e *Engine) fallback(ctx context.Context, req request) (*flightResult, error) {
 	e.stats.Fallbacks.Add(1)
 	e.stats.Loads.Add(1)
+	fi := flightInfoOf(ctx)
+	fi.loading(observe.Fallback)
 	readAt := time.Now()
 	ent, err := e.runQuery(ctx, req)
+	fi.loaded(readAt)
 	if err != nil {
 		return nil, err
 	}
@@ -134,6 +147,7 @@ var errInvalidationPending = errors.New("gormflight: a write's invalidation has 
 // Config.FailClosed is set.
 func (e *Engine) withoutRedis(ctx context.Context, req request, err error) (*flightResult, error) {
 	if e.cfg.FailClosed {
+		flightInfoOf(ctx).loading(observe.Fallback) // no query: the call fails instead
 		return nil, redisUnavailable(err)
 	}
 	return e.fallback(ctx, req)

@@ -3,7 +3,7 @@ package engine
 import "sync/atomic"
 
 // Counters is the single place where the engine and its adapter count. The
-// adapter's Stats snapshot reads it; gormflight.Stats documents each count.
+// adapter's Stats snapshot reads it; observe.Stats documents each count.
 type Counters struct {
 	Hits, Misses, Loads, Shared, Waits, Fallbacks     atomic.Uint64
 	RedisErrors, Uncached, Bypassed, DecodeErrors     atomic.Uint64

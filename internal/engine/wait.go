@@ -57,18 +57,25 @@ func (e *Engine) wait(ctx context.Context, req request, ws *waits, writing bool)
 	// Subscribed before this wait: the subscription's confirmation wakes
 	// it for a re-check, so nothing published since the look is missed.
 	ws.poll.Reset(e.cfg.LockExpiry / 2)
+	fi := flightInfoOf(ctx)
+	fi.waiting()
+	since := fi.now()
 	select {
 	case <-ws.w.wake:
+		fi.waited(since)
 		ws.polled = false
 	case <-ws.poll.C:
+		fi.waited(since)
 		// No message: a holder or a writer may be dead (its lock or
 		// Announcement then expires) or a message was lost. Look again.
 		ws.polled = true
 	case <-timerC(ws.writes):
+		fi.waited(since)
 		e.Warnf(LogWait, "gormflight: a write to %v has not ended within %v; reading the database", req.tables, e.cfg.LockExpiry)
 		res, err := e.fallback(ctx, req)
 		return res, true, err
 	case <-ws.maxWait.C:
+		fi.waited(since)
 		e.stats.WaitTimeouts.Add(1)
 		e.Warnf(LogWait, "gormflight: waited %v for another instance's result or a write's end", e.cfg.MaxWait)
 		if e.cfg.FailOnWaitTimeout {
@@ -77,6 +84,7 @@ func (e *Engine) wait(ctx context.Context, req request, ws *waits, writing bool)
 		res, err := e.fallback(ctx, req)
 		return res, true, err
 	case <-e.done:
+		fi.waited(since)
 		res, err := e.fallback(ctx, req)
 		return res, true, err
 	}
