@@ -275,6 +275,7 @@ const (
 	schemaLockLinearizability                       // linSchema: gft_lin_*
 	schemaLockInstall                               // installSchema: gft_install_runs, gft_install_run
 	schemaLockRefresh                               // refreshSchema: gft_refresh_loads, gft_refresh_load
+	schemaLockScale                                 // scaleSchema: gft_scale_kv
 )
 
 // withSchemaLock runs setup in one transaction that first takes lock.
