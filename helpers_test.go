@@ -361,6 +361,7 @@ const (
 	schemaLockLinearizability                       // linSchema: gft_lin_*
 	schemaLockInstall                               // installSchema: gft_install_runs, gft_install_run
 	schemaLockRefresh                               // refreshSchema: gft_refresh_loads, gft_refresh_load
+	schemaLockCluster                               // clusterSchema: gft_cluster_hot
 )
 
 // withSchemaLock runs setup in one transaction that first takes lock.
