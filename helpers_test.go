@@ -276,6 +276,7 @@ const (
 	schemaLockInstall                               // installSchema: gft_install_runs, gft_install_run
 	schemaLockRefresh                               // refreshSchema: gft_refresh_loads, gft_refresh_load
 	schemaLockScale                                 // scaleSchema: gft_scale_kv
+	schemaLockCluster                               // clusterSchema: gft_cluster_hot
 )
 
 // withSchemaLock runs setup in one transaction that first takes lock.

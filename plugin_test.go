@@ -35,11 +35,17 @@ func TestStampedeRunsQueryOnceAcrossInstances(t *testing.T) {
 	forEachDB(t, testStampede)
 }
 
-func testStampede(t *testing.T, d *testDB) {
+func testStampede(t *testing.T, d *testDB) { stampede(t, d, 8, d.instances) }
+
+// stampede releases 100 callers per instance, on as many instances as
+// instances says, at once on one cold key, then on 10, and checks that
+// d's database ran the query once per key. newInstances returns n
+// instances sharing a fresh prefix.
+func stampede(t *testing.T, d *testDB, instances int, newInstances func(t testing.TB, n int, mod func(*Config)) []*instance) {
 	for _, nkeys := range []int{1, 10} {
 		t.Run(fmt.Sprintf("keys=%d", nkeys), func(t *testing.T) {
-			const instances, callers = 8, 100
-			ins := d.instances(t, instances, nil)
+			const callers = 100
+			ins := newInstances(t, instances, nil)
 			tag := uniqueTag(t)
 
 			// Every caller is released at once by closing start.
