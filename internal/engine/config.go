@@ -46,7 +46,8 @@ type Config struct {
 
 	// KeyCopies is how many copies of each table's generation, writers
 	// and held keys there are, in slots spread over Redis Cluster
-	// (copies.go). Default: 16 on a *redis.ClusterClient, else 1.
+	// (copies.go). Default 1. Every instance sharing a prefix must use
+	// the same value.
 	KeyCopies int
 
 	Log   LogFunc   // nil: no logging
@@ -110,12 +111,13 @@ func (c *Config) defaultKeyCopies() {
 		return
 	}
 	c.KeyCopies = 1
-	if _, ok := c.Redis.(*redis.ClusterClient); ok {
-		c.KeyCopies = DefaultClusterKeyCopies
-	}
 }
 
-// DefaultClusterKeyCopies is KeyCopies on Redis Cluster.
+// DefaultClusterKeyCopies is the KeyCopies the README recommends on Redis
+// Cluster. It is not the default there: every instance that shares a
+// prefix must use the same KeyCopies (a write bumps the copies its own
+// instance knows of), so a default that depended on the client's type, or
+// changed between versions, would let instances disagree.
 const DefaultClusterKeyCopies = 16
 
 // validate reports the first field New cannot work with.

@@ -1,6 +1,10 @@
 package engine
 
-import "strconv"
+import (
+	"context"
+	"fmt"
+	"strconv"
+)
 
 // Copies of a table's keys, in slots spread over Redis Cluster
 // (Config.KeyCopies).
@@ -102,4 +106,27 @@ func slot(key string) uint16 {
 		}
 	}
 	return crc % slots
+}
+
+// checkKeyCopies records KeyCopies in Redis for the prefix, the first
+// instance to start deciding, and refuses a Config whose KeyCopies differs
+// from the one recorded: a write bumps only the copies its own instance
+// knows of, so instances that disagree would serve rows from before each
+// other's writes. A Redis that does not answer is not a reason to refuse
+// (New does not need Redis); the record then waits for the next instance.
+func checkKeyCopies(cfg Config) error {
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.RedisTimeout)
+	defer cancel()
+	key := cfg.Prefix + ":keycopies"
+	pipe := cfg.Redis.Pipeline()
+	pipe.SetNX(ctx, key, cfg.KeyCopies, 0)
+	got := pipe.Get(ctx, key)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil
+	}
+	if v, err := got.Int(); err == nil && v != cfg.KeyCopies {
+		return fmt.Errorf("%w: KeyCopies is %d, but instances with the prefix %q use %d; every instance must use the same (to change it, stop them all and delete %s)",
+			ErrInvalidConfig, cfg.KeyCopies, cfg.Prefix, v, key)
+	}
+	return nil
 }

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"testing"
@@ -74,5 +75,28 @@ func TestWriteEndsEveryCopy(t *testing.T) {
 		if n, f := loads.Load()-before, b.stats.Fallbacks.Load(); n != int64(len(hashes)) || f != 0 {
 			t.Errorf("write %d: %d loads for %d keys (want one each), %d fallbacks (want 0)", round, n, len(hashes), f)
 		}
+	}
+}
+
+// Instances that share a prefix must agree on KeyCopies: a write bumps only
+// the copies its instance knows of. New refuses a value that differs from
+// the one the first instance recorded.
+func TestKeyCopiesMustAgree(t *testing.T) {
+	_, srv := newTestEngine(t, func(c *Config) { c.KeyCopies = 4 })
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer rdb.Close()
+	for _, n := range []int{0, 1, 16} {
+		cfg := testConfig(t, rdb)
+		cfg.KeyCopies = n
+		if e, err := New(cfg); !errors.Is(err, ErrInvalidConfig) {
+			if e != nil {
+				_, _ = e.Close()
+			}
+			t.Errorf("KeyCopies %d after an instance with 4: New returned %v, want ErrInvalidConfig", n, err)
+		}
+	}
+	b := newEngineOn(t, srv, func(c *Config) { c.KeyCopies = 4 })
+	if b.cfg.KeyCopies != 4 {
+		t.Fatal("the same KeyCopies refused")
 	}
 }

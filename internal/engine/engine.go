@@ -101,6 +101,9 @@ func New(cfg Config) (*Engine, error) {
 		return nil, err
 	}
 	cfg.defaultKeyCopies()
+	if err := checkKeyCopies(cfg); err != nil {
+		return nil, err
+	}
 	stats := cfg.Stats
 	if stats == nil {
 		stats = new(Counters)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -43,24 +44,38 @@ func (e *Engine) replicated(ctx context.Context, copies []tableCopy, queue func(
 		return err
 	}
 	timeout := max(e.cfg.RedisTimeout.Milliseconds()/2, 1)
+	// The nodes in parallel: each WAIT may take its whole timeout, and one
+	// after the other they would overrun the caller's deadline.
+	errs := make([]error, len(nodes))
+	var wg sync.WaitGroup
 	for n, node := range nodes {
-		pipe := node.Pipeline()
-		for _, i := range groups[n] {
-			queue(pipe, i)
-		}
-		wait := pipe.Do(ctx, "WAIT", e.cfg.WaitReplicas, timeout)
-		role := pipe.Do(ctx, "ROLE")
-		if err := e.guard(func() error { _, err := pipe.Exec(ctx); return err }); err != nil {
-			if c, ok := e.rdb.(*redis.ClusterClient); ok {
-				c.ReloadState(ctx) // a moved slot or a failed node: learn the new map
+		wg.Go(func() {
+			pipe := node.Pipeline()
+			for _, i := range groups[n] {
+				queue(pipe, i)
 			}
-			return err
+			errs[n] = e.waitReplicas(ctx, pipe, timeout)
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// waitReplicas sends pipe followed by WAIT and ROLE, and reports
+// errUnreplicated when the node's replicas did not acknowledge it.
+func (e *Engine) waitReplicas(ctx context.Context, pipe redis.Pipeliner, timeout int64) error {
+	wait := pipe.Do(ctx, "WAIT", e.cfg.WaitReplicas, timeout)
+	role := pipe.Do(ctx, "ROLE")
+	if err := e.guard(func() error { _, err := pipe.Exec(ctx); return err }); err != nil {
+		if c, ok := e.rdb.(*redis.ClusterClient); ok {
+			c.ReloadState(ctx) // a moved slot or a failed node: learn the new map
 		}
-		acked, _ := wait.Int64()
-		if want := min(int64(e.cfg.WaitReplicas), replicasOf(role.Val())); acked < want {
-			e.stats.RedisErrors.Add(1)
-			return fmt.Errorf("%w: %d of %d", errUnreplicated, acked, want)
-		}
+		return err
+	}
+	acked, _ := wait.Int64()
+	if want := min(int64(e.cfg.WaitReplicas), replicasOf(role.Val())); acked < want {
+		e.stats.RedisErrors.Add(1)
+		return fmt.Errorf("%w: %d of %d", errUnreplicated, acked, want)
 	}
 	return nil
 }
