@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -244,26 +243,8 @@ func startCluster(t *testing.T, n int) []string {
 // slot, and returns its address.
 func startBareClusterNode(t *testing.T) string {
 	t.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		t.Skip("no redis-server")
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	_, port, _ := net.SplitHostPort(addr)
-	_ = l.Close()
-	dir := t.TempDir()
-	cmd := exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", dir, "--cluster-enabled", "yes", "--cluster-config-file", dir+"/nodes.conf")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	rdb := redis.NewClient(&redis.Options{Addr: addr})
-	defer rdb.Close()
-	waitFor(t, "redis-server", 5*time.Second, func() bool { return rdb.Ping(context.Background()).Err() == nil })
+	// --dir is the server's working directory: the file goes there.
+	addr, _ := startRedisServer(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
 	return addr
 }
 

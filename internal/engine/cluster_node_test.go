@@ -2,8 +2,6 @@ package engine
 
 import (
 	"context"
-	"net"
-	"os/exec"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -47,23 +45,7 @@ func TestCompactLookupOffOnClusterNode(t *testing.T) {
 // mode on, serving every slot itself, and returns its address.
 func startClusterNode(t *testing.T) string {
 	t.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		t.Skip("no redis-server")
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	_, port, _ := net.SplitHostPort(addr)
-	_ = l.Close()
-	dir := t.TempDir()
-	cmd := exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", dir, "--cluster-enabled", "yes", "--cluster-config-file", dir+"/nodes.conf")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	addr := startBareClusterNode(t)
 	rdb := redis.NewClient(&redis.Options{Addr: addr})
 	defer rdb.Close()
 	ctx := context.Background()
