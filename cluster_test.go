@@ -115,7 +115,7 @@ func TestCluster(t *testing.T) {
 	newInstances := onClients(c.Client)
 	t.Run("Stampede", func(t *testing.T) { stampede(t, &postgresTestDB, 4, newInstances) })
 	t.Run("Linearizability", func(t *testing.T) {
-		ins := newInstances(t, 3, func(c *Config) { c.KeyCopies = engine.DefaultClusterKeyCopies })
+		ins := newInstances(t, 3, nil)
 		regs := linNewRegs(t, &postgresTestDB, ins[0].db)
 		clients := make([]testdb.LinClient, len(ins))
 		for i, in := range ins {
@@ -137,7 +137,7 @@ func TestCluster(t *testing.T) {
 // master serves all of them.
 func testClusterShardLoad(t *testing.T, c *testredis.Cluster, newInstances func(testing.TB, int, func(*Config)) []*instance) {
 	const queries, hits = 200, 20_000
-	ins := newInstances(t, 3, nil)
+	ins := newInstances(t, 3, func(c *Config) { c.KeyCopies = engine.DefaultClusterKeyCopies })
 	pg := ins[0].db
 	base := clusterRows(t, pg, queries)
 	tag := uniqueTag(t)
