@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"reflect"
 	"strings"
 	"sync"
@@ -524,9 +523,9 @@ func TestClusterChaos(t *testing.T) {
 // table's generation under the load of TestClusterChaos. It fails today:
 // each instance's flight meets the dead master once and falls back to the
 // database, so a kill costs one load per instance (3 here), above the
-// bound of two; see openDefect.
+// bound of two; see testdb.OpenDefect.
 func TestClusterChaosKill(t *testing.T) {
-	openDefect(t, "a master killed costs one fallback load per instance")
+	testdb.OpenDefect(t, "a master killed costs one fallback load per instance")
 	c := testredis.StartCluster(t)
 	ins := onClients(c.Client)(t, 3, nil)
 	tag := uniqueTag(t)
@@ -537,16 +536,6 @@ func TestClusterChaosKill(t *testing.T) {
 		{name: "kill -9 of the generation's master", event: func() { c.KillMaster(c.MasterOf(genKey)) }, extra: 2},
 		{name: "kill -9 of the hot key's master", event: func() { c.KillMaster(c.MasterOf(hotKey)) }, extra: 2},
 	})
-}
-
-// openDefect skips a test that shows a defect not fixed yet, unless
-// GORMFLIGHT_OPEN_DEFECTS=1: CI stays green, and the test still fails on
-// demand until the defect is fixed and the call removed.
-func openDefect(t *testing.T, what string) {
-	t.Helper()
-	if os.Getenv("GORMFLIGHT_OPEN_DEFECTS") != "1" {
-		t.Skipf("open defect (GORMFLIGHT_OPEN_DEFECTS=1 runs it): %s", what)
-	}
 }
 
 // clusterHotRow reads rows of its own, one after the other, until one's
@@ -592,7 +581,7 @@ func clusterHotRow(t *testing.T, c *testredis.Cluster, in *instance, tag, genKey
 // is demoted, so reads turn stale (WaitReplicas does not help: the old
 // master still has its replica until the sentinels reconfigure it).
 func TestSentinelChaos(t *testing.T) {
-	openDefect(t, "bumps taken by the old master after SENTINEL FAILOVER are lost")
+	testdb.OpenDefect(t, "bumps taken by the old master after SENTINEL FAILOVER are lost")
 	s := testredis.StartSentinel(t)
 	ins := onClients(s.Client)(t, 3, nil)
 	id := clusterRows(t, ins[0].db, 1)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gormflight/gormflight/internal/rowcodec"
+	"github.com/gormflight/gormflight/internal/testdb"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -28,11 +28,11 @@ func TestKeyCopiesMismatchRefused(t *testing.T) {
 	t.Cleanup(func() { _ = plain.Close() })
 	cluster := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{addr}, ContextTimeoutEnabled: true})
 	t.Cleanup(func() { _ = cluster.Close() })
-	writer := reviewEngine(t, plain, nil)
+	writer := engineOn(t, plain)
 	if writer.cfg.KeyCopies != 1 {
 		t.Fatalf("a *redis.Client defaults to %d copies, want 1", writer.cfg.KeyCopies)
 	}
-	if d := reviewEngine(t, cluster, nil); d.cfg.KeyCopies != 1 {
+	if d := engineOn(t, cluster); d.cfg.KeyCopies != 1 {
 		t.Errorf("a *redis.ClusterClient defaults to %d copies, want 1, as every client", d.cfg.KeyCopies)
 	}
 	cfg := testConfig(t, cluster)
@@ -43,21 +43,6 @@ func TestKeyCopiesMismatchRefused(t *testing.T) {
 		}
 		t.Fatalf("New with 16 copies beside an instance with 1: %v, want ErrInvalidConfig", err)
 	}
-}
-
-// reviewEngine is an engine over rdb with testConfig, changed by mod.
-func reviewEngine(t *testing.T, rdb redis.UniversalClient, mod func(*Config)) *Engine {
-	t.Helper()
-	cfg := testConfig(t, rdb)
-	if mod != nil {
-		mod(&cfg)
-	}
-	e, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _, _ = e.Close() })
-	return e
 }
 
 // WaitReplicas on a cluster of two masters, neither of which has a replica
@@ -71,7 +56,7 @@ func TestWaitReplicasOnTwoMastersNeverBumps(t *testing.T) {
 	addrs := startCluster(t, 2)
 	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, ContextTimeoutEnabled: true})
 	t.Cleanup(func() { _ = rdb.Close() })
-	e := reviewEngine(t, rdb, func(c *Config) {
+	e := engineOn(t, rdb, func(c *Config) {
 		c.WaitReplicas = 1
 		c.KeyCopies = DefaultClusterKeyCopies
 		c.LockExpiry = 200 * time.Millisecond // the retrier tries every 50ms
@@ -108,7 +93,7 @@ func TestWaitReplicasOnTwoMastersNeverBumps(t *testing.T) {
 // the loader's SPUBLISH on the new master never reaches it. It waits for
 // its fallback poll (LockExpiry/2: here half an hour).
 func TestShardedResubscribeAfterSlotMoveGoesToOldNode(t *testing.T) {
-	openDefect(t, "a sharded resubscription after a slot move can go to the old master")
+	testdb.OpenDefect(t, "a sharded resubscription after a slot move can go to the old master")
 	addrs := startCluster(t, 2)
 	k := newKeys("gft-test", "k")
 	seed := redis.NewClient(&redis.Options{Addr: addrs[0]})
@@ -123,10 +108,10 @@ func TestShardedResubscribeAfterSlotMoveGoesToOldNode(t *testing.T) {
 		}})
 	t.Cleanup(func() { _ = rdb.Close() })
 	long := func(c *Config) { c.LockExpiry, c.MaxWait = time.Hour, time.Hour }
-	b := reviewEngine(t, rdb, long)
+	b := engineOn(t, rdb, long)
 	rdbA := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, ContextTimeoutEnabled: true})
 	t.Cleanup(func() { _ = rdbA.Close() })
-	a := reviewEngine(t, rdbA, long)
+	a := engineOn(t, rdbA, long)
 
 	release, fromA, fromB := waitOnSlowLoad(t, a, b)
 	b.hub.mu.Lock()
@@ -293,14 +278,4 @@ func moveSlot(t *testing.T, addrs []string, key string) (from, to *redis.Client)
 func shardSubs(node *redis.Client, channel string) int64 {
 	n, _ := node.PubSubShardNumSub(context.Background(), channel).Result()
 	return n[channel]
-}
-
-// openDefect skips a test that shows a defect not fixed yet, unless
-// GORMFLIGHT_OPEN_DEFECTS=1: CI stays green, and the test still fails on
-// demand until the defect is fixed and the call removed.
-func openDefect(t *testing.T, what string) {
-	t.Helper()
-	if os.Getenv("GORMFLIGHT_OPEN_DEFECTS") != "1" {
-		t.Skipf("open defect (GORMFLIGHT_OPEN_DEFECTS=1 runs it): %s", what)
-	}
 }

@@ -21,12 +21,7 @@ func TestCompactLookupOffOnClusterNode(t *testing.T) {
 	addr := startClusterNode(t)
 	rdb := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true})
 	t.Cleanup(func() { _ = rdb.Close() })
-	cfg := testConfig(t, rdb)
-	e, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _, _ = e.Close() })
+	e := engineOn(t, rdb)
 	if !e.compact.Load() {
 		t.Fatal("a *redis.Client does not start with compact lookups")
 	}
@@ -70,15 +65,10 @@ func TestClusterReadyIsSharded(t *testing.T) {
 	for i := range engines {
 		rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{addr}, ContextTimeoutEnabled: true})
 		t.Cleanup(func() { _ = rdb.Close() })
-		cfg := testConfig(t, rdb)
-		cfg.LockExpiry = time.Hour // the waiter polls after 30 min
-		cfg.MaxWait = time.Hour
-		e, err := New(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _, _ = e.Close() })
-		engines[i] = e
+		engines[i] = engineOn(t, rdb, func(c *Config) {
+			c.LockExpiry = time.Hour // the waiter polls after 30 min
+			c.MaxWait = time.Hour
+		})
 	}
 	a, b := engines[0], engines[1]
 	var loads atomic.Int64
@@ -131,13 +121,7 @@ func TestClusterWaitReplicasWithoutReplicas(t *testing.T) {
 	addr := startClusterNode(t)
 	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{addr}, ContextTimeoutEnabled: true})
 	t.Cleanup(func() { _ = rdb.Close() })
-	cfg := testConfig(t, rdb)
-	cfg.WaitReplicas = 1
-	e, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _, _ = e.Close() })
+	e := engineOn(t, rdb, func(c *Config) { c.WaitReplicas = 1 })
 	var loads atomic.Int64
 	do(t, e, testRequest("k", "x", &loads))
 	tables := []string{"t", "u", "v"}

@@ -107,6 +107,13 @@ func newHookedEngine(t *testing.T, srv *miniredis.Miniredis, hook redis.Hook, mo
 		rdb.AddHook(hook)
 	}
 	t.Cleanup(func() { _ = rdb.Close() })
+	return engineOn(t, rdb, mods...)
+}
+
+// engineOn returns an engine over rdb with testConfig changed by mods,
+// closed when the test ends.
+func engineOn(t testing.TB, rdb redis.UniversalClient, mods ...func(*Config)) *Engine {
+	t.Helper()
 	cfg := testConfig(t, rdb)
 	for _, mod := range mods {
 		mod(&cfg)

@@ -67,17 +67,12 @@ func lostBump(t *testing.T, waitReplicas int) string {
 				return d.DialContext(ctx, network, primary.Load().(string))
 			}})
 		t.Cleanup(func() { _ = rdb.Close() })
-		cfg := testConfig(t, rdb)
-		cfg.WaitReplicas = waitReplicas
-		cfg.RedisTimeout = time.Second
-		cfg.LockExpiry = 200 * time.Millisecond // the retrier tries every 50ms
-		cfg.BreakerFailures = -1
-		e, err := New(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _, _ = e.Close() })
-		return e
+		return engineOn(t, rdb, func(c *Config) {
+			c.WaitReplicas = waitReplicas
+			c.RedisTimeout = time.Second
+			c.LockExpiry = 200 * time.Millisecond // the retrier tries every 50ms
+			c.BreakerFailures = -1
+		})
 	}
 	writer, reader := mk(), mk()
 	var loads atomic.Int64

@@ -45,6 +45,16 @@ func Unavailable(t testing.TB, what string, err error) {
 	t.Skipf("%s unavailable (set GORMFLIGHT_TEST_REQUIRED=1 to fail instead): %v", what, err)
 }
 
+// OpenDefect skips a test that shows a defect not fixed yet, unless
+// GORMFLIGHT_OPEN_DEFECTS=1: CI stays green, and the test still fails on
+// demand until the defect is fixed and the call removed.
+func OpenDefect(t testing.TB, what string) {
+	t.Helper()
+	if os.Getenv("GORMFLIGHT_OPEN_DEFECTS") != "1" {
+		t.Skipf("open defect (GORMFLIGHT_OPEN_DEFECTS=1 runs it): %s", what)
+	}
+}
+
 // PostgresDSN is GORMFLIGHT_PG_DSN or the local test database.
 func PostgresDSN() string {
 	if v := os.Getenv("GORMFLIGHT_PG_DSN"); v != "" {
