@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/gormflight/gormflight/internal/rowcodec"
-	"github.com/gormflight/gormflight/internal/testdb"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -83,17 +82,16 @@ func TestWaitReplicasOnTwoMastersNeverBumps(t *testing.T) {
 
 // A slot that moves to another master (a resharding, or a manual failover
 // that demotes the old master) makes the old master unsubscribe its shard
-// channels' subscribers. The hub subscribes again at once, on the slot's
-// node as go-redis knows it then: ReloadState only starts a reload, which
-// takes a round trip at least (here it is held until the hub has dialled,
-// which is the order the race most often takes; unheld, the test failed 1
-// run of 3). The old master answers the SSUBSCRIBE with MOVED, an error on
-// which go-redis does not reconnect, and the hub never tries again: the
-// waiter is subscribed nowhere, even once the client knows the new map, and
-// the loader's SPUBLISH on the new master never reaches it. It waits for
-// its fallback poll (LockExpiry/2: here half an hour).
-func TestShardedResubscribeAfterSlotMoveGoesToOldNode(t *testing.T) {
-	testdb.OpenDefect(t, "a sharded resubscription after a slot move can go to the old master")
+// channels' subscribers, and the hub subscribes again, on the slot's node
+// as go-redis knows it then: ReloadState only starts a reload, which takes
+// a round trip at least (here it is held until the hub has dialled, the
+// order the race most often takes). The old master answers the SSUBSCRIBE
+// with MOVED, an error on which go-redis does not reconnect. The hub must
+// try again until the client knows the new map: else the waiter is
+// subscribed nowhere, the loader's SPUBLISH on the new master never
+// reaches it, and it waits for its fallback poll (LockExpiry/2: here half
+// an hour).
+func TestShardedResubscribeAfterSlotMove(t *testing.T) {
 	addrs := startCluster(t, 2)
 	k := newKeys("gft-test", "k")
 	seed := redis.NewClient(&redis.Options{Addr: addrs[0]})

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 	"sync"
@@ -26,11 +27,13 @@ import (
 // of the cluster. A sharded subscription lives on a connection to the node
 // that serves its slot, so each ready channel gets a pub/sub connection of
 // its own (its key's hash tag is its own slot, so grouping by slot would
-// share nothing). go-redis reconnects it to the slot's node when it breaks,
-// and subscribes again; a node that loses the slot (a failover, a slot
-// migration) unsubscribes its clients, and the hub then subscribes again
-// on a new connection. Either way the confirmation wakes the waiters for a
-// re-check. Bump channels stay classic: their PUBLISH runs inside the bump
+// share nothing), served by a goroutine of its own that connects outside
+// the hub's lock. go-redis reconnects it to the slot's node when it
+// breaks, and subscribes again; a node that loses the slot (a failover, a
+// slot migration) unsubscribes its clients, and a node that does not own
+// the slot answers MOVED: either way the hub subscribes again on a new
+// connection, once the client has had time to learn the new slot map, and
+// the confirmation wakes the waiters for a re-check. Bump channels stay classic: their PUBLISH runs inside the bump
 // script, and the near cache listens on all of them with one PSUBSCRIBE.
 type hub struct {
 	ps      *redis.PubSub
@@ -40,11 +43,25 @@ type hub struct {
 
 	mu     sync.Mutex
 	waits  map[string]map[*waiter]struct{}
-	shards map[string]*redis.PubSub // a sharded channel's own connection
+	shards map[string]*shardSub // a sharded channel's own connection
 	closed bool
 
-	done chan struct{} // closed when run returns
+	done   chan struct{}  // closed when run returns
+	shardG sync.WaitGroup // the goroutines of the sharded connections
 }
+
+// shardSub is a sharded channel's connection and what ends its goroutine.
+type shardSub struct {
+	ps     *redis.PubSub
+	cancel context.CancelFunc
+}
+
+// Delays between subscriptions of a sharded channel that a node refused
+// with MOVED: the cluster client reloads its slot map in the background.
+const (
+	shardRetryMin = 10 * time.Millisecond
+	shardRetryMax = time.Second
+)
 
 // waiter is one flight's registration on the channels it waits on.
 type waiter struct {
@@ -67,12 +84,12 @@ func newHub(rdb redis.UniversalClient, timeout time.Duration, stats *Counters) *
 		timeout: timeout,
 		stats:   stats,
 		waits:   make(map[string]map[*waiter]struct{}),
-		shards:  make(map[string]*redis.PubSub),
+		shards:  make(map[string]*shardSub),
 		done:    make(chan struct{}),
 	}
 	go func() {
 		defer close(h.done)
-		h.run(nil, ps)
+		h.run(ps)
 	}()
 	return h
 }
@@ -82,56 +99,130 @@ func (h *hub) sharded(channel string) bool {
 	return h.cluster != nil && strings.HasSuffix(channel, readySuffix)
 }
 
-// run dispatches the messages of ps until it is closed. sharded is the
-// channel ps alone carries, or empty for the classic connection.
-func (h *hub) run(sharded *string, ps *redis.PubSub) {
+// run dispatches the messages of the classic connection ps until it is
+// closed.
+func (h *hub) run(ps *redis.PubSub) {
 	for msg := range ps.ChannelWithSubscriptions(redis.WithChannelSize(1024)) {
 		switch m := msg.(type) {
 		case *redis.Message:
 			h.notify(m.Channel, m.Payload)
 		case *redis.Subscription:
-			switch m.Kind {
-			case "subscribe", "ssubscribe":
+			if m.Kind == "subscribe" {
 				h.notify(m.Channel, "")
-			case "sunsubscribe":
-				// The node gave the slot up (a failover, a migration):
-				// subscribe again where the slot is now.
-				h.notify(m.Channel, "")
-				if sharded != nil {
-					h.resubscribe(*sharded, ps)
-				}
 			}
 		}
 	}
 }
 
-// shard subscribes to the sharded channel on a connection of its own.
-// Called with h.mu held; go-redis connects and writes SSUBSCRIBE without
-// waiting for a reply, and a connection that fails is made again on the
-// next receive, so a failure here only counts.
-func (h *hub) shard(channel string) {
-	ps := h.cluster.SSubscribe(context.Background())
-	h.shards[channel] = ps
-	ctx, cancel := context.WithTimeout(context.Background(), h.timeout)
-	if err := ps.SSubscribe(ctx, channel); err != nil {
-		h.stats.RedisErrors.Add(1)
-	}
-	cancel()
-	go h.run(&channel, ps)
+// shard gives the sharded channel a connection of its own and starts its
+// goroutine, which subscribes after delay. Called with h.mu held; nothing
+// here waits for Redis.
+func (h *hub) shard(channel string, delay time.Duration) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ps := h.cluster.SSubscribe(ctx) // no channel yet: connects on first use
+	h.shards[channel] = &shardSub{ps: ps, cancel: cancel}
+	h.shardG.Add(1)
+	go func() {
+		defer h.shardG.Done()
+		defer ps.Close()
+		h.runShard(ctx, channel, ps, delay)
+	}()
 }
 
-// resubscribe replaces old, the connection of a sharded channel whose node
-// unsubscribed it, if the channel is still waited on through it.
-func (h *hub) resubscribe(channel string, old *redis.PubSub) {
+// runShard subscribes ps to channel and dispatches what arrives on it
+// until ctx ends (the channel is no longer waited on) or the channel must
+// be subscribed again elsewhere. It reads ps itself rather than through
+// go-redis's message channel, which drops errors: a MOVED is one.
+func (h *hub) runShard(ctx context.Context, channel string, ps *redis.PubSub, delay time.Duration) {
+	if delay > 0 {
+		t := time.NewTimer(delay)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+	sctx, cancel := context.WithTimeout(ctx, h.timeout)
+	err := ps.SSubscribe(sctx, channel)
+	cancel()
+	if err != nil && ctx.Err() == nil {
+		// go-redis subscribes again on the next receive.
+		h.stats.RedisErrors.Add(1)
+	}
+	for failures := 0; ; {
+		msg, err := ps.Receive(ctx)
+		switch {
+		case ctx.Err() != nil || errors.Is(err, redis.ErrClosed):
+			return
+		case isMoved(err):
+			// The node does not serve the slot: subscribe again once
+			// the client knows who does.
+			h.stats.RedisErrors.Add(1)
+			h.resubscribe(channel, ps, min(max(2*delay, shardRetryMin), shardRetryMax))
+			return
+		case err != nil:
+			// The connection broke: go-redis makes it again on the next
+			// receive, and subscribes again.
+			h.stats.RedisErrors.Add(1)
+			failures++
+			if !sleepCtx(ctx, min(shardRetryMin<<min(failures, 7), shardRetryMax)) {
+				return
+			}
+			continue
+		}
+		failures = 0
+		switch m := msg.(type) {
+		case *redis.Message:
+			h.notify(m.Channel, m.Payload)
+		case *redis.Subscription:
+			h.notify(m.Channel, "")
+			if m.Kind == "sunsubscribe" {
+				// The node gave the slot up (a failover, a migration):
+				// subscribe again where the slot is now.
+				h.resubscribe(channel, ps, 0)
+				return
+			}
+		}
+	}
+}
+
+// isMoved reports whether err is a node's MOVED (or ASK) redirection.
+func isMoved(err error) bool {
+	var rerr redis.Error
+	if !errors.As(err, &rerr) {
+		return false
+	}
+	msg := rerr.Error()
+	return strings.HasPrefix(msg, "MOVED ") || strings.HasPrefix(msg, "ASK ")
+}
+
+// sleepCtx waits for d, or less if ctx ends first; it reports whether it
+// waited the whole of d.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// resubscribe replaces old, the connection of a sharded channel that must
+// be subscribed again, if the channel is still waited on through it. The
+// new connection subscribes after delay, and the client reloads its slot
+// map in the meantime.
+func (h *hub) resubscribe(channel string, old *redis.PubSub, delay time.Duration) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.closed || h.shards[channel] != old {
+	if h.closed || h.shards[channel] == nil || h.shards[channel].ps != old {
 		return
 	}
-	_ = old.Close()
-	// The slot's node may have changed: let go-redis learn the new map.
+	h.stopShard(h.shards[channel])
 	h.cluster.ReloadState(context.Background())
-	h.shard(channel)
+	h.shard(channel, delay)
 }
 
 func (h *hub) notify(channel, payload string) {
@@ -183,7 +274,7 @@ func (w *waiter) add(channel string) {
 		set = make(map[*waiter]struct{})
 		h.waits[channel] = set
 		if h.sharded(channel) {
-			h.shard(channel)
+			h.shard(channel, 0)
 		} else {
 			h.subscribe(channel)
 		}
@@ -224,9 +315,9 @@ func (w *waiter) stop() {
 			continue
 		}
 		delete(h.waits, channel)
-		if ps := h.shards[channel]; ps != nil {
+		if sub := h.shards[channel]; sub != nil {
 			delete(h.shards, channel)
-			_ = ps.Close() // its dispatcher returns
+			h.stopShard(sub)
 			continue
 		}
 		if h.closed {
@@ -253,12 +344,26 @@ func (h *hub) subscribed() int {
 func (h *hub) close() error {
 	h.mu.Lock()
 	h.closed = true
-	for channel, ps := range h.shards {
+	for channel, sub := range h.shards {
 		delete(h.shards, channel)
-		_ = ps.Close()
+		h.stopShard(sub)
 	}
 	h.mu.Unlock()
 	err := h.ps.Close()
 	<-h.done
+	h.shardG.Wait()
 	return err
+}
+
+// stopShard ends a sharded connection's goroutine: the cancel ends a
+// subscription's wait to connect, the close a receive in progress. The
+// close waits for a connection being made, so it runs on a goroutine of
+// its own, which close waits for like the shard's.
+func (h *hub) stopShard(sub *shardSub) {
+	sub.cancel()
+	h.shardG.Add(1)
+	go func() {
+		defer h.shardG.Done()
+		_ = sub.ps.Close()
+	}()
 }
