@@ -127,11 +127,15 @@ type Config struct {
 	// acknowledged it (Redis's WAIT, for at most half of RedisTimeout), so
 	// that a failover cannot lose a bump and let entries from before the
 	// write be served again. A node with fewer replicas connected waits for
-	// those it has. A bump the replicas did not acknowledge in time counts
-	// as failed: this instance serves the tables uncached and retries it
-	// until one is acknowledged. It needs a *redis.Client, a failover
-	// client or a *redis.ClusterClient. Default 0: no waiting (see the
-	// README on Redis failover).
+	// those it has, except that a master which lost replicas it was seen
+	// with is expected to have them for 5 s (its replica may have been
+	// promoted in its place). A write whose bump is not acknowledged tries
+	// again for up to LockExpiry, so that it lands on a new master before
+	// the write returns; after that it counts as failed: this instance
+	// serves the tables uncached and retries it until one is acknowledged.
+	// It needs a *redis.Client, a failover client or a
+	// *redis.ClusterClient. Default 0: no waiting (see the README on Redis
+	// failover).
 	WaitReplicas int
 
 	// KeyCopies is how many copies of each table's generation and

@@ -66,12 +66,14 @@ type Engine struct {
 	gate    sync.RWMutex
 	closing atomic.Bool
 
-	dirty   dirtySet
-	retry   chan struct{} // asks retryDirty to run now
-	retried chan struct{} // closed when retryDirty returns
-	warm    *warmer       // opens connections outside operations' deadlines (warm.go)
-	log     logger
-	breaker *gobreaker.CircuitBreaker[struct{}]
+	dirty dirtySet
+	// replicas: the replicas each Redis master was seen with (replicas.go).
+	replicas replicaWatch
+	retry    chan struct{} // asks retryDirty to run now
+	retried  chan struct{} // closed when retryDirty returns
+	warm     *warmer       // opens connections outside operations' deadlines (warm.go)
+	log      logger
+	breaker  *gobreaker.CircuitBreaker[struct{}]
 
 	// Refreshes ahead of expiry (refresh.go): the keys being refreshed, a
 	// slot per refresh running when MaxRefreshes caps them, the context
@@ -124,6 +126,12 @@ func New(cfg Config) (*Engine, error) {
 	_, single := cfg.Redis.(*redis.Client)
 	e.compact.Store(single)
 	e.local = newLocal(cfg, stats, &e.log)
+	watchServer(cfg.Redis, func() {
+		e.hub.moved()
+		if e.local != nil {
+			e.local.moved()
+		}
+	})
 	e.now = time.Now
 	e.bgCtx, e.bgCancel = context.WithCancel(context.Background())
 	if cfg.MaxRefreshes > 0 {

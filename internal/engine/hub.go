@@ -36,7 +36,8 @@ import (
 // the confirmation wakes the waiters for a re-check. Bump channels stay classic: their PUBLISH runs inside the bump
 // script, and the near cache listens on all of them with one PSUBSCRIBE.
 type hub struct {
-	ps      *redis.PubSub
+	rdb     redis.UniversalClient
+	ps      *redis.PubSub        // the classic connection; replaced by moved
 	cluster *redis.ClusterClient // set: ready channels are sharded
 	timeout time.Duration
 	stats   *Counters
@@ -46,7 +47,7 @@ type hub struct {
 	shards map[string]*shardSub // a sharded channel's own connection
 	closed bool
 
-	done   chan struct{}  // closed when run returns
+	runG   sync.WaitGroup // the classic connections' dispatchers
 	shardG sync.WaitGroup // the goroutines of the sharded connections
 }
 
@@ -79,19 +80,56 @@ func newHub(rdb redis.UniversalClient, timeout time.Duration, stats *Counters) *
 	ps := rdb.Subscribe(context.Background())
 	cluster, _ := rdb.(*redis.ClusterClient)
 	h := &hub{
+		rdb:     rdb,
 		ps:      ps,
 		cluster: cluster,
 		timeout: timeout,
 		stats:   stats,
 		waits:   make(map[string]map[*waiter]struct{}),
 		shards:  make(map[string]*shardSub),
-		done:    make(chan struct{}),
 	}
+	h.runG.Add(1)
 	go func() {
-		defer close(h.done)
+		defer h.runG.Done()
 		h.run(ps)
 	}()
 	return h
+}
+
+// moved replaces the classic connection with one to the server the client
+// now reaches (see moved.go), subscribed to every classic channel waited
+// on. The confirmations wake their waiters for a re-check.
+func (h *hub) moved() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return
+	}
+	old := h.ps
+	h.ps = h.rdb.Subscribe(context.Background())
+	var channels []string
+	for channel := range h.waits {
+		if !h.sharded(channel) {
+			channels = append(channels, channel)
+		}
+	}
+	if len(channels) > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), h.timeout)
+		if err := h.ps.Subscribe(ctx, channels...); err != nil {
+			h.stats.RedisErrors.Add(1)
+		}
+		cancel()
+	}
+	ps := h.ps
+	h.runG.Add(2)
+	go func() {
+		defer h.runG.Done()
+		h.run(ps)
+	}()
+	go func() {
+		defer h.runG.Done()
+		_ = old.Close()
+	}()
 }
 
 // sharded reports whether channel is a ready channel on Redis Cluster.
@@ -348,9 +386,10 @@ func (h *hub) close() error {
 		delete(h.shards, channel)
 		h.stopShard(sub)
 	}
+	ps := h.ps
 	h.mu.Unlock()
-	err := h.ps.Close()
-	<-h.done
+	err := ps.Close()
+	h.runG.Wait()
 	h.shardG.Wait()
 	return err
 }

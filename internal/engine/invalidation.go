@@ -51,24 +51,28 @@ func (a Announcement) ends() map[string][]string {
 // the Announcement still names every table, so that the bump ends whatever
 // Redis applied before the failure was seen (a stall past RedisTimeout
 // leaves the marks in place with no reply), instead of leaving them to
-// keep the tables uncached on every instance for Config.LoadTimeout.
+// keep the tables uncached on every instance for Config.LoadTimeout. With
+// Config.WaitReplicas, an announcement the replicas did not acknowledge is
+// repeated for up to LockExpiry (replicas.go).
 func (e *Engine) Announce(ctx context.Context, tables []string, held bool) Announcement {
 	if len(tables) == 0 || e.rdb == nil {
 		return Announcement{}
 	}
 	a := Announcement{token: rand.Text(), held: held}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.RedisTimeout)
-	defer cancel()
+	ctx = context.WithoutCancel(ctx)
 	copies := e.allCopies(tables)
-	queue := func(pipe redis.Pipeliner, i int) {
-		key := copies[i].keys.writers
-		if held {
-			key = copies[i].keys.held
-		}
-		writeBeginScript.Eval(ctx, pipe, []string{key}, a.token, e.cfg.LoadTimeout.Milliseconds())
-	}
 	a.tables = tables
-	_ = e.each(ctx, copies, queue)
+	_ = e.persist(false, func() error {
+		ctx, cancel := context.WithTimeout(ctx, e.cfg.RedisTimeout)
+		defer cancel()
+		return e.each(ctx, copies, func(pipe redis.Pipeliner, i int) {
+			key := copies[i].keys.writers
+			if held {
+				key = copies[i].keys.held
+			}
+			writeBeginScript.Eval(ctx, pipe, []string{key}, a.token, e.cfg.LoadTimeout.Milliseconds())
+		})
+	})
 	return a
 }
 
@@ -125,7 +129,9 @@ func (e *Engine) bump(ctx context.Context, tables []string, ends map[string][]st
 
 // invalidate bumps tables after a write has committed, before the write
 // returns to its caller, ending its Announcement a. If Redis cannot be
-// reached it retries once (a bump is idempotent); if that fails too, the
+// reached it retries once (a bump is idempotent), and with
+// Config.WaitReplicas a bump the replicas did not acknowledge for up to
+// LockExpiry (replicas.go); if that fails too, the
 // tables are marked dirty: this instance stops serving cached reads of them,
 // and a background retrier bumps them, and ends a, until Redis answers.
 // Until then a's Announcement keeps every instance from serving the tables'
@@ -149,10 +155,12 @@ func (e *Engine) Invalidate(ctx context.Context, tables []string, a Announcement
 		e.local.invalidate(tables)
 		defer e.local.invalidate(tables)
 	}
-	copies, gens, err := e.bump(ctx, tables, ends)
-	if err != nil && !answered(err) {
+	var copies []tableCopy
+	var gens []*redis.Cmd
+	err := e.persist(true, func() (err error) {
 		copies, gens, err = e.bump(ctx, tables, ends)
-	}
+		return err
+	})
 	if err == nil && e.local != nil {
 		// Its messages would end what this instance reads after the bump,
 		// which holds the write already.

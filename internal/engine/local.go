@@ -67,9 +67,12 @@ type local struct {
 	started atomic.Bool // the listener was started: close waits for it
 	mu      sync.Mutex
 	ps      *redis.PubSub // the listener's, nil before it starts
-	ctx     context.Context
-	stop    context.CancelFunc
-	done    chan struct{} // closed when the listener returns
+	// server: the client reaches another server now (moved.go); the
+	// listener subscribes again.
+	server atomic.Bool
+	ctx    context.Context
+	stop   context.CancelFunc
+	done   chan struct{} // closed when the listener returns
 }
 
 // localItem is one entry of the near cache.
@@ -274,7 +277,9 @@ func (l *local) listen() {
 			continue
 		}
 		l.lost()
-		if isTimeout(err) {
+		if l.server.Swap(false) {
+			ps = l.resubscribe(ps)
+		} else if isTimeout(err) {
 			// No answer to the ping: a dead connection no error reports.
 			l.log.printf(LogLocal, LevelWarn, "gormflight: near cache: no answer from Redis on the invalidation subscription, subscribing again")
 			ps = l.resubscribe(ps)
@@ -315,6 +320,19 @@ func (l *local) subscribe() *redis.PubSub {
 	}
 	l.ps = l.rdb.PSubscribe(l.ctx, l.pattern)
 	return l.ps
+}
+
+// moved makes the listener subscribe again, on a connection to the server
+// the client reaches now: its connection is closed, which ends its
+// receive.
+func (l *local) moved() {
+	l.server.Store(true)
+	l.mu.Lock()
+	ps := l.ps
+	l.mu.Unlock()
+	if ps != nil {
+		_ = ps.Close()
+	}
 }
 
 // resubscribe replaces a subscription whose connection went silent.

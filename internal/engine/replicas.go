@@ -4,9 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/sony/gobreaker/v2"
 )
 
 // Announcements and bumps that survive a failover (Config.WaitReplicas).
@@ -20,22 +24,39 @@ import (
 // a later bump ends them: the danger is the window until then.)
 //
 // So each announcement and bump ends with WAIT on the connection that sent
-// it, to the node that holds the table's keys, followed by ROLE. It counts
-// as done once the replicas acknowledged it, or when the node has fewer
-// replicas than WaitReplicas and all of them did: a replica that is not
-// connected cannot be promoted with the old value by Redis Cluster (its
-// validity factor) or Sentinel. Otherwise the bump failed (errUnreplicated):
-// the writer's instance marks the tables dirty and retries the bump, with
-// the same wait, until one is acknowledged; that retry, not the write, ends
-// the window described above.
+// it, to the node that holds the table's keys, followed by INFO
+// replication. It counts as done once the replicas acknowledged it, or when
+// the node has fewer replicas than WaitReplicas and all of them did: a
+// replica that is not connected cannot be promoted with the old value by
+// Redis Cluster (its validity factor) or Sentinel.
+//
+// Except the replica that was just promoted: a master whose replica was
+// made master (SENTINEL FAILOVER, a partition) has no replica left, and
+// takes writes until its clients learn of the switch and it is demoted,
+// which drops them. So a master is expected to keep the replicas it was
+// seen with (under its replication ID, which a promotion changes): while
+// it has fewer, for up to replicaGrace, what it takes is not acknowledged.
+// After that the loss is taken as real (a replica that died), so that
+// writes do not wait for it forever.
+//
+// What is not acknowledged failed (errUnreplicated). The write tries again
+// (persist) for up to LockExpiry, so that once its client has switched to
+// the new master the bump lands there before the write returns. If that
+// time runs out, the writer's instance marks the tables dirty and retries
+// the bump, with the same wait, until one is acknowledged; that retry, not
+// the write, then ends the window described above.
+
+// replicaGrace is how long a master that lost replicas it was seen with
+// is taken for one that may have been replaced.
+const replicaGrace = 5 * time.Second
 
 // errUnreplicated is a bump or announcement that the node's replicas did
 // not acknowledge in time.
 var errUnreplicated = errors.New("gormflight: the Redis replicas did not acknowledge the write")
 
 // replicated runs queue(pipe, i) for every copy i of a table's keys on a
-// pipeline of the node that holds them, followed by WAIT and ROLE, one round
-// trip per node; it reports errUnreplicated when a node's replicas did not
+// pipeline of the node that holds them, followed by WAIT and INFO
+// replication, one round trip per node; it reports errUnreplicated when a node's replicas did not
 // acknowledge. Only *redis.Client and *redis.ClusterClient can send WAIT
 // to a given node (validate refuses the others).
 func (e *Engine) replicated(ctx context.Context, copies []tableCopy, queue func(pipe redis.Pipeliner, i int)) error {
@@ -54,18 +75,25 @@ func (e *Engine) replicated(ctx context.Context, copies []tableCopy, queue func(
 			for _, i := range groups[n] {
 				queue(pipe, i)
 			}
-			errs[n] = e.waitReplicas(ctx, pipe, timeout)
+			errs[n] = e.waitReplicas(ctx, node, pipe, timeout)
 		})
 	}
 	wg.Wait()
 	return errors.Join(errs...)
 }
 
-// waitReplicas sends pipe followed by WAIT and ROLE, and reports
-// errUnreplicated when the node's replicas did not acknowledge it.
-func (e *Engine) waitReplicas(ctx context.Context, pipe redis.Pipeliner, timeout int64) error {
-	wait := pipe.Do(ctx, "WAIT", e.cfg.WaitReplicas, timeout)
-	role := pipe.Do(ctx, "ROLE")
+// waitReplicas sends pipe, a pipeline of node, followed by WAIT and INFO
+// replication, and reports errUnreplicated when the node's replicas did
+// not acknowledge it. WAIT asks for as many replicas as the node was
+// expected to have the last time: one with none (after a failover, until
+// the old master is demoted) then costs no wait. When replicas came back,
+// that WAIT asked for too few, and the write is not acknowledged: persist
+// sends it again, with the WAIT it needs (a WAIT of its own would count
+// what its own connection wrote, which is nothing).
+func (e *Engine) waitReplicas(ctx context.Context, node *redis.Client, pipe redis.Pipeliner, timeout int64) error {
+	asked := e.replicas.last(node, int64(e.cfg.WaitReplicas))
+	wait := pipe.Do(ctx, "WAIT", asked, timeout)
+	info := pipe.Info(ctx, "replication")
 	if err := e.guard(func() error { _, err := pipe.Exec(ctx); return err }); err != nil {
 		if c, ok := e.rdb.(*redis.ClusterClient); ok {
 			c.ReloadState(ctx) // a moved slot or a failed node: learn the new map
@@ -73,7 +101,9 @@ func (e *Engine) waitReplicas(ctx context.Context, pipe redis.Pipeliner, timeout
 		return err
 	}
 	acked, _ := wait.Int64()
-	if want := min(int64(e.cfg.WaitReplicas), replicasOf(role.Val())); acked < want {
+	want := min(int64(e.cfg.WaitReplicas), e.replicas.expected(info.Val(), time.Now()))
+	e.replicas.remember(node, want)
+	if acked < want {
 		e.stats.RedisErrors.Add(1)
 		return fmt.Errorf("%w: %d of %d", errUnreplicated, acked, want)
 	}
@@ -112,16 +142,113 @@ func (e *Engine) byNode(ctx context.Context, copies []tableCopy) ([]*redis.Clien
 	return nodes, groups, nil
 }
 
-// replicasOf returns how many replicas a master's ROLE reply lists, or a
-// huge number for a reply it cannot read, so that only WAIT decides.
-func replicasOf(role any) int64 {
-	r, ok := role.([]any)
-	if !ok || len(r) < 3 || r[0] != "master" {
+// replicaWatch remembers how many replicas each master was seen with, by
+// replication ID.
+type replicaWatch struct {
+	mu   sync.Mutex
+	seen map[string]seenReplicas
+	// wants: the replicas the last write through each node's client was
+	// expected to have.
+	wants sync.Map // *redis.Client -> int64
+}
+
+// last returns how many replicas the last write through node was expected
+// to have, or def.
+func (w *replicaWatch) last(node *redis.Client, def int64) int64 {
+	if v, ok := w.wants.Load(node); ok {
+		return v.(int64)
+	}
+	return def
+}
+
+func (w *replicaWatch) remember(node *redis.Client, want int64) {
+	w.wants.Store(node, want)
+}
+
+type seenReplicas struct {
+	most  int64     // replicas connected, at most, since short was last zero
+	short time.Time // since when it has had fewer; zero: it has not
+}
+
+// maxWatched bounds the replication IDs remembered; a new ID comes with a
+// failover.
+const maxWatched = 64
+
+// expected returns how many replicas must acknowledge what the master
+// whose INFO replication is info took: those it has, or those it was seen
+// with if it lost some less than replicaGrace ago. For a reply it cannot
+// read, a huge number, so that only WAIT decides.
+func (w *replicaWatch) expected(info string, now time.Time) int64 {
+	role, id, connected := parseReplication(info)
+	if role != "master" || connected < 0 {
 		return 1 << 62
 	}
-	replicas, ok := r[2].([]any)
-	if !ok {
-		return 1 << 62
+	if id == "" {
+		return connected
 	}
-	return int64(len(replicas))
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s, ok := w.seen[id]
+	switch {
+	case !ok || connected >= s.most:
+		s = seenReplicas{most: connected}
+	case s.short.IsZero():
+		s.short = now
+	case now.Sub(s.short) > replicaGrace:
+		s = seenReplicas{most: connected} // lost for good
+	}
+	if !ok && len(w.seen) >= maxWatched {
+		clear(w.seen)
+	}
+	if w.seen == nil {
+		w.seen = make(map[string]seenReplicas)
+	}
+	w.seen[id] = s
+	return s.most
+}
+
+// parseReplication reads the role, the replication ID and the number of
+// connected replicas (-1 if absent) from an INFO replication reply.
+func parseReplication(info string) (role, id string, connected int64) {
+	connected = -1
+	for line := range strings.SplitSeq(info, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok {
+			continue
+		}
+		switch k {
+		case "role":
+			role = v
+		case "master_replid":
+			id = v
+		case "connected_slaves":
+			if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+				connected = n
+			}
+		}
+	}
+	return role, id, connected
+}
+
+// persist runs attempt, a write's announcement or bump, and repeats it
+// when it failed without an answer from Redis: once if once, and, when
+// Config.WaitReplicas is set and the replicas did not acknowledge it, for
+// up to LockExpiry (see the top of this file). Both are safe to repeat.
+func (e *Engine) persist(once bool, attempt func() error) error {
+	err := attempt()
+	if err == nil || answered(err) {
+		return err
+	}
+	if e.cfg.WaitReplicas <= 0 || !errors.Is(err, errUnreplicated) {
+		if once {
+			err = attempt()
+		}
+		return err
+	}
+	deadline := time.Now().Add(e.cfg.LockExpiry)
+	for err != nil && !answered(err) && !errors.Is(err, gobreaker.ErrOpenState) && time.Now().Before(deadline) {
+		time.Sleep(shardRetryMin) // WAIT paces the unacknowledged; this, the refused
+		err = attempt()
+	}
+	return err
 }

@@ -1,0 +1,64 @@
+package gormflight
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/gormflight/gormflight/internal/testredis"
+	"github.com/redis/go-redis/v9"
+)
+
+// BenchmarkClusterHit is BenchmarkHit's query answered from Redis Cluster
+// (three masters with a replica each, internal/testredis), against the same
+// hit on the single shared Redis, in one run: what a cluster client costs a
+// hit (its lookup runs one pipeline per node it touches). With
+// KeyCopies 16 a hit reads its tables' keys from one copy of sixteen, as
+// with one copy: the cost is the same, and the load spreads over the
+// shards (see TestCluster/ShardLoad).
+func BenchmarkClusterHit(b *testing.B) {
+	c := testredis.StartCluster(b)
+	targets := []struct {
+		name   string
+		client func(b *testing.B, prefix string) redis.UniversalClient
+		copies int
+	}{
+		{"single", func(b *testing.B, prefix string) redis.UniversalClient {
+			rdb := openRedis(b, "")
+			deletePrefix(b, rdb, prefix)
+			return rdb
+		}, 1},
+		{"cluster", func(b *testing.B, _ string) redis.UniversalClient { return c.Client(b) }, 1},
+		{"cluster-copies16", func(b *testing.B, _ string) redis.UniversalClient { return c.Client(b) }, 16},
+	}
+	for _, n := range benchRowCounts {
+		for _, tg := range targets {
+			b.Run(fmt.Sprintf("%s/rows=%d", tg.name, n), func(b *testing.B) {
+				prefix := testPrefix(b)
+				cfg := testConfig(tg.client(b, prefix), prefix)
+				cfg.KeyCopies = tg.copies
+				in := newInstance(b, cfg)
+				setupBenchSchema(b, in.db)
+				if _, err := benchQuery(in.db, true, n); err != nil {
+					b.Fatal(err)
+				}
+				before := in.p.Stats()
+				var items []benchItem
+				var err error
+				iters := 0
+				b.ReportAllocs()
+				b.ResetTimer()
+				for b.Loop() {
+					if items, err = benchQuery(in.db, true, n); err != nil {
+						b.Fatal(err)
+					}
+					iters++
+				}
+				b.StopTimer()
+				checkBenchItems(b, items, n)
+				if after := in.p.Stats(); after.Hits-before.Hits != uint64(iters) || after.Loads != before.Loads {
+					b.Fatalf("not every iteration was a hit: before %+v, after %+v, %d iterations", before, after, iters)
+				}
+			})
+		}
+	}
+}

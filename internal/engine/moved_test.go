@@ -1,0 +1,189 @@
+package engine
+
+import (
+	"context"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// switchingClient returns a client that dials whichever address *to holds,
+// as a Sentinel failover client dials the current master.
+func switchingClient(t *testing.T, to *atomic.Value) *redis.Client {
+	rdb := redis.NewClient(&redis.Options{Addr: to.Load().(string), ContextTimeoutEnabled: true, MaxRetries: -1,
+		Dialer: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, to.Load().(string))
+		}})
+	t.Cleanup(func() { _ = rdb.Close() })
+	return rdb
+}
+
+// failOver does what a Sentinel failover client does when it learns of a
+// new master: its pool's connections to the old one are closed (here by
+// the old master, CLIENT KILL of every normal client), and new ones go to
+// the new master. Its pub/sub connections stay where they are.
+func failOver(t *testing.T, primary *atomic.Value, from, to string) {
+	t.Helper()
+	primary.Store(to)
+	old := redis.NewClient(&redis.Options{Addr: from})
+	defer old.Close()
+	if err := old.Do(context.Background(), "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes").Err(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A replica promoted while its master is alive (SENTINEL FAILOVER, a
+// partition): the old master has no replica left and takes writes until
+// its clients switch, and those writes are lost when it is demoted. A bump
+// it takes must not end the write: WaitReplicas expects the replica the
+// master was seen with, and the write tries again until its bump lands on
+// the new master. Before, a master with no replica connected counted as
+// fully acknowledged: the write returned with its bump on the old master
+// only, and an instance reading the new master served the old entry.
+func TestBumpOnDeposedMaster(t *testing.T) {
+	master, _ := startRedisServer(t, "--repl-diskless-sync-delay", "0")
+	replica, _ := startRedisServer(t, "--replicaof", "127.0.0.1", strings.Split(master, ":")[1])
+	ctx := context.Background()
+	direct := redis.NewClient(&redis.Options{Addr: replica})
+	defer direct.Close()
+	waitFor(t, "replication", 10*time.Second, func() bool {
+		info, _ := direct.Info(ctx, "replication").Result()
+		return strings.Contains(info, "master_link_status:up")
+	})
+	var primary atomic.Value
+	primary.Store(master)
+	mk := func() *Engine {
+		return engineOn(t, switchingClient(t, &primary), func(c *Config) {
+			c.WaitReplicas = 1
+			c.RedisTimeout = time.Second
+			c.LockExpiry = time.Minute // the write may wait this long for its bump
+			c.BreakerFailures = -1
+		})
+	}
+	writer, reader := mk(), mk()
+	var loads atomic.Int64
+	if v := do(t, reader, testRequest("k", "old", &loads)); v != "old" {
+		t.Fatalf("first read %q, want old", v)
+	}
+	entry := newKeys(reader.cfg.Prefix, "k").entry
+	waitFor(t, "the entry on the replica", 10*time.Second, func() bool { return direct.Exists(ctx, entry).Val() == 1 })
+	// A write while the replica is connected: the writer sees the master
+	// with its replica.
+	if err := writer.Invalidate(ctx, []string{"u"}, writer.Announce(ctx, []string{"u"}, false)); err != nil {
+		t.Fatalf("Invalidate with the replica connected: %v", err)
+	}
+
+	if err := direct.SlaveOf(ctx, "NO", "ONE").Err(); err != nil {
+		t.Fatal(err)
+	}
+	refused := writer.stats.RedisErrors.Load()
+	returned := make(chan error, 1)
+	go func() {
+		returned <- writer.Invalidate(ctx, []string{"t"}, writer.Announce(ctx, []string{"t"}, false))
+	}()
+	// The old master takes the bump; its missing acknowledgement is an
+	// error the writer counts, and it must keep the write from returning.
+	var early error
+	ended := false
+	waitFor(t, "the write to return or its bump to be refused", 10*time.Second, func() bool {
+		select {
+		case early = <-returned:
+			ended = true
+			return true
+		default:
+			return writer.stats.RedisErrors.Load() > refused
+		}
+	})
+	if ended {
+		t.Fatalf("the write returned (%v) with its bump on the old master only", early)
+	}
+	select {
+	case err := <-returned:
+		t.Fatalf("the write returned (%v) with its bump on the old master only", err)
+	default:
+	}
+	failOver(t, &primary, master, replica)
+	if err := <-returned; err != nil {
+		t.Fatalf("Invalidate after the failover: %v", err)
+	}
+	if v := do(t, reader, testRequest("k", "new", &loads)); v != "new" {
+		t.Errorf("read %q after the write returned, want new", v)
+	}
+}
+
+// After a failover the hub subscribes again on the new master: go-redis
+// moves the pool's connections and leaves the pub/sub ones on the old
+// master, where the new master's messages never arrive.
+func TestHubFollowsNewMaster(t *testing.T) {
+	a, _ := startRedisServer(t)
+	b, _ := startRedisServer(t)
+	var primary atomic.Value
+	primary.Store(a)
+	rdb := switchingClient(t, &primary)
+	e := engineOn(t, rdb)
+	ctx := context.Background()
+	if err := rdb.Ping(ctx).Err(); err != nil { // a pool connection to a
+		t.Fatal(err)
+	}
+	ready := newKeys(e.cfg.Prefix, "k").ready
+	w := e.hub.wait(ready)
+	defer w.stop()
+	<-w.wake // subscribed on a
+	failOver(t, &primary, a, b)
+	if err := rdb.Ping(ctx).Err(); err != nil { // a pool connection to b
+		t.Fatal(err)
+	}
+	onB := redis.NewClient(&redis.Options{Addr: b})
+	defer onB.Close()
+	waitFor(t, "the hub's subscription on the new master", 10*time.Second, func() bool {
+		n, err := onB.PubSubNumSub(ctx, ready).Result()
+		return err == nil && n[ready] == 1
+	})
+	for len(w.wake) > 0 { // the confirmation
+		<-w.wake
+	}
+	if err := onB.Publish(ctx, ready, "x").Err(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-w.wake:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a message published on the new master did not reach the waiter")
+	}
+}
+
+// A master that lost the replicas it was seen with is expected to have
+// them for replicaGrace, under its replication ID; then the loss counts as
+// real. A promoted replica has a new ID and is expected to have what it has.
+func TestReplicaWatchExpected(t *testing.T) {
+	info := func(id string, replicas int) string {
+		return "# Replication\r\nrole:master\r\nconnected_slaves:" + string(rune('0'+replicas)) +
+			"\r\nmaster_replid:" + id + "\r\nmaster_repl_offset:10\r\n"
+	}
+	var w replicaWatch
+	t0 := time.Unix(1000, 0)
+	steps := []struct {
+		info string
+		at   time.Duration
+		want int64
+	}{
+		{info("m", 1), 0, 1},
+		{info("m", 0), time.Second, 1},                    // lost: still expected
+		{info("m", 0), replicaGrace, 1},                   // within the grace
+		{info("m", 0), time.Second + replicaGrace + 1, 0}, // past it: taken as real
+		{info("m", 2), 20 * time.Second, 2},
+		{info("r", 0), 20 * time.Second, 0}, // a promoted replica: a new ID
+		{"# Replication\r\nrole:slave\r\n", 0, 1 << 62},
+		{"", 0, 1 << 62},
+	}
+	for i, s := range steps {
+		if got := w.expected(s.info, t0.Add(s.at)); got != s.want {
+			t.Errorf("step %d (%q at %v): expected %d replicas, want %d", i, s.info, s.at, got, s.want)
+		}
+	}
+}
