@@ -52,17 +52,18 @@ func (e *Engine) copyKeys(table string, i int) tableKeys {
 // maxKeptTables bounds the tables whose keys an engine keeps.
 const maxKeptTables = 4096
 
-// copyOf returns the copy of its tables' keys the query of hash reads.
+// copyOf returns the copy of its tables' keys the query of hash reads:
+// the copy whose slots are the n-th of the slot space the query's entry
+// (hash tag: hash) lies in. Shards own even ranges of slots, so the
+// copies a query reads are usually on the node of its entry, and its
+// lookup is one pipeline to one node; and since entries spread evenly over
+// the slots, reads spread evenly over the copies.
 func (e *Engine) copyOf(hash string) int {
 	n := e.cfg.KeyCopies
 	if n <= 1 {
 		return 0
 	}
-	var h uint32
-	for i := 0; i < len(hash); i++ {
-		h = h*31 + uint32(hash[i])
-	}
-	return int(h % uint32(n))
+	return int(slot(hash)) * n / slots
 }
 
 // copyTags returns the hash tags of the n copies of table's keys: the

@@ -100,3 +100,26 @@ func TestKeyCopiesMustAgree(t *testing.T) {
 		t.Fatal("the same KeyCopies refused")
 	}
 }
+
+// A query reads the copy of its tables' keys whose slots are in the same
+// n-th of the slot space as its entry's, so that shards owning even
+// ranges of slots serve a lookup from one node.
+func TestCopyInEntrySlotRange(t *testing.T) {
+	const n = 16
+	e := &Engine{cfg: Config{KeyCopies: n}}
+	tags := copyTags("users", n)
+	used := map[int]int{}
+	for i := range 4096 {
+		h := fmt.Sprintf("%064x", i*2654435761)
+		c := e.copyOf(h)
+		if got, want := int(slot(tags[c]))*n/slots, int(slot(h))*n/slots; got != want {
+			t.Fatalf("hash %s (slot %d) reads copy %d (tag %s, slot %d): range %d, want %d", h, slot(h), c, tags[c], slot(tags[c]), got, want)
+		}
+		used[c]++
+	}
+	for c := range n {
+		if used[c] < 4096/n/2 {
+			t.Errorf("copy %d read by %d of 4096 queries, want about %d", c, used[c], 4096/n)
+		}
+	}
+}
