@@ -230,6 +230,17 @@ func parseReplication(info string) (role, id string, connected int64) {
 	return role, id, connected
 }
 
+// writeStand is how long a write may stand announced before its readers
+// stop waiting for its end and read the database: LockExpiry, and with
+// Config.WaitReplicas three times that, since such a write may send its
+// announcement and then its bump again for up to LockExpiry each (persist).
+func (e *Engine) writeStand() time.Duration {
+	if e.cfg.WaitReplicas > 0 {
+		return 3 * e.cfg.LockExpiry
+	}
+	return e.cfg.LockExpiry
+}
+
 // persist runs attempt, a write's announcement or bump, and repeats it
 // when it failed without an answer from Redis: once if once, and, when
 // Config.WaitReplicas is set and the replicas did not acknowledge it, for

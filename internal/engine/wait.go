@@ -45,7 +45,7 @@ func (ws *waits) stop() {
 func (e *Engine) wait(ctx context.Context, req request, ws *waits, writing bool) (*flightResult, bool, error) {
 	switch {
 	case writing && ws.writes == nil:
-		ws.writes = time.NewTimer(e.cfg.LockExpiry)
+		ws.writes = time.NewTimer(e.writeStand())
 	case !writing && ws.writes != nil:
 		ws.writes.Stop() // the writes it met have ended
 		ws.writes = nil
@@ -71,7 +71,7 @@ func (e *Engine) wait(ctx context.Context, req request, ws *waits, writing bool)
 		ws.polled = true
 	case <-timerC(ws.writes):
 		fi.waited(since)
-		e.Warnf(LogWait, "gormflight: a write to %v has not ended within %v; reading the database", req.tables, e.cfg.LockExpiry)
+		e.Warnf(LogWait, "gormflight: a write to %v has not ended within %v; reading the database", req.tables, e.writeStand())
 		res, err := e.fallback(ctx, req)
 		return res, true, err
 	case <-ws.maxWait.C:
