@@ -69,6 +69,10 @@ type Engine struct {
 	dirty dirtySet
 	// replicas: the replicas each Redis master was seen with (replicas.go).
 	replicas replicaWatch
+	// moved: the client reaches another server (moved.go); followed is
+	// closed when followServer returns.
+	moved    chan struct{}
+	followed chan struct{}
 	retry    chan struct{} // asks retryDirty to run now
 	retried  chan struct{} // closed when retryDirty returns
 	warm     *warmer       // opens connections outside operations' deadlines (warm.go)
@@ -126,12 +130,6 @@ func New(cfg Config) (*Engine, error) {
 	_, single := cfg.Redis.(*redis.Client)
 	e.compact.Store(single)
 	e.local = newLocal(cfg, stats, &e.log)
-	watchServer(cfg.Redis, func() {
-		e.hub.moved()
-		if e.local != nil {
-			e.local.moved()
-		}
-	})
 	e.now = time.Now
 	e.bgCtx, e.bgCancel = context.WithCancel(context.Background())
 	if cfg.MaxRefreshes > 0 {
@@ -140,6 +138,12 @@ func New(cfg Config) (*Engine, error) {
 	e.warm = newWarmer(cfg, e.done)
 	go e.retryDirty()
 	go e.warm.run()
+	e.followed = make(chan struct{})
+	if e.moved = make(chan struct{}, 1); watchServer(e) {
+		go e.followServer()
+	} else {
+		close(e.followed)
+	}
 	return e, nil
 }
 
@@ -183,6 +187,8 @@ func (e *Engine) Close() (bool, error) {
 	e.refreshes.Wait()
 	<-e.retried
 	<-e.warm.ended
+	unwatchServer(e)
+	<-e.followed
 	e.memo.close()
 	if e.local != nil {
 		e.local.close()

@@ -31,7 +31,8 @@ import (
 // the hub's lock. go-redis reconnects it to the slot's node when it
 // breaks, and subscribes again; a node that loses the slot (a failover, a
 // slot migration) unsubscribes its clients, and a node that does not own
-// the slot answers MOVED: either way the hub subscribes again on a new
+// the slot answers MOVED (any error reply counts): either way the hub
+// subscribes again on a new
 // connection, once the client has had time to learn the new slot map, and
 // the confirmation wakes the waiters for a re-check. Bump channels stay classic: their PUBLISH runs inside the bump
 // script, and the near cache listens on all of them with one PSUBSCRIBE.
@@ -98,15 +99,24 @@ func newHub(rdb redis.UniversalClient, timeout time.Duration, stats *Counters) *
 
 // moved replaces the classic connection with one to the server the client
 // now reaches (see moved.go), subscribed to every classic channel waited
-// on. The confirmations wake their waiters for a re-check.
+// on. The confirmations wake their waiters for a re-check. The new
+// connection is made (a PING) before the hub's lock is taken, so that the
+// subscriptions under it only write their commands.
 func (h *hub) moved() {
+	ps := h.rdb.Subscribe(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), h.timeout)
+	defer cancel()
+	if err := ps.Ping(ctx); err != nil {
+		h.stats.RedisErrors.Add(1) // go-redis connects again on the next use
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
+		_ = ps.Close()
 		return
 	}
 	old := h.ps
-	h.ps = h.rdb.Subscribe(context.Background())
+	h.ps = ps
 	var channels []string
 	for channel := range h.waits {
 		if !h.sharded(channel) {
@@ -114,13 +124,10 @@ func (h *hub) moved() {
 		}
 	}
 	if len(channels) > 0 {
-		ctx, cancel := context.WithTimeout(context.Background(), h.timeout)
-		if err := h.ps.Subscribe(ctx, channels...); err != nil {
+		if err := ps.Subscribe(ctx, channels...); err != nil {
 			h.stats.RedisErrors.Add(1)
 		}
-		cancel()
 	}
-	ps := h.ps
 	h.runG.Add(2)
 	go func() {
 		defer h.runG.Done()
@@ -193,16 +200,20 @@ func (h *hub) runShard(ctx context.Context, channel string, ps *redis.PubSub, de
 		switch {
 		case ctx.Err() != nil || errors.Is(err, redis.ErrClosed):
 			return
-		case isMoved(err):
-			// The node does not serve the slot: subscribe again once
-			// the client knows who does.
+		case answered(err):
+			// An error reply: MOVED (the node does not serve the slot),
+			// CLUSTERDOWN, an ACL's NOPERM... The connection stays, with
+			// no subscription: subscribe again on a new one, once the
+			// client has had time to learn the slot map.
 			h.stats.RedisErrors.Add(1)
 			h.resubscribe(channel, ps, min(max(2*delay, shardRetryMin), shardRetryMax))
 			return
 		case err != nil:
 			// The connection broke: go-redis makes it again on the next
-			// receive, and subscribes again.
+			// receive, to the slot's node as the client knows it, and
+			// subscribes again.
 			h.stats.RedisErrors.Add(1)
+			h.cluster.ReloadState(ctx)
 			failures++
 			if !sleepCtx(ctx, min(shardRetryMin<<min(failures, 7), shardRetryMax)) {
 				return
@@ -223,16 +234,6 @@ func (h *hub) runShard(ctx context.Context, channel string, ps *redis.PubSub, de
 			}
 		}
 	}
-}
-
-// isMoved reports whether err is a node's MOVED (or ASK) redirection.
-func isMoved(err error) bool {
-	var rerr redis.Error
-	if !errors.As(err, &rerr) {
-		return false
-	}
-	msg := rerr.Error()
-	return strings.HasPrefix(msg, "MOVED ") || strings.HasPrefix(msg, "ASK ")
 }
 
 // sleepCtx waits for d, or less if ctx ends first; it reports whether it

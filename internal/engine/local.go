@@ -277,7 +277,10 @@ func (l *local) listen() {
 			continue
 		}
 		l.lost()
-		if l.server.Swap(false) {
+		if l.server.Swap(false) || errors.Is(err, redis.ErrClosed) {
+			// The client reaches another server (moved), or a moved
+			// that raced with the last resubscription closed the new
+			// connection: subscribe again.
 			ps = l.resubscribe(ps)
 		} else if isTimeout(err) {
 			// No answer to the ping: a dead connection no error reports.

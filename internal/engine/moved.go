@@ -8,30 +8,64 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// A client of one address (a *redis.Client) may still change servers: a
-// Sentinel failover client, or a name that resolves to another host after
-// a failover. go-redis's failover client then closes the connections of
-// its pool to the old master, but not its pub/sub connections, which keep
+// A Sentinel failover client (redis.NewFailoverClient: a *redis.Client
+// whose Options().Addr is go-redis's placeholder "FailoverClient") changes
+// servers at a failover. go-redis then closes the connections of its pool
+// to the old master, but not its pub/sub connections, which keep
 // listening there: messages published on the new master (bumps, "ready")
-// never arrive, and the old master, demoted seconds later, takes clients
-// that think it is still the master. So the engine watches the addresses
-// its client dials (a dial hook): when a new connection goes to another
-// server than the one before, the hub and the near cache subscribe again
-// on new connections, which go to the new server.
+// would never arrive until the old master is demoted, seconds later. So
+// the engine watches the servers its client dials (a dial hook): when a
+// new connection reaches another server than the one before, the hub and
+// the near cache subscribe again on new connections, which go to the new
+// server. Only failover clients are watched: a client of one address that
+// resolves to several hosts (DNS round robin, a proxy) dials different
+// peers with no failover at all.
+
+// failoverAddr is the Addr of the options of go-redis's failover clients.
+const failoverAddr = "FailoverClient"
+
+// watches holds the dial hook of each failover client an engine uses: a
+// client gets one hook however many engines use it (go-redis cannot
+// remove a hook), and the engines register with it while they are open.
+var watches sync.Map // *redis.Client -> *dialWatch
 
 // dialWatch is the hook that reports a change of server.
 type dialWatch struct {
-	mu    sync.Mutex
-	last  string
-	moved func()
+	mu      sync.Mutex
+	last    string
+	engines map[*Engine]struct{}
 }
 
-// watchServer adds a dialWatch to rdb when it is a client of one address;
-// moved is called, on a goroutine of its own, when a dial reaches another
-// server than the dial before it.
-func watchServer(rdb redis.UniversalClient, moved func()) {
-	if c, ok := rdb.(*redis.Client); ok {
-		c.AddHook(&dialWatch{moved: moved})
+// watchServer registers e with the dial hook of its client, adding one if
+// the client is a failover client that has none; it reports whether it
+// did. e.moved then receives a value when the client reaches a new server.
+func watchServer(e *Engine) bool {
+	c, ok := e.rdb.(*redis.Client)
+	if !ok || c.Options().Addr != failoverAddr {
+		return false
+	}
+	v, loaded := watches.LoadOrStore(c, &dialWatch{engines: make(map[*Engine]struct{})})
+	w := v.(*dialWatch)
+	if !loaded {
+		c.AddHook(w)
+	}
+	w.mu.Lock()
+	w.engines[e] = struct{}{}
+	w.mu.Unlock()
+	return true
+}
+
+// unwatchServer removes e from its client's hook (Close).
+func unwatchServer(e *Engine) {
+	c, ok := e.rdb.(*redis.Client)
+	if !ok {
+		return
+	}
+	if v, ok := watches.Load(c); ok {
+		w := v.(*dialWatch)
+		w.mu.Lock()
+		delete(w.engines, e)
+		w.mu.Unlock()
 	}
 }
 
@@ -45,13 +79,25 @@ func (w *dialWatch) DialHook(next redis.DialHook) redis.DialHook {
 	}
 }
 
+// saw records the server a new connection reached, and tells the engines
+// when it is another than the one before. A change already told and not
+// yet acted on absorbs the next (e.moved holds one).
 func (w *dialWatch) saw(remote string) {
 	w.mu.Lock()
-	changed := w.last != "" && w.last != remote
+	defer w.mu.Unlock()
+	if w.last == remote {
+		return
+	}
+	changed := w.last != ""
 	w.last = remote
-	w.mu.Unlock()
-	if changed {
-		go w.moved()
+	if !changed {
+		return
+	}
+	for e := range w.engines {
+		select {
+		case e.moved <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -59,4 +105,22 @@ func (w *dialWatch) ProcessHook(next redis.ProcessHook) redis.ProcessHook { retu
 
 func (w *dialWatch) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return next
+}
+
+// followServer moves the hub's and the near cache's subscriptions to the
+// server the client reaches now, each time the dial hook reports a new
+// one, until Close.
+func (e *Engine) followServer() {
+	defer close(e.followed)
+	for {
+		select {
+		case <-e.done:
+			return
+		case <-e.moved:
+			e.hub.moved()
+			if e.local != nil {
+				e.local.moved()
+			}
+		}
+	}
 }

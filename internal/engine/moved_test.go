@@ -2,7 +2,9 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -14,7 +16,9 @@ import (
 // switchingClient returns a client that dials whichever address *to holds,
 // as a Sentinel failover client dials the current master.
 func switchingClient(t *testing.T, to *atomic.Value) *redis.Client {
-	rdb := redis.NewClient(&redis.Options{Addr: to.Load().(string), ContextTimeoutEnabled: true, MaxRetries: -1,
+	// Addr is what go-redis gives its failover clients, which the engine
+	// watches for a new server (moved.go).
+	rdb := redis.NewClient(&redis.Options{Addr: failoverAddr, ContextTimeoutEnabled: true, MaxRetries: -1,
 		Dialer: func(ctx context.Context, network, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, network, to.Load().(string))
@@ -162,8 +166,11 @@ func TestHubFollowsNewMaster(t *testing.T) {
 // real. A promoted replica has a new ID and is expected to have what it has.
 func TestReplicaWatchExpected(t *testing.T) {
 	info := func(id string, replicas int) string {
-		return "# Replication\r\nrole:master\r\nconnected_slaves:" + string(rune('0'+replicas)) +
-			"\r\nmaster_replid:" + id + "\r\nmaster_repl_offset:10\r\n"
+		s := "# Replication\r\nrole:master\r\nconnected_slaves:" + strconv.Itoa(replicas) + "\r\n"
+		for i := range replicas {
+			s += fmt.Sprintf("slave%d:ip=127.0.0.1,port=%d,state=online,offset=10,lag=0\r\n", i, 7000+i)
+		}
+		return s + "master_replid:" + id + "\r\nmaster_repl_offset:10\r\n"
 	}
 	var w replicaWatch
 	t0 := time.Unix(1000, 0)
@@ -187,3 +194,80 @@ func TestReplicaWatchExpected(t *testing.T) {
 		}
 	}
 }
+
+// The near cache's listener, whose connection was closed by something
+// other than Close (a moved racing with its own resubscription closes the
+// new connection), subscribes again rather than retrying the closed one
+// for ever.
+func TestLocalListenerReopensClosedConnection(t *testing.T) {
+	r := newLocalRig(t)
+	r.warm(t, time.Hour)
+	l := r.b.local
+	l.mu.Lock()
+	ps := l.ps
+	l.mu.Unlock()
+	_ = ps.Close()
+	waitFor(t, "the listener on a new connection", 10*time.Second, func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.ps != ps && l.subscribed()
+	})
+}
+
+// Only go-redis's failover clients are watched for a new server: a client
+// of one name that resolves to several hosts dials different peers with
+// no failover, and must not make the hub subscribe again at every dial.
+func TestOnlyFailoverClientsAreWatched(t *testing.T) {
+	plain := engineOn(t, redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}))
+	if _, ok := watches.Load(plain.rdb); ok {
+		t.Error("a plain client has the dial hook")
+	}
+	var to atomic.Value
+	to.Store("127.0.0.1:1")
+	failover := engineOn(t, switchingClient(t, &to))
+	if _, ok := watches.Load(failover.rdb); !ok {
+		t.Error("a failover client has no dial hook")
+	}
+}
+
+// A replica that is still being synchronized is listed by INFO, and
+// counted by connected_slaves, but cannot acknowledge anything: only the
+// online ones count.
+func TestParseReplicationCountsOnlineReplicas(t *testing.T) {
+	info := "# Replication\r\nrole:master\r\nconnected_slaves:2\r\n" +
+		"slave0:ip=127.0.0.1,port=7001,state=online,offset=10,lag=0\r\n" +
+		"slave1:ip=127.0.0.1,port=7002,state=wait_bgsave,offset=0,lag=0\r\n" +
+		"master_failover_state:no-failover\r\nmaster_replid:abc\r\n"
+	role, id, online := parseReplication(info)
+	if role != "master" || id != "abc" || online != 1 {
+		t.Errorf("parseReplication: role %q, id %q, %d online; want master, abc, 1", role, id, online)
+	}
+	if _, _, online := parseReplication("# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_replid:abc\r\n"); online != 0 {
+		t.Errorf("no replica: %d online, want 0", online)
+	}
+}
+
+// A cluster node's redirections are retried by persist like an
+// unacknowledged bump; other error replies are answers.
+func TestRedirected(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{replyErr("MOVED 3999 127.0.0.1:6381"), true},
+		{replyErr("CLUSTERDOWN The cluster is down"), true},
+		{replyErr("READONLY You can't write against a read only replica."), true},
+		{replyErr("OOM command not allowed"), false},
+		{errUnreplicated, false},
+	} {
+		if got := redirected(c.err); got != c.want {
+			t.Errorf("redirected(%v) = %v, want %v", c.err, got, c.want)
+		}
+	}
+}
+
+// replyErr is an error reply of Redis, as go-redis returns one (redis.Error).
+type replyErr string
+
+func (e replyErr) Error() string { return string(e) }
+func (replyErr) RedisError()     {}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -147,22 +146,22 @@ func (e *Engine) byNode(ctx context.Context, copies []tableCopy) ([]*redis.Clien
 type replicaWatch struct {
 	mu   sync.Mutex
 	seen map[string]seenReplicas
-	// wants: the replicas the last write through each node's client was
-	// expected to have.
-	wants sync.Map // *redis.Client -> int64
+	// wants: the replicas the last write through each node was expected
+	// to have, by the address of the node's client.
+	wants sync.Map // string -> int64
 }
 
 // last returns how many replicas the last write through node was expected
 // to have, or def.
 func (w *replicaWatch) last(node *redis.Client, def int64) int64 {
-	if v, ok := w.wants.Load(node); ok {
+	if v, ok := w.wants.Load(node.Options().Addr); ok {
 		return v.(int64)
 	}
 	return def
 }
 
 func (w *replicaWatch) remember(node *redis.Client, want int64) {
-	w.wants.Store(node, want)
+	w.wants.Store(node.Options().Addr, want)
 }
 
 type seenReplicas struct {
@@ -172,7 +171,7 @@ type seenReplicas struct {
 
 // maxWatched bounds the replication IDs remembered; a new ID comes with a
 // failover.
-const maxWatched = 64
+const maxWatched = 1024
 
 // expected returns how many replicas must acknowledge what the master
 // whose INFO replication is info took: those it has, or those it was seen
@@ -198,7 +197,7 @@ func (w *replicaWatch) expected(info string, now time.Time) int64 {
 		s = seenReplicas{most: connected} // lost for good
 	}
 	if !ok && len(w.seen) >= maxWatched {
-		clear(w.seen)
+		w.forget(now)
 	}
 	if w.seen == nil {
 		w.seen = make(map[string]seenReplicas)
@@ -207,27 +206,59 @@ func (w *replicaWatch) expected(info string, now time.Time) int64 {
 	return s.most
 }
 
+// forget makes room in seen: it drops the masters that have all their
+// replicas (their next write records them again), and the masters short
+// of replicas past the grace. Masters within their grace stay.
+func (w *replicaWatch) forget(now time.Time) {
+	for id, s := range w.seen {
+		if s.short.IsZero() || now.Sub(s.short) > replicaGrace {
+			delete(w.seen, id)
+		}
+	}
+}
+
 // parseReplication reads the role, the replication ID and the number of
-// connected replicas (-1 if absent) from an INFO replication reply.
-func parseReplication(info string) (role, id string, connected int64) {
-	connected = -1
+// replicas online (-1 if it cannot tell) from an INFO replication reply.
+// A replica still being synchronized (state=wait_bgsave or send_bulk, a
+// demoted master that rejoins, a restarted replica) is listed and
+// counted by connected_slaves, and cannot acknowledge anything yet: only
+// the slaveN lines with state=online count.
+func parseReplication(info string) (role, id string, online int64) {
+	online = -1
 	for line := range strings.SplitSeq(info, "\n") {
 		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
 		if !ok {
 			continue
 		}
-		switch k {
-		case "role":
+		switch {
+		case k == "role":
 			role = v
-		case "master_replid":
+		case k == "master_replid":
 			id = v
-		case "connected_slaves":
-			if n, err := strconv.ParseInt(v, 10, 64); err == nil {
-				connected = n
-			}
+		case k == "connected_slaves":
+			online = max(online, 0)
+		case strings.HasPrefix(k, "slave") && strings.Contains(","+v+",", ",state=online,"):
+			online = max(online, 0) + 1
 		}
 	}
-	return role, id, connected
+	return role, id, online
+}
+
+// redirected reports whether err is a node's answer that the keys are
+// served elsewhere now, or not yet: what a Redis Cluster failover gives
+// the pipeline sent to the old master's client (waitReplicas has the
+// client reload the slot map).
+func redirected(err error) bool {
+	var re redis.Error
+	if !errors.As(err, &re) {
+		return false
+	}
+	for _, p := range []string{"MOVED ", "ASK ", "READONLY ", "CLUSTERDOWN ", "TRYAGAIN "} {
+		if strings.HasPrefix(re.Error(), p) {
+			return true
+		}
+	}
+	return false
 }
 
 // writeStand is how long a write may stand announced before its readers
@@ -243,21 +274,25 @@ func (e *Engine) writeStand() time.Duration {
 
 // persist runs attempt, a write's announcement or bump, and repeats it
 // when it failed without an answer from Redis: once if once, and, when
-// Config.WaitReplicas is set and the replicas did not acknowledge it, for
-// up to LockExpiry (see the top of this file). Both are safe to repeat.
+// Config.WaitReplicas is set and the replicas did not acknowledge it (or
+// a cluster node redirected it: its node's pipeline does not follow
+// MOVED), for up to LockExpiry (see the top of this file). Both are safe
+// to repeat. The bound holds a transaction whose announcement it is open
+// meanwhile (the announcement is made just before the commit): that is
+// the price of not committing before the new master has it.
 func (e *Engine) persist(once bool, attempt func() error) error {
 	err := attempt()
-	if err == nil || answered(err) {
+	if err == nil || answered(err) && !redirected(err) {
 		return err
 	}
-	if e.cfg.WaitReplicas <= 0 || !errors.Is(err, errUnreplicated) {
+	if e.cfg.WaitReplicas <= 0 || !errors.Is(err, errUnreplicated) && !redirected(err) {
 		if once {
 			err = attempt()
 		}
 		return err
 	}
 	deadline := time.Now().Add(e.cfg.LockExpiry)
-	for err != nil && !answered(err) && !errors.Is(err, gobreaker.ErrOpenState) && time.Now().Before(deadline) {
+	for err != nil && (!answered(err) || redirected(err)) && !errors.Is(err, gobreaker.ErrOpenState) && time.Now().Before(deadline) {
 		time.Sleep(shardRetryMin) // WAIT paces the unacknowledged; this, the refused
 		err = attempt()
 	}
