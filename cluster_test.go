@@ -267,9 +267,14 @@ func startClusterLoad(t *testing.T, ins []*instance, tag string, id int64) *clus
 }
 
 // read reads the hot row on in and checks its version against the last
-// write that had returned before.
+// write that had returned before, and against every read that had
+// returned before: a register written by one writer with ever higher
+// versions is linearizable exactly when no read returns less than either
+// (a read cannot return a version not yet written, and the writer writes
+// one at a time). So the chaos phases check linearizability, not only
+// read-after-write.
 func (l *clusterLoad) read(in *instance) (int64, bool) {
-	floor := l.acked.Load()
+	acked, seen := l.acked.Load(), l.seen.Load()
 	v, err := clusterRead(context.Background(), in, l.tag, l.id)
 	l.reads.Add(1)
 	if err != nil {
@@ -277,9 +282,13 @@ func (l *clusterLoad) read(in *instance) (int64, bool) {
 		l.note("read failed: %v", err)
 		return 0, false
 	}
-	if v < floor {
+	switch {
+	case v < acked:
 		l.stale.Add(1)
-		l.note("stale read: version %d, after the write of version %d had returned", v, floor)
+		l.note("stale read: version %d, after the write of version %d had returned", v, acked)
+	case v < seen:
+		l.stale.Add(1)
+		l.note("stale read: version %d, after a read had returned version %d", v, seen)
 	}
 	for s := l.seen.Load(); v > s; s = l.seen.Load() {
 		if l.seen.CompareAndSwap(s, v) {
