@@ -25,7 +25,10 @@ func newBreaker(cfg Config, stats *Counters, log *logger) *gobreaker.CircuitBrea
 		},
 		// A Redis out of memory still answers: it must stay reachable, so
 		// that a refused bump can delete generations (see engine.drop).
-		IsSuccessful: func(err error) bool { return err == nil || benign(err) || OutOfMemory(err) },
+		// So does a node that redirects a write during a failover: the
+		// write sends its bump again until it lands (persist), which an
+		// open breaker would cut short.
+		IsSuccessful: func(err error) bool { return err == nil || benign(err) || OutOfMemory(err) || redirected(err) },
 		OnStateChange: func(_ string, from, to gobreaker.State) {
 			level := LevelWarn
 			if to == gobreaker.StateOpen {
@@ -63,7 +66,7 @@ func OutOfMemory(err error) bool {
 // gobreaker.ErrOpenState.
 func (e *Engine) guard(op func() error) error {
 	_, err := e.breaker.Execute(func() (struct{}, error) { return struct{}{}, op() })
-	if err != nil && !benign(err) && !refused(err) {
+	if err != nil && !benign(err) && !refused(err) && !redirected(err) {
 		e.stats.RedisErrors.Add(1)
 		if !answered(err) { // an error reply leaves the connection usable
 			e.warm.failed() // a timeout or I/O error cost it: replace it

@@ -101,19 +101,22 @@ func newHub(rdb redis.UniversalClient, timeout time.Duration, stats *Counters) *
 // now reaches (see moved.go), subscribed to every classic channel waited
 // on. The confirmations wake their waiters for a re-check. The new
 // connection is made (a PING) before the hub's lock is taken, so that the
-// subscriptions under it only write their commands.
-func (h *hub) moved() {
+// subscriptions under it only write their commands; if it cannot be made,
+// nothing changes and moved reports false.
+func (h *hub) moved() bool {
 	ps := h.rdb.Subscribe(context.Background())
 	ctx, cancel := context.WithTimeout(context.Background(), h.timeout)
 	defer cancel()
 	if err := ps.Ping(ctx); err != nil {
-		h.stats.RedisErrors.Add(1) // go-redis connects again on the next use
+		h.stats.RedisErrors.Add(1)
+		_ = ps.Close()
+		return false
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
 		_ = ps.Close()
-		return
+		return true
 	}
 	old := h.ps
 	h.ps = ps
@@ -137,6 +140,7 @@ func (h *hub) moved() {
 		defer h.runG.Done()
 		_ = old.Close()
 	}()
+	return true
 }
 
 // sharded reports whether channel is a ready channel on Redis Cluster.

@@ -19,7 +19,9 @@ import (
 // the near cache subscribe again on new connections, which go to the new
 // server. Only failover clients are watched: a client of one address that
 // resolves to several hosts (DNS round robin, a proxy) dials different
-// peers with no failover at all.
+// peers with no failover at all. The engine must be given the client
+// NewFailoverClient returned: a clone (WithTimeout) shares its pools,
+// which dial through the original's hooks.
 
 // failoverAddr is the Addr of the options of go-redis's failover clients.
 const failoverAddr = "FailoverClient"
@@ -34,6 +36,7 @@ type dialWatch struct {
 	mu      sync.Mutex
 	last    string
 	engines map[*Engine]struct{}
+	gone    bool // out of watches: its last engine closed
 }
 
 // watchServer registers e with the dial hook of its client, adding one if
@@ -44,18 +47,28 @@ func watchServer(e *Engine) bool {
 	if !ok || c.Options().Addr != failoverAddr {
 		return false
 	}
-	v, loaded := watches.LoadOrStore(c, &dialWatch{engines: make(map[*Engine]struct{})})
-	w := v.(*dialWatch)
-	if !loaded {
-		c.AddHook(w)
+	for {
+		v, loaded := watches.LoadOrStore(c, &dialWatch{engines: make(map[*Engine]struct{})})
+		w := v.(*dialWatch)
+		if !loaded {
+			c.AddHook(w)
+		}
+		w.mu.Lock()
+		if w.gone {
+			// Its last engine left it (unwatchServer): take a new one.
+			w.mu.Unlock()
+			continue
+		}
+		w.engines[e] = struct{}{}
+		w.mu.Unlock()
+		return true
 	}
-	w.mu.Lock()
-	w.engines[e] = struct{}{}
-	w.mu.Unlock()
-	return true
 }
 
-// unwatchServer removes e from its client's hook (Close).
+// unwatchServer removes e from its client's hook (Close), and the client
+// from watches when no engine uses it: the hook stays on the client, which
+// go-redis cannot take it from, and does nothing; an engine made on the
+// client later adds a new one.
 func unwatchServer(e *Engine) {
 	c, ok := e.rdb.(*redis.Client)
 	if !ok {
@@ -65,6 +78,10 @@ func unwatchServer(e *Engine) {
 		w := v.(*dialWatch)
 		w.mu.Lock()
 		delete(w.engines, e)
+		if len(w.engines) == 0 {
+			w.gone = true
+			watches.CompareAndDelete(c, w)
+		}
 		w.mu.Unlock()
 	}
 }
@@ -112,15 +129,30 @@ func (w *dialWatch) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 // one, until Close.
 func (e *Engine) followServer() {
 	defer close(e.followed)
-	for {
+	for retry := shardRetryMin; ; {
 		select {
 		case <-e.done:
 			return
 		case <-e.moved:
-			e.hub.moved()
-			if e.local != nil {
-				e.local.moved()
+		}
+		if e.closing.Load() {
+			return
+		}
+		if !e.hub.moved() {
+			// The new server did not answer: try again, later.
+			if !sleepCtx(e.bgCtx, retry) {
+				return
 			}
+			retry = min(2*retry, shardRetryMax)
+			select {
+			case e.moved <- struct{}{}:
+			default:
+			}
+			continue
+		}
+		retry = shardRetryMin
+		if e.local != nil {
+			e.local.moved()
 		}
 	}
 }

@@ -50,11 +50,25 @@ func failOver(t *testing.T, primary *atomic.Value, from, to string) {
 // fully acknowledged: the write returned with its bump on the old master
 // only, and an instance reading the new master served the old entry.
 func TestBumpOnDeposedMaster(t *testing.T) {
+	// alive: the old master still takes writes, unacknowledged. demoted:
+	// it is a replica of the new one already, and answers READONLY; the
+	// breaker (at its default) must not count those answers as failures
+	// and cut the write's retries short.
+	for _, demoted := range []bool{false, true} {
+		t.Run(map[bool]string{false: "alive", true: "demoted"}[demoted], func(t *testing.T) {
+			bumpOnDeposedMaster(t, demoted)
+		})
+	}
+}
+
+func bumpOnDeposedMaster(t *testing.T, demoted bool) {
 	master, _ := startRedisServer(t, "--repl-diskless-sync-delay", "0")
 	replica, _ := startRedisServer(t, "--replicaof", "127.0.0.1", strings.Split(master, ":")[1])
 	ctx := context.Background()
 	direct := redis.NewClient(&redis.Options{Addr: replica})
 	defer direct.Close()
+	old := redis.NewClient(&redis.Options{Addr: master})
+	defer old.Close()
 	waitFor(t, "replication", 10*time.Second, func() bool {
 		info, _ := direct.Info(ctx, "replication").Result()
 		return strings.Contains(info, "master_link_status:up")
@@ -66,7 +80,6 @@ func TestBumpOnDeposedMaster(t *testing.T) {
 			c.WaitReplicas = 1
 			c.RedisTimeout = time.Second
 			c.LockExpiry = time.Minute // the write may wait this long for its bump
-			c.BreakerFailures = -1
 		})
 	}
 	writer, reader := mk(), mk()
@@ -85,13 +98,35 @@ func TestBumpOnDeposedMaster(t *testing.T) {
 	if err := direct.SlaveOf(ctx, "NO", "ONE").Err(); err != nil {
 		t.Fatal(err)
 	}
-	refused := writer.stats.RedisErrors.Load()
+	// refused reports that the old master turned the write's bump down:
+	// unacknowledged (the writer counts the error), or READONLY.
+	refused := func() func() bool {
+		errs := writer.stats.RedisErrors.Load()
+		return func() bool { return writer.stats.RedisErrors.Load() > errs }
+	}()
+	if demoted {
+		if err := old.SlaveOf(ctx, "127.0.0.1", strings.Split(replica, ":")[1]).Err(); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the old master's demotion", 10*time.Second, func() bool {
+			info, _ := old.Info(ctx, "replication").Result()
+			return strings.Contains(info, "role:slave")
+		})
+		// More refusals than BreakerFailures (5): as many as a client
+		// that takes a while to switch meets.
+		refused = func() bool {
+			info, _ := old.Info(ctx, "errorstats").Result()
+			_, count, _ := strings.Cut(info, "errorstat_READONLY:count=")
+			n, _ := strconv.Atoi(strings.TrimSpace(strings.SplitN(count, "\r", 2)[0]))
+			return n > 2*writer.cfg.BreakerFailures
+		}
+	}
 	returned := make(chan error, 1)
 	go func() {
 		returned <- writer.Invalidate(ctx, []string{"t"}, writer.Announce(ctx, []string{"t"}, false))
 	}()
-	// The old master takes the bump; its missing acknowledgement is an
-	// error the writer counts, and it must keep the write from returning.
+	// The old master turns the bump down, and that must keep the write
+	// from returning.
 	var early error
 	ended := false
 	waitFor(t, "the write to return or its bump to be refused", 10*time.Second, func() bool {
@@ -100,7 +135,7 @@ func TestBumpOnDeposedMaster(t *testing.T) {
 			ended = true
 			return true
 		default:
-			return writer.stats.RedisErrors.Load() > refused
+			return refused()
 		}
 	})
 	if ended {
@@ -271,3 +306,24 @@ type replyErr string
 
 func (e replyErr) Error() string { return string(e) }
 func (replyErr) RedisError()     {}
+
+// An engine's Close takes its failover client out of watches once no
+// engine uses it: nothing keeps a closed client.
+func TestWatchesForgetClosedClients(t *testing.T) {
+	var to atomic.Value
+	addr, _ := startRedisServer(t)
+	to.Store(addr)
+	rdb := switchingClient(t, &to)
+	for range 3 {
+		e := engineOn(t, rdb)
+		if _, ok := watches.Load(rdb); !ok {
+			t.Fatal("an open engine's failover client is not watched")
+		}
+		if _, err := e.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := watches.Load(rdb); ok {
+			t.Fatal("the client is still watched after its only engine closed")
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -167,6 +168,7 @@ func (w *replicaWatch) remember(node *redis.Client, want int64) {
 type seenReplicas struct {
 	most  int64     // replicas connected, at most, since short was last zero
 	short time.Time // since when it has had fewer; zero: it has not
+	last  time.Time // when a write last went through it
 }
 
 // maxWatched bounds the replication IDs remembered; a new ID comes with a
@@ -196,6 +198,7 @@ func (w *replicaWatch) expected(info string, now time.Time) int64 {
 	case now.Sub(s.short) > replicaGrace:
 		s = seenReplicas{most: connected} // lost for good
 	}
+	s.last = now
 	if !ok && len(w.seen) >= maxWatched {
 		w.forget(now)
 	}
@@ -206,12 +209,26 @@ func (w *replicaWatch) expected(info string, now time.Time) int64 {
 	return s.most
 }
 
-// forget makes room in seen: it drops the masters that have all their
-// replicas (their next write records them again), and the masters short
-// of replicas past the grace. Masters within their grace stay.
+// forget makes room in seen: it drops the masters no write went through
+// for replicaGrace (a master written to since it lost replicas is kept),
+// or, if that frees too little, the half written to least recently.
 func (w *replicaWatch) forget(now time.Time) {
 	for id, s := range w.seen {
-		if s.short.IsZero() || now.Sub(s.short) > replicaGrace {
+		if now.Sub(s.last) > replicaGrace {
+			delete(w.seen, id)
+		}
+	}
+	if len(w.seen) < maxWatched*3/4 {
+		return
+	}
+	lasts := make([]time.Time, 0, len(w.seen))
+	for _, s := range w.seen {
+		lasts = append(lasts, s.last)
+	}
+	slices.SortFunc(lasts, time.Time.Compare)
+	cut := lasts[len(lasts)/2]
+	for id, s := range w.seen {
+		if s.last.Before(cut) {
 			delete(w.seen, id)
 		}
 	}
@@ -253,7 +270,9 @@ func redirected(err error) bool {
 	if !errors.As(err, &re) {
 		return false
 	}
-	for _, p := range []string{"MOVED ", "ASK ", "READONLY ", "CLUSTERDOWN ", "TRYAGAIN "} {
+	// Not ASK or TRYAGAIN: during a slot migration the node's client keeps
+	// getting them until the migration ends.
+	for _, p := range []string{"MOVED ", "READONLY ", "CLUSTERDOWN "} {
 		if strings.HasPrefix(re.Error(), p) {
 			return true
 		}
