@@ -41,23 +41,7 @@ func BenchmarkClusterHit(b *testing.B) {
 				if _, err := benchQuery(in.db, true, n); err != nil {
 					b.Fatal(err)
 				}
-				before := in.p.Stats()
-				var items []benchItem
-				var err error
-				iters := 0
-				b.ReportAllocs()
-				b.ResetTimer()
-				for b.Loop() {
-					if items, err = benchQuery(in.db, true, n); err != nil {
-						b.Fatal(err)
-					}
-					iters++
-				}
-				b.StopTimer()
-				checkBenchItems(b, items, n)
-				if after := in.p.Stats(); after.Hits-before.Hits != uint64(iters) || after.Loads != before.Loads {
-					b.Fatalf("not every iteration was a hit: before %+v, after %+v, %d iterations", before, after, iters)
-				}
+				loopHits(b, in, in.db, n)
 			})
 		}
 	}

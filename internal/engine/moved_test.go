@@ -65,14 +65,9 @@ func bumpOnDeposedMaster(t *testing.T, demoted bool) {
 	master, _ := startRedisServer(t, "--repl-diskless-sync-delay", "0")
 	replica, _ := startRedisServer(t, "--replicaof", "127.0.0.1", strings.Split(master, ":")[1])
 	ctx := context.Background()
-	direct := redis.NewClient(&redis.Options{Addr: replica})
-	defer direct.Close()
+	direct := replicaClient(t, replica)
 	old := redis.NewClient(&redis.Options{Addr: master})
 	defer old.Close()
-	waitFor(t, "replication", 10*time.Second, func() bool {
-		info, _ := direct.Info(ctx, "replication").Result()
-		return strings.Contains(info, "master_link_status:up")
-	})
 	var primary atomic.Value
 	primary.Store(master)
 	mk := func() *Engine {
@@ -83,17 +78,7 @@ func bumpOnDeposedMaster(t *testing.T, demoted bool) {
 		})
 	}
 	writer, reader := mk(), mk()
-	var loads atomic.Int64
-	if v := do(t, reader, testRequest("k", "old", &loads)); v != "old" {
-		t.Fatalf("first read %q, want old", v)
-	}
-	entry := newKeys(reader.cfg.Prefix, "k").entry
-	waitFor(t, "the entry on the replica", 10*time.Second, func() bool { return direct.Exists(ctx, entry).Val() == 1 })
-	// A write while the replica is connected: the writer sees the master
-	// with its replica.
-	if err := writer.Invalidate(ctx, []string{"u"}, writer.Announce(ctx, []string{"u"}, false)); err != nil {
-		t.Fatalf("Invalidate with the replica connected: %v", err)
-	}
+	loads := cachedOnReplica(t, writer, reader, direct)
 
 	if err := direct.SlaveOf(ctx, "NO", "ONE").Err(); err != nil {
 		t.Fatal(err)
@@ -150,7 +135,7 @@ func bumpOnDeposedMaster(t *testing.T, demoted bool) {
 	if err := <-returned; err != nil {
 		t.Fatalf("Invalidate after the failover: %v", err)
 	}
-	if v := do(t, reader, testRequest("k", "new", &loads)); v != "new" {
+	if v := do(t, reader, testRequest("k", "new", loads)); v != "new" {
 		t.Errorf("read %q after the write returned, want new", v)
 	}
 }

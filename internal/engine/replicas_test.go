@@ -49,12 +49,7 @@ func lostBump(t *testing.T, waitReplicas int) string {
 	link := startCuttableProxy(t, master)
 	replica, _ := startRedisServer(t, "--replicaof", "127.0.0.1", link.port())
 	ctx := context.Background()
-	direct := redis.NewClient(&redis.Options{Addr: replica})
-	defer direct.Close()
-	waitFor(t, "replication", 10*time.Second, func() bool {
-		info, _ := direct.Info(ctx, "replication").Result()
-		return strings.Contains(info, "master_link_status:up")
-	})
+	direct := replicaClient(t, replica)
 
 	// The instances' client dials whichever node is the master now, as a
 	// failover client would.
@@ -75,17 +70,7 @@ func lostBump(t *testing.T, waitReplicas int) string {
 		})
 	}
 	writer, reader := mk(), mk()
-	var loads atomic.Int64
-	if v := do(t, reader, testRequest("k", "old", &loads)); v != "old" {
-		t.Fatalf("first read %q, want old", v)
-	}
-	entry := newKeys(reader.cfg.Prefix, "k").entry
-	waitFor(t, "the entry on the replica", 10*time.Second, func() bool { return direct.Exists(ctx, entry).Val() == 1 })
-
-	// While the replica is connected, a bump waits for it and succeeds.
-	if err := writer.Invalidate(ctx, []string{"u"}, writer.Announce(ctx, []string{"u"}, false)); err != nil {
-		t.Fatalf("Invalidate with the replica connected: %v", err)
-	}
+	loads := cachedOnReplica(t, writer, reader, direct)
 	link.cut()
 	a := writer.Announce(ctx, []string{"t"}, false)
 	err := writer.Invalidate(ctx, []string{"t"}, a)
@@ -104,7 +89,39 @@ func lostBump(t *testing.T, waitReplicas int) string {
 	}
 	primary.Store(replica)
 	waitFor(t, "the writer's retried bump", 10*time.Second, func() bool { return !writer.Dirty([]string{"t"}) })
-	return do(t, reader, testRequest("k", "new", &loads))
+	return do(t, reader, testRequest("k", "new", loads))
+}
+
+// replicaClient returns a client of the replica at addr, once its link to
+// its master is up.
+func replicaClient(t *testing.T, addr string) *redis.Client {
+	t.Helper()
+	direct := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = direct.Close() })
+	waitFor(t, "replication", 10*time.Second, func() bool {
+		info, _ := direct.Info(context.Background(), "replication").Result()
+		return strings.Contains(info, "master_link_status:up")
+	})
+	return direct
+}
+
+// cachedOnReplica has reader cache "old" for key "k" and waits until the
+// entry is on the replica; then writer writes table "u" while the replica
+// is connected: a bump that waits for it and succeeds, and the writer has
+// seen the master with its replica. It returns the loads counter of "k".
+func cachedOnReplica(t *testing.T, writer, reader *Engine, replica *redis.Client) *atomic.Int64 {
+	t.Helper()
+	ctx := context.Background()
+	loads := new(atomic.Int64)
+	if v := do(t, reader, testRequest("k", "old", loads)); v != "old" {
+		t.Fatalf("first read %q, want old", v)
+	}
+	entry := newKeys(reader.cfg.Prefix, "k").entry
+	waitFor(t, "the entry on the replica", 10*time.Second, func() bool { return replica.Exists(ctx, entry).Val() == 1 })
+	if err := writer.Invalidate(ctx, []string{"u"}, writer.Announce(ctx, []string{"u"}, false)); err != nil {
+		t.Fatalf("Invalidate with the replica connected: %v", err)
+	}
+	return loads
 }
 
 // startRedisServer starts a redis-server of the test's own and returns its
