@@ -32,9 +32,9 @@ import (
 // breaks, and subscribes again; a node that loses the slot (a failover, a
 // slot migration) unsubscribes its clients, and a node that does not own
 // the slot answers MOVED (any error reply counts): either way the hub
-// subscribes again on a new
-// connection, once the client has had time to learn the new slot map, and
-// the confirmation wakes the waiters for a re-check. Bump channels stay classic: their PUBLISH runs inside the bump
+// subscribes again on a new connection, once the client has had time to
+// learn the new slot map, and the confirmation wakes the waiters for a
+// re-check. Bump channels stay classic: their PUBLISH runs inside the bump
 // script, and the near cache listens on all of them with one PSUBSCRIBE.
 type hub struct {
 	rdb     redis.UniversalClient
@@ -59,7 +59,8 @@ type shardSub struct {
 }
 
 // Delays between subscriptions of a sharded channel that a node refused
-// with MOVED: the cluster client reloads its slot map in the background.
+// (MOVED, or any error reply), and after a broken connection: the cluster
+// client reloads its slot map in the background.
 const (
 	shardRetryMin = 10 * time.Millisecond
 	shardRetryMax = time.Second
