@@ -184,14 +184,8 @@ func (h *hub) shard(channel string, delay time.Duration) {
 // be subscribed again elsewhere. It reads ps itself rather than through
 // go-redis's message channel, which drops errors: a MOVED is one.
 func (h *hub) runShard(ctx context.Context, channel string, ps *redis.PubSub, delay time.Duration) {
-	if delay > 0 {
-		t := time.NewTimer(delay)
-		defer t.Stop()
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	if delay > 0 && !sleepCtx(ctx, delay) {
+		return
 	}
 	sctx, cancel := context.WithTimeout(ctx, h.timeout)
 	err := ps.SSubscribe(sctx, channel)

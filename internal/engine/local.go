@@ -67,12 +67,9 @@ type local struct {
 	started atomic.Bool // the listener was started: close waits for it
 	mu      sync.Mutex
 	ps      *redis.PubSub // the listener's, nil before it starts
-	// server: the client reaches another server now (moved.go); the
-	// listener subscribes again.
-	server atomic.Bool
-	ctx    context.Context
-	stop   context.CancelFunc
-	done   chan struct{} // closed when the listener returns
+	ctx     context.Context
+	stop    context.CancelFunc
+	done    chan struct{} // closed when the listener returns
 }
 
 // localItem is one entry of the near cache.
@@ -277,10 +274,9 @@ func (l *local) listen() {
 			continue
 		}
 		l.lost()
-		if l.server.Swap(false) || errors.Is(err, redis.ErrClosed) {
-			// The client reaches another server (moved), or a moved
-			// that raced with the last resubscription closed the new
-			// connection: subscribe again.
+		if errors.Is(err, redis.ErrClosed) {
+			// Closed by moved (the client reaches another server), not
+			// by close: subscribe again.
 			ps = l.resubscribe(ps)
 		} else if isTimeout(err) {
 			// No answer to the ping: a dead connection no error reports.
@@ -327,9 +323,8 @@ func (l *local) subscribe() *redis.PubSub {
 
 // moved makes the listener subscribe again, on a connection to the server
 // the client reaches now: its connection is closed, which ends its
-// receive.
+// receive, and the next one reports ErrClosed.
 func (l *local) moved() {
-	l.server.Store(true)
 	l.mu.Lock()
 	ps := l.ps
 	l.mu.Unlock()

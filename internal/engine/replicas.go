@@ -56,8 +56,8 @@ var errUnreplicated = errors.New("gormflight: the Redis replicas did not acknowl
 
 // replicated runs queue(pipe, i) for every copy i of a table's keys on a
 // pipeline of the node that holds them, followed by WAIT and INFO
-// replication, one round trip per node; it reports errUnreplicated when a node's replicas did not
-// acknowledge. Only *redis.Client and *redis.ClusterClient can send WAIT
+// replication, one round trip per node; it reports errUnreplicated when a
+// node's replicas did not acknowledge. Only *redis.Client and *redis.ClusterClient can send WAIT
 // to a given node (validate refuses the others).
 func (e *Engine) replicated(ctx context.Context, copies []tableCopy, queue func(pipe redis.Pipeliner, i int)) error {
 	nodes, groups, err := e.byNode(ctx, copies)
@@ -166,7 +166,7 @@ func (w *replicaWatch) remember(node *redis.Client, want int64) {
 }
 
 type seenReplicas struct {
-	most  int64     // replicas connected, at most, since short was last zero
+	most  int64     // replicas online, at most, since short was last zero
 	short time.Time // since when it has had fewer; zero: it has not
 	last  time.Time // when a write last went through it
 }
@@ -180,23 +180,23 @@ const maxWatched = 1024
 // with if it lost some less than replicaGrace ago. For a reply it cannot
 // read, a huge number, so that only WAIT decides.
 func (w *replicaWatch) expected(info string, now time.Time) int64 {
-	role, id, connected := parseReplication(info)
-	if role != "master" || connected < 0 {
+	role, id, online := parseReplication(info)
+	if role != "master" || online < 0 {
 		return 1 << 62
 	}
 	if id == "" {
-		return connected
+		return online
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	s, ok := w.seen[id]
 	switch {
-	case !ok || connected >= s.most:
-		s = seenReplicas{most: connected}
+	case !ok || online >= s.most:
+		s = seenReplicas{most: online}
 	case s.short.IsZero():
 		s.short = now
 	case now.Sub(s.short) > replicaGrace:
-		s = seenReplicas{most: connected} // lost for good
+		s = seenReplicas{most: online} // lost for good
 	}
 	s.last = now
 	if !ok && len(w.seen) >= maxWatched {
@@ -301,18 +301,17 @@ func (e *Engine) writeStand() time.Duration {
 // the price of not committing before the new master has it.
 func (e *Engine) persist(once bool, attempt func() error) error {
 	err := attempt()
-	if err == nil || answered(err) && !redirected(err) {
-		return err
-	}
-	if e.cfg.WaitReplicas <= 0 || !errors.Is(err, errUnreplicated) && !redirected(err) {
-		if once {
+	switch {
+	case err == nil || answered(err) && !redirected(err):
+	case e.cfg.WaitReplicas > 0 && (errors.Is(err, errUnreplicated) || redirected(err)):
+		retryable := func(err error) bool {
+			return err != nil && (!answered(err) || redirected(err)) && !errors.Is(err, gobreaker.ErrOpenState)
+		}
+		for deadline := time.Now().Add(e.cfg.LockExpiry); retryable(err) && time.Now().Before(deadline); {
+			time.Sleep(shardRetryMin) // WAIT paces the unacknowledged; this, the refused
 			err = attempt()
 		}
-		return err
-	}
-	deadline := time.Now().Add(e.cfg.LockExpiry)
-	for err != nil && (!answered(err) || redirected(err)) && !errors.Is(err, gobreaker.ErrOpenState) && time.Now().Before(deadline) {
-		time.Sleep(shardRetryMin) // WAIT paces the unacknowledged; this, the refused
+	case once:
 		err = attempt()
 	}
 	return err
