@@ -1180,6 +1180,7 @@ func TestBehaviourConfigValidation(t *testing.T) {
 		{"Prefix with {", Config{Redis: rdb, Prefix: "app{1"}, ErrInvalidConfig},
 		{"Prefix with }", Config{Redis: rdb, Prefix: "app}1"}, ErrInvalidConfig},
 		{"negative BreakerCooldown", Config{Redis: rdb, BreakerCooldown: -time.Second}, ErrInvalidConfig},
+		{"negative FailoverWait", Config{Redis: rdb, FailoverWait: -time.Second}, ErrInvalidConfig},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1218,7 +1219,7 @@ func TestBehaviourConfigValidation(t *testing.T) {
 		if c.Prefix != "gormflight" || c.LockExpiry != 2*time.Second || c.MaxWait != 10*time.Second ||
 			c.RedisTimeout != 250*time.Millisecond || c.LoadTimeout != time.Minute ||
 			c.MaxEntrySize != 1<<20 || c.TTLJitter != 0.1 || c.FailOnWaitTimeout ||
-			c.BreakerFailures != 5 || c.BreakerCooldown != time.Second || c.FailClosed {
+			c.BreakerFailures != 5 || c.BreakerCooldown != time.Second || c.FailClosed || c.FailoverWait != c.LockExpiry {
 			t.Errorf("defaults: %+v", c)
 		}
 	})

@@ -129,14 +129,22 @@ type Config struct {
 	// write be served again. A node with fewer replicas connected waits for
 	// those it has, except that a master which lost replicas it was seen
 	// with is expected to have them for 5 s (its replica may have been
-	// promoted in its place). A write whose bump is not acknowledged tries
-	// again for up to LockExpiry, so that it lands on a new master before
-	// the write returns; after that it counts as failed: this instance
-	// serves the tables uncached and retries it until one is acknowledged.
-	// It needs a *redis.Client, a failover client or a
-	// *redis.ClusterClient. Default 0: no waiting (see the README on Redis
-	// failover).
+	// promoted in its place). A write whose announcement or bump is not
+	// acknowledged, or finds no master, tries again for up to FailoverWait,
+	// so that it lands on a new master before the write goes on; after
+	// that it counts as failed: this instance serves the tables uncached
+	// and retries it until one is acknowledged. A cached query that finds
+	// no master waits for one as long, instead of reading the database. It
+	// needs a *redis.Client, a failover client or a *redis.ClusterClient.
+	// Default 0: no waiting (see the README on Redis failover).
 	WaitReplicas int
+
+	// FailoverWait is, with WaitReplicas, how long operations wait for a
+	// failover to end, counted from the first failure: set it to what a
+	// failover takes in your deployment (on Redis Cluster, about twice
+	// cluster-node-timeout; with Sentinel, down-after-milliseconds plus the
+	// failover). Default LockExpiry.
+	FailoverWait time.Duration
 
 	// KeyCopies is how many copies of each table's generation and
 	// announcement keys Redis holds, in slots spread over a Redis Cluster.
@@ -211,6 +219,7 @@ func (c *Config) setDefaults() error {
 	c.Prefix, c.LockExpiry, c.MaxWait, c.LoadTimeout, c.RedisTimeout = ec.Prefix, ec.LockExpiry, ec.MaxWait, ec.LoadTimeout, ec.RedisTimeout
 	c.MaxEntrySize, c.TTLJitter, c.MemoSize, c.LocalSize = ec.MaxEntrySize, ec.TTLJitter, ec.MemoSize, ec.LocalSize
 	c.BreakerFailures, c.BreakerCooldown, c.RefreshBeta, c.MaxRefreshes = ec.BreakerFailures, ec.BreakerCooldown, ec.RefreshBeta, ec.MaxRefreshes
+	c.FailoverWait = ec.FailoverWait
 	if c.Local < 0 {
 		return fmt.Errorf("%w: Local must not be negative, got %v", ErrInvalidConfig, c.Local)
 	}
@@ -237,6 +246,7 @@ func (c *Config) engineConfig() engine.Config {
 		RefreshBeta:       c.RefreshBeta,
 		MaxRefreshes:      c.MaxRefreshes,
 		WaitReplicas:      c.WaitReplicas,
+		FailoverWait:      c.FailoverWait,
 		KeyCopies:         c.KeyCopies,
 	}
 }

@@ -43,6 +43,10 @@ type Config struct {
 	// it (WAIT, bounded by half of RedisTimeout), so that a failover
 	// cannot lose it (replicas.go); <= 0: no waiting.
 	WaitReplicas int
+	// FailoverWait is, with WaitReplicas, how long the operations that
+	// fail go on trying while Redis may be failing over (outlast):
+	// announcements, bumps and lookups. Default LockExpiry.
+	FailoverWait time.Duration
 
 	// KeyCopies is how many copies of each table's generation, writers
 	// and held keys there are, in slots spread over Redis Cluster
@@ -92,7 +96,10 @@ func (c *Config) SetDefaults() error {
 			*f.v = f.def
 		}
 	}
-	c.defaultKeyCopies()
+	if c.FailoverWait < 0 {
+		return fmt.Errorf("%w: FailoverWait must not be negative, got %v", ErrInvalidConfig, c.FailoverWait)
+	}
+	c.defaultDerived()
 	for _, n := range []struct {
 		v   *int
 		def int
@@ -104,13 +111,16 @@ func (c *Config) SetDefaults() error {
 	return nil
 }
 
-// defaultKeyCopies sets KeyCopies when it is not positive; New calls it
-// too, since a Config need not have gone through SetDefaults.
-func (c *Config) defaultKeyCopies() {
-	if c.KeyCopies > 0 {
-		return
+// defaultDerived sets KeyCopies when it is not positive, and FailoverWait
+// to LockExpiry when it is zero; New calls it too, since a Config need not
+// have gone through SetDefaults.
+func (c *Config) defaultDerived() {
+	if c.KeyCopies <= 0 {
+		c.KeyCopies = 1
 	}
-	c.KeyCopies = 1
+	if c.FailoverWait == 0 {
+		c.FailoverWait = c.LockExpiry
+	}
 }
 
 // DefaultClusterKeyCopies is the KeyCopies the README recommends on Redis
@@ -145,6 +155,9 @@ func (c *Config) validate() error {
 		default:
 			return fmt.Errorf("%w: WaitReplicas needs a *redis.Client, a failover client or a *redis.ClusterClient, got %T", ErrInvalidConfig, c.Redis)
 		}
+	}
+	if c.FailoverWait < 0 {
+		return fmt.Errorf("%w: FailoverWait must not be negative, got %v", ErrInvalidConfig, c.FailoverWait)
 	}
 	if c.LockExpiry < MinLockExpiry {
 		return fmt.Errorf("%w: LockExpiry %v is too short to extend", ErrInvalidConfig, c.LockExpiry)

@@ -72,11 +72,12 @@ func TestNewAndZeroEngine(t *testing.T) {
 	t.Cleanup(func() { _ = rdb.Close() })
 	good := testConfig(t, rdb)
 	for name, mod := range map[string]func(*Config){
-		"no Redis":          func(c *Config) { c.Redis = nil },
-		"zero RedisTimeout": func(c *Config) { c.RedisTimeout = 0 },
-		"zero MaxWait":      func(c *Config) { c.MaxWait = 0 },
-		"short LockExpiry":  func(c *Config) { c.LockExpiry = time.Millisecond },
-		"prefix with {":     func(c *Config) { c.Prefix = "a{b" },
+		"no Redis":              func(c *Config) { c.Redis = nil },
+		"zero RedisTimeout":     func(c *Config) { c.RedisTimeout = 0 },
+		"zero MaxWait":          func(c *Config) { c.MaxWait = 0 },
+		"short LockExpiry":      func(c *Config) { c.LockExpiry = time.Millisecond },
+		"prefix with {":         func(c *Config) { c.Prefix = "a{b" },
+		"negative FailoverWait": func(c *Config) { c.FailoverWait = -time.Second },
 	} {
 		cfg := good
 		mod(&cfg)

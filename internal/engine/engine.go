@@ -69,6 +69,9 @@ type Engine struct {
 	dirty dirtySet
 	// replicas: the replicas each Redis master was seen with (replicas.go).
 	replicas replicaWatch
+	// failing: when (UnixNano) the operations that outlast a failover
+	// started failing, 0 while they succeed (outlast).
+	failing atomic.Int64
 	// moved: the client reaches another server (moved.go); followed is
 	// closed when followServer returns.
 	moved    chan struct{}
@@ -106,7 +109,7 @@ func New(cfg Config) (*Engine, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	cfg.defaultKeyCopies()
+	cfg.defaultDerived()
 	if err := checkKeyCopies(cfg); err != nil {
 		return nil, err
 	}

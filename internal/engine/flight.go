@@ -234,7 +234,7 @@ func (e *Engine) fly(callerCtx context.Context, req request) (res *flightResult,
 	ws := e.newWaits()
 	defer ws.stop()
 	for missed := false; ; missed = true {
-		res, f, err := e.hit(ctx, req)
+		res, f, err := e.look(ctx, req, ws)
 		switch {
 		case err != nil:
 			return e.withoutRedis(ctx, req, err)
@@ -247,6 +247,19 @@ func (e *Engine) fly(callerCtx context.Context, req request) (res *flightResult,
 		}
 		if res, done, err := e.miss(ctx, req, ws, f); done {
 			return res, err
+		}
+	}
+}
+
+// look is hit, tried again while Redis may be failing over (outlast).
+func (e *Engine) look(ctx context.Context, req request, ws *waits) (*flightResult, found, error) {
+	for {
+		res, f, err := e.hit(ctx, req)
+		if err == nil {
+			e.landed()
+		}
+		if err == nil || !ws.outlast(e, err) {
+			return res, f, err
 		}
 	}
 }
@@ -293,7 +306,14 @@ func (e *Engine) miss(ctx context.Context, req request, ws *waits, f found) (*fl
 		}
 	default:
 		res, err := e.load(ctx, req, ws.polled)
-		if !errors.Is(err, errLockTaken) && !errors.Is(err, errWriting) {
+		var failed lockFailed
+		switch {
+		case errors.As(err, &failed) && ws.outlast(e, failed.err):
+			return nil, false, nil // look again
+		case errors.As(err, &failed):
+			res, err = e.withoutRedis(ctx, req, failed.err)
+			return res, true, err
+		case !errors.Is(err, errLockTaken) && !errors.Is(err, errWriting):
 			return res, true, err
 		}
 		// Another instance is loading: wait for its "ready". (Or a write

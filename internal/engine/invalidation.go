@@ -53,7 +53,7 @@ func (a Announcement) ends() map[string][]string {
 // leaves the marks in place with no reply), instead of leaving them to
 // keep the tables uncached on every instance for Config.LoadTimeout. With
 // Config.WaitReplicas, an announcement the replicas did not acknowledge is
-// repeated for up to LockExpiry (replicas.go).
+// repeated for up to FailoverWait (replicas.go).
 func (e *Engine) Announce(ctx context.Context, tables []string, held bool) Announcement {
 	if len(tables) == 0 || e.rdb == nil {
 		return Announcement{}
@@ -131,7 +131,7 @@ func (e *Engine) bump(ctx context.Context, tables []string, ends map[string][]st
 // returns to its caller, ending its Announcement a. If Redis cannot be
 // reached it retries once (a bump is idempotent), and with
 // Config.WaitReplicas a bump the replicas did not acknowledge for up to
-// LockExpiry (replicas.go); if that fails too, the
+// FailoverWait (replicas.go); if that fails too, the
 // tables are marked dirty: this instance stops serving cached reads of them,
 // and a background retrier bumps them, and ends a, until Redis answers.
 // Until then a's Announcement keeps every instance from serving the tables'

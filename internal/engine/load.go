@@ -13,9 +13,10 @@ import (
 )
 
 // load tries the key's lock once and, if it wins, runs the fill. It fails
-// with errLockTaken when another instance holds the lock, and with
-// errWriting when a write to one of the tables began before the fill could
-// stamp its query: the flight then waits for it.
+// with errLockTaken when another instance holds the lock, with errWriting
+// when a write to one of the tables began before the fill could stamp its
+// query (the flight then waits for it), and with lockFailed when Redis
+// failed.
 //
 // A loader costs four round trips: the flight's look, the lock (which also
 // looks again and reads the stamp), the store (which also wakes the
@@ -34,7 +35,7 @@ func (e *Engine) load(ctx context.Context, req request, polled bool) (*flightRes
 		return nil, err
 	}
 	if err != nil {
-		return e.withoutRedis(ctx, req, err)
+		return nil, lockFailed{err}
 	}
 	if f, err := look.result(e, req); err == nil && f.entry != nil {
 		if usable, stale := e.usable(req, f); usable {
@@ -54,6 +55,12 @@ func (e *Engine) load(ctx context.Context, req request, polled bool) (*flightRes
 	}
 	return e.fill(ctx, req, m, stamp, start)
 }
+
+// lockFailed is the Redis failure that kept load from trying the lock.
+type lockFailed struct{ err error }
+
+func (l lockFailed) Error() string { return l.err.Error() }
+func (l lockFailed) Unwrap() error { return l.err }
 
 // fill runs the query as the lock holder, stores the result and wakes the
 // waiters. Errors are never stored. Whatever happens, even a panic in the
@@ -160,8 +167,8 @@ func (e *Engine) withoutRedis(ctx context.Context, req request, err error) (*fli
 // woken waiter finds the entry.
 //
 // It returns the payload and whether it went out. When it must go again
-// after the unlock, sent is false: Redis failed ("query yourselves"), or a
-// write bumped a table while the query ran, so the stored entry is already
+// after the unlock, sent is false: Redis failed ("query yourselves", or
+// "failed" while it may be failing over), or a write bumped a table while the query ran, so the stored entry is already
 // stale ("failed": look again, then take the lock, which a waiter that
 // looked at the stale entry found held and will now find free).
 func (e *Engine) store(ctx context.Context, req request, stamp string, load time.Duration, ent *rowcodec.Entry) (payload string, sent bool) {
@@ -192,6 +199,10 @@ func (e *Engine) store(ctx context.Context, req request, stamp string, load time
 	})
 	if err != nil {
 		e.crossSlot(err)
+		if e.failingOver(err) {
+			// Waiters look again, and wait for the new master (outlast).
+			return readyFailed, false
+		}
 		return readyUncached, false
 	}
 	if look != nil && !look.current(stamp) {

@@ -312,3 +312,136 @@ func TestWatchesForgetClosedClients(t *testing.T) {
 		}
 	}
 }
+
+// killedMaster is a Redis master with a replica, for a failover by hand:
+// kill the master, then promote the replica, which the engines' clients
+// then dial.
+type killedMaster struct {
+	master, replica string
+	direct          *redis.Client // the replica's
+	primary         atomic.Value  // the address the engines' clients dial
+	kill            func()
+}
+
+func startKilledMaster(t *testing.T) *killedMaster {
+	m := new(killedMaster)
+	m.master, m.kill = startRedisServer(t, "--repl-diskless-sync-delay", "0")
+	m.replica, _ = startRedisServer(t, "--replicaof", "127.0.0.1", strings.Split(m.master, ":")[1])
+	m.direct = replicaClient(t, m.replica)
+	m.primary.Store(m.master)
+	return m
+}
+
+// engine returns an engine with WaitReplicas that waits a minute for a
+// failover.
+func (m *killedMaster) engine(t *testing.T) *Engine {
+	return engineOn(t, switchingClient(t, &m.primary), func(c *Config) {
+		c.WaitReplicas = 1
+		c.RedisTimeout = time.Second
+		c.FailoverWait = time.Minute
+	})
+}
+
+// stalled waits until e has failed three Redis operations while done
+// stays empty, and fails the test if done receives first: what it waits
+// for returned while no master answered.
+func stalled[T any](t *testing.T, e *Engine, what string, done <-chan T) {
+	t.Helper()
+	waitFor(t, what+" to return or fail three times", 10*time.Second, func() bool {
+		return len(done) > 0 || e.stats.RedisErrors.Load() >= 3
+	})
+	if len(done) > 0 {
+		t.Fatalf("%s returned %v while no master answered", what, <-done)
+	}
+}
+
+func (m *killedMaster) promote(t *testing.T) {
+	t.Helper()
+	if err := m.direct.SlaveOf(context.Background(), "NO", "ONE").Err(); err != nil {
+		t.Fatal(err)
+	}
+	m.primary.Store(m.replica)
+}
+
+// A master killed before its replica is promoted: a write's announcement
+// fails while no master answers. It must wait for the promoted replica,
+// since the write commits once it returns: readers falling back to the
+// database meanwhile see the write's rows, and the promoted replica holds
+// the entry from before it with a generation that still matches. Before,
+// the announcement gave up after one more try, and an instance reading
+// the promoted replica between the commit and the bump served the old
+// entry: reads went back in time.
+func TestAnnounceAwaitsPromotion(t *testing.T) {
+	m := startKilledMaster(t)
+	ctx := context.Background()
+	writer := m.engine(t)
+	loads := cachedOnReplica(t, writer, m.engine(t), m.direct)
+
+	m.kill()
+	announced := make(chan Announcement, 1)
+	go func() { announced <- writer.Announce(ctx, []string{"t"}, false) }()
+	stalled(t, writer, "the announcement", announced)
+	m.promote(t)
+	a := <-announced
+
+	// The write commits: the database has "new" now. An instance that
+	// reads the promoted replica must not serve the entry from before it.
+	read := doAsync(m.engine(t), testRequest("k", "new", loads))
+	if err := writer.Invalidate(ctx, []string{"t"}, a); err != nil {
+		t.Fatalf("Invalidate after the promotion: %v", err)
+	}
+	if v := <-read; v != "new" {
+		t.Errorf("read %q from the promoted replica after the write committed, want new", v)
+	}
+}
+
+// A flight that finds no master waits for the promoted replica, where the
+// entry is, instead of reading the database: one load per instance on
+// every failover is the herd the flight exists to prevent. Before, it
+// fell back to the database at once.
+func TestLookupAwaitsPromotion(t *testing.T) {
+	m := startKilledMaster(t)
+	reader := m.engine(t)
+	loads := cachedOnReplica(t, m.engine(t), reader, m.direct)
+	before := loads.Load()
+
+	m.kill()
+	read := doAsync(reader, testRequest("k", "new", loads))
+	stalled(t, reader, "the read", read)
+	m.promote(t)
+	if v := <-read; v != "old" {
+		t.Errorf("read %q after the promotion, want the entry, old", v)
+	}
+	if n := loads.Load() - before; n != 0 {
+		t.Errorf("%d loads during the failover, want 0", n)
+	}
+	if n := reader.stats.Fallbacks.Load(); n != 0 {
+		t.Errorf("%d fallbacks, want 0", n)
+	}
+}
+
+// A loader whose store fails while Redis may be failing over tells its
+// waiters to look again ("failed"), so that they wait for the new master
+// and one of them loads under the lock; "query yourselves" would send
+// every waiter to the database. Without WaitReplicas a failed store still
+// says "query yourselves": nothing is waited for.
+func TestFailedStoreWhileFailingOver(t *testing.T) {
+	for _, wait := range []int{0, 1} {
+		addr, kill := startRedisServer(t)
+		rdb := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
+		t.Cleanup(func() { _ = rdb.Close() })
+		e := engineOn(t, rdb, func(c *Config) { c.WaitReplicas = wait })
+		kill()
+		var loads atomic.Int64
+		ent, err := testRequest("k", "x", &loads).Load(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := request{keys: newKeys(e.cfg.Prefix, "k"), tables: []string{"t"}, ttl: time.Minute}
+		payload, sent := e.store(context.Background(), req, "0", time.Millisecond, ent)
+		want := map[int]string{0: readyUncached, 1: readyFailed}[wait]
+		if payload != want || sent {
+			t.Errorf("WaitReplicas %d: a store on a dead Redis says %q, sent %v; want %q, not sent", wait, payload, sent, want)
+		}
+	}
+}

@@ -14,9 +14,14 @@ type waits struct {
 	// ended within LockExpiry of the flight meeting it (a writer that died,
 	// or whose bump cannot reach Redis) sends the flight to the database,
 	// as a dead lock holder's lock would expire. nil while no write is met.
-	writes  *time.Timer
-	polled  bool // the last wake was the fallback timer's, not a message
-	counted bool // the flight was counted in Stats.Waits
+	writes *time.Timer
+	polled bool // the last wake was the fallback timer's, not a message
+	// outlasting is the pause before the next try of a Redis operation
+	// that failed while Redis may be failing over (outlast), and until
+	// the flight's MaxWait ends.
+	outlasting time.Duration
+	until      time.Time
+	counted    bool // the flight was counted in Stats.Waits
 }
 
 func (e *Engine) newWaits() *waits {
@@ -24,7 +29,14 @@ func (e *Engine) newWaits() *waits {
 		w:       e.hub.newWaiter(),
 		poll:    time.NewTimer(e.cfg.LockExpiry / 2),
 		maxWait: time.NewTimer(e.cfg.MaxWait),
+		until:   time.Now().Add(e.cfg.MaxWait),
 	}
+}
+
+// outlast is Engine.outlast for a flight: within its MaxWait, and not
+// once the Engine closes.
+func (ws *waits) outlast(e *Engine, err error) bool {
+	return time.Now().Before(ws.until) && e.outlast(err, &ws.outlasting, e.done)
 }
 
 func (ws *waits) stop() {
