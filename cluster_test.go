@@ -125,6 +125,42 @@ func TestCluster(t *testing.T) {
 	t.Run("ShardLoad", func(t *testing.T) { testClusterShardLoad(t, c, newInstances) })
 }
 
+// TestClusterLinearizabilityThroughFailover checks with porcupine a
+// history of three instances reading and writing registers while the
+// master of the registers' table generation is killed (SIGKILL) and then
+// another master is failed over (CLUSTER FAILOVER), with WaitReplicas and
+// a FailoverWait longer than the cluster's failover.
+func TestClusterLinearizabilityThroughFailover(t *testing.T) {
+	c := testredis.StartCluster(t)
+	ins := onClients(c.Client)(t, 3, func(c *Config) { c.WaitReplicas, c.FailoverWait = 1, 10*time.Second })
+	regs := linNewRegs(t, &postgresTestDB, ins[0].db)
+	clients := make([]testdb.LinClient, len(ins))
+	for i, in := range ins {
+		clients[i] = regs.client(in, nil)
+	}
+	// hitsGrow waits for n more hits, which the history then holds.
+	hitsGrow := func(what string, n uint64) {
+		t.Helper()
+		until := sumStats(ins...).Hits + n
+		if !eventually(waitTimeout, func() bool { return sumStats(ins...).Hits >= until }) {
+			t.Fatalf("no %d hits %s within %v: the history ended too soon", n, what, waitTimeout)
+		}
+	}
+	genMaster := c.MasterOf(ins[0].p.engine.GenKey(linReg{}.TableName()))
+	testdb.LinRunDuring(t, clients, 6, 400, func() {
+		hitsGrow("before the kill", 50)
+		promoted := c.KillMaster(genMaster)
+		hitsGrow("after the kill", 50)
+		for _, m := range c.Masters() {
+			if m.ID != genMaster.ID && m.ID != promoted.ID {
+				c.Failover(m)
+				break
+			}
+		}
+		hitsGrow("after the failover", 50)
+	})
+}
+
 // testClusterShardLoad serves 20,000 hits spread over 200 cached queries
 // of one table (200 keys, in slots all over the cluster) and measures each
 // master's share of the commands the cluster ran meanwhile. No master

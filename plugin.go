@@ -139,11 +139,13 @@ type Config struct {
 	// Default 0: no waiting (see the README on Redis failover).
 	WaitReplicas int
 
-	// FailoverWait is, with WaitReplicas, how long operations wait for a
-	// failover to end, counted from the first failure: set it to what a
-	// failover takes in your deployment (on Redis Cluster, about twice
-	// cluster-node-timeout; with Sentinel, down-after-milliseconds plus the
-	// failover). Default LockExpiry.
+	// FailoverWait is, with WaitReplicas, how long an operation waits for a
+	// failover to end: from its own first failure, and at most from the
+	// start of the instance's run of failures (failures no more than
+	// FailoverWait apart), so that a Redis that stays down costs it once.
+	// Set it to what a failover takes in your deployment (on Redis
+	// Cluster, about twice cluster-node-timeout; with Sentinel,
+	// down-after-milliseconds plus the failover). Default LockExpiry.
 	FailoverWait time.Duration
 
 	// KeyCopies is how many copies of each table's generation and

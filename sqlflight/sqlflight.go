@@ -67,9 +67,11 @@ type Config struct {
 	FailOnWaitTimeout, FailClosed                                    bool
 	MaxEntrySize, MemoSize, LocalSize, BreakerFailures, MaxRefreshes int
 	TTLJitter, RefreshBeta                                           float64
-	// WaitReplicas makes writes wait for Redis replicas, as
-	// gormflight.Config.WaitReplicas.
+	// WaitReplicas makes writes wait for Redis replicas, and operations
+	// outlast a failover for up to FailoverWait, as
+	// gormflight.Config.WaitReplicas and FailoverWait.
 	WaitReplicas int
+	FailoverWait time.Duration
 	// KeyCopies spreads each table's keys over Redis Cluster, as
 	// gormflight.Config.KeyCopies.
 	KeyCopies int
@@ -162,7 +164,7 @@ func New(c driver.Connector, cfg Config) (*Connector, error) {
 		FailClosed: cfg.FailClosed, MaxEntrySize: cfg.MaxEntrySize, TTLJitter: cfg.TTLJitter,
 		MemoSize: cfg.MemoSize, LocalSize: cfg.LocalSize, BreakerFailures: cfg.BreakerFailures,
 		BreakerCooldown: cfg.BreakerCooldown, RefreshBeta: cfg.RefreshBeta, MaxRefreshes: cfg.MaxRefreshes,
-		WaitReplicas: cfg.WaitReplicas, KeyCopies: cfg.KeyCopies, Log: w.logf, Stats: &w.stats,
+		WaitReplicas: cfg.WaitReplicas, FailoverWait: cfg.FailoverWait, KeyCopies: cfg.KeyCopies, Log: w.logf, Stats: &w.stats,
 	}
 	if err := ec.SetDefaults(); err != nil {
 		return nil, err

@@ -44,8 +44,8 @@ type Config struct {
 	// cannot lose it (replicas.go); <= 0: no waiting.
 	WaitReplicas int
 	// FailoverWait is, with WaitReplicas, how long the operations that
-	// fail go on trying while Redis may be failing over (outlast):
-	// announcements, bumps and lookups. Default LockExpiry.
+	// fail go on trying while Redis may be failing over (failover.go):
+	// announcements, bumps, lookups and lock tries. Default LockExpiry.
 	FailoverWait time.Duration
 
 	// KeyCopies is how many copies of each table's generation, writers

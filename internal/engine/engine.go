@@ -69,9 +69,9 @@ type Engine struct {
 	dirty dirtySet
 	// replicas: the replicas each Redis master was seen with (replicas.go).
 	replicas replicaWatch
-	// failing: when (UnixNano) the operations that outlast a failover
-	// started failing, 0 while they succeed (outlast).
-	failing atomic.Int64
+	// failures: the run of failures of the operations that outlast a
+	// failover (failover.go).
+	failures failureRun
 	// moved: the client reaches another server (moved.go); followed is
 	// closed when followServer returns.
 	moved    chan struct{}

@@ -255,9 +255,6 @@ func (e *Engine) fly(callerCtx context.Context, req request) (res *flightResult,
 func (e *Engine) look(ctx context.Context, req request, ws *waits) (*flightResult, found, error) {
 	for {
 		res, f, err := e.hit(ctx, req)
-		if err == nil {
-			e.landed()
-		}
 		if err == nil || !ws.outlast(e, err) {
 			return res, f, err
 		}

@@ -199,7 +199,7 @@ func (e *Engine) store(ctx context.Context, req request, stamp string, load time
 	})
 	if err != nil {
 		e.crossSlot(err)
-		if e.failingOver(err) {
+		if payload == readyStored && e.failingOver(err) {
 			// Waiters look again, and wait for the new master (outlast).
 			return readyFailed, false
 		}

@@ -424,13 +424,17 @@ func TestLookupAwaitsPromotion(t *testing.T) {
 // waiters to look again ("failed"), so that they wait for the new master
 // and one of them loads under the lock; "query yourselves" would send
 // every waiter to the database. Without WaitReplicas a failed store still
-// says "query yourselves": nothing is waited for.
+// says "query yourselves": nothing is waited for; and so does a result
+// that could not be stored anyway (over MaxEntrySize).
 func TestFailedStoreWhileFailingOver(t *testing.T) {
-	for _, wait := range []int{0, 1} {
+	for _, tc := range []struct {
+		wait, maxSize int
+		want          string
+	}{{0, 0, readyUncached}, {1, 0, readyFailed}, {1, 1, readyUncached}} {
 		addr, kill := startRedisServer(t)
 		rdb := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
 		t.Cleanup(func() { _ = rdb.Close() })
-		e := engineOn(t, rdb, func(c *Config) { c.WaitReplicas = wait })
+		e := engineOn(t, rdb, func(c *Config) { c.WaitReplicas, c.MaxEntrySize = tc.wait, tc.maxSize })
 		kill()
 		var loads atomic.Int64
 		ent, err := testRequest("k", "x", &loads).Load(context.Background())
@@ -439,9 +443,9 @@ func TestFailedStoreWhileFailingOver(t *testing.T) {
 		}
 		req := request{keys: newKeys(e.cfg.Prefix, "k"), tables: []string{"t"}, ttl: time.Minute}
 		payload, sent := e.store(context.Background(), req, "0", time.Millisecond, ent)
-		want := map[int]string{0: readyUncached, 1: readyFailed}[wait]
-		if payload != want || sent {
-			t.Errorf("WaitReplicas %d: a store on a dead Redis says %q, sent %v; want %q, not sent", wait, payload, sent, want)
+		if payload != tc.want || sent {
+			t.Errorf("WaitReplicas %d, MaxEntrySize %d: a store on a dead Redis says %q, sent %v; want %q, not sent",
+				tc.wait, tc.maxSize, payload, sent, tc.want)
 		}
 	}
 }

@@ -265,13 +265,19 @@ func parseReplication(info string) (role, id string, online int64) {
 // the pipeline sent to the old master's client (waitReplicas has the
 // client reload the slot map).
 func redirected(err error) bool {
+	// Not ASK or TRYAGAIN: during a slot migration the node's client keeps
+	// getting them until the migration ends.
+	return replyStarts(err, "MOVED ", "READONLY ", "CLUSTERDOWN ")
+}
+
+// replyStarts reports whether err is an error reply from Redis that
+// starts with one of prefixes.
+func replyStarts(err error, prefixes ...string) bool {
 	var re redis.Error
 	if !errors.As(err, &re) {
 		return false
 	}
-	// Not ASK or TRYAGAIN: during a slot migration the node's client keeps
-	// getting them until the migration ends.
-	for _, p := range []string{"MOVED ", "READONLY ", "CLUSTERDOWN "} {
+	for _, p := range prefixes {
 		if strings.HasPrefix(re.Error(), p) {
 			return true
 		}
@@ -290,87 +296,3 @@ func (e *Engine) writeStand() time.Duration {
 	}
 	return e.cfg.LockExpiry
 }
-
-// persist runs attempt, a write's announcement or bump, and repeats it
-// when it failed without an answer from Redis: once if once, and, when
-// Config.WaitReplicas is set, until it lands, for as long as outlast
-// allows. Both are safe to repeat. The bound holds a transaction whose
-// announcement it is open meanwhile (the announcement is made just before
-// the commit): that is the price of not committing before the new master
-// has it.
-func (e *Engine) persist(once bool, attempt func() error) error {
-	err := attempt()
-	switch {
-	case err == nil || answered(err) && !redirected(err):
-	case e.cfg.WaitReplicas > 0:
-		for delay := time.Duration(0); err != nil && e.outlast(err, &delay, nil); {
-			err = attempt()
-		}
-	case once:
-		err = attempt()
-	}
-	if err == nil {
-		e.landed()
-	}
-	return err
-}
-
-// outlast pauses an operation that failed with err, and reports whether
-// it may try again because Redis may be failing over. A client with
-// Config.WaitReplicas expects failovers, and any failure may be one: the
-// replicas did not acknowledge (see the top of this file), a cluster node
-// redirected (its node's pipeline does not follow MOVED), or the master
-// is dead or cut off and its replica not promoted yet. Going on without
-// Redis then costs:
-//   - a write's announcement, that the write commits unannounced: readers
-//     falling back to the database meanwhile see its rows, and then, from
-//     the promoted replica, the entries from before it (reads going back
-//     in time);
-//   - a lookup, a load by every instance (the herd the flight prevents),
-//     where waiting finds the entry on the promoted replica.
-//
-// The operation may go on trying until FailoverWait after the Engine's
-// operations started failing: the streak is shared and ends at the first
-// success (landed), so that a Redis that stays down costs FailoverWait
-// once, not each operation. An answer other than a redirect (an ACL, out
-// of memory) is final. delay is the pause, doubled each time; stop (nil:
-// never) ends the pause with false.
-func (e *Engine) outlast(err error, delay *time.Duration, stop <-chan struct{}) bool {
-	if !e.failingOver(err) {
-		return false
-	}
-	e.failing.CompareAndSwap(0, time.Now().UnixNano())
-	left := time.Until(time.Unix(0, e.failing.Load()).Add(e.cfg.FailoverWait))
-	if left <= 0 {
-		return false
-	}
-	// WAIT paces the unacknowledged; this, the refused and the unreachable
-	// (an open breaker fails at once, and lets a probe through after
-	// BreakerCooldown).
-	*delay = min(max(2**delay, shardRetryMin), persistRetryMax)
-	t := time.NewTimer(min(*delay, left))
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-stop:
-		return false
-	}
-}
-
-// failingOver reports whether err, which failed an operation, may be a
-// failover that the operation should outlast.
-func (e *Engine) failingOver(err error) bool {
-	return e.cfg.WaitReplicas > 0 && err != nil && (!answered(err) || redirected(err))
-}
-
-// landed ends a streak of failed operations (outlast).
-func (e *Engine) landed() {
-	if e.failing.Load() != 0 {
-		e.failing.Store(0)
-	}
-}
-
-// persistRetryMax is the longest pause between two tries of an operation
-// that outlasts a failover.
-const persistRetryMax = 100 * time.Millisecond

@@ -16,10 +16,10 @@ type waits struct {
 	// as a dead lock holder's lock would expire. nil while no write is met.
 	writes *time.Timer
 	polled bool // the last wake was the fallback timer's, not a message
-	// outlasting is the pause before the next try of a Redis operation
-	// that failed while Redis may be failing over (outlast), and until
-	// the flight's MaxWait ends.
-	outlasting time.Duration
+	// outlasting: the flight's Redis operations that failed while Redis
+	// may be failing over (outlast), which it tries again until its
+	// MaxWait ends (until).
+	outlasting outlasting
 	until      time.Time
 	counted    bool // the flight was counted in Stats.Waits
 }

@@ -293,6 +293,14 @@ func linRead(t *testing.T, rec *LinRecorder, id int, q string, k int, call int64
 // gets a value the write replaced, and porcupine finds it linearizable per
 // register and cached query, and per register across queries.
 func LinRun(t *testing.T, clients []LinClient, workers, opsPerWorker int) {
+	LinRunDuring(t, clients, workers, opsPerWorker, nil)
+}
+
+// LinRunDuring is LinRun with during, when not nil, run on the test's
+// goroutine while the workers run: what happens to the deployment under
+// the history (a failover). The workers may end before it returns; it
+// must check that they have not, if it matters.
+func LinRunDuring(t *testing.T, clients []LinClient, workers, opsPerWorker int, during func()) {
 	all := make([]int, LinRegisters)
 	for k := range all {
 		all[k] = k
@@ -317,6 +325,9 @@ func LinRun(t *testing.T, clients []LinClient, workers, opsPerWorker int) {
 	}
 	began := time.Now()
 	close(start)
+	if during != nil {
+		during()
+	}
 	wg.Wait()
 	if t.Failed() {
 		t.FailNow()
