@@ -131,21 +131,24 @@ type Config struct {
 	// with is expected to have them for 5 s (its replica may have been
 	// promoted in its place). A write whose announcement or bump is not
 	// acknowledged, or finds no master, tries again for up to FailoverWait,
-	// so that it lands on a new master before the write goes on; after
-	// that it counts as failed: this instance serves the tables uncached
-	// and retries it until one is acknowledged. A cached query that finds
-	// no master waits for one as long, instead of reading the database. It
-	// needs a *redis.Client, a failover client or a *redis.ClusterClient.
-	// Default 0: no waiting (see the README on Redis failover).
+	// so that it lands on a new master before the write goes on. After
+	// that, an announcement is given up (the write commits unannounced)
+	// and a bump counts as failed: this instance serves the tables
+	// uncached and retries it until one is acknowledged. A cached query
+	// that finds no master waits for one as long (and at most MaxWait),
+	// instead of reading the database. It needs a *redis.Client, a failover
+	// client or a *redis.ClusterClient. Default 0: no waiting (see the
+	// README on Redis failover).
 	WaitReplicas int
 
 	// FailoverWait is, with WaitReplicas, how long an operation waits for a
-	// failover to end: from its own first failure, and at most from the
-	// start of the instance's run of failures (failures no more than
-	// FailoverWait apart), so that a Redis that stays down costs it once.
-	// Set it to what a failover takes in your deployment (on Redis
-	// Cluster, about twice cluster-node-timeout; with Sentinel,
-	// down-after-milliseconds plus the failover). Default LockExpiry.
+	// failover to end, from its first failure (its last try may take one
+	// RedisTimeout more). Once one has waited that long in vain, Redis is
+	// taken as down: operations go on without it at once until a Redis
+	// operation succeeds. Set it to what a failover takes in your
+	// deployment (on Redis Cluster, about twice cluster-node-timeout; with
+	// Sentinel, down-after-milliseconds plus the failover), and MaxWait at
+	// least as long. Default LockExpiry.
 	FailoverWait time.Duration
 
 	// KeyCopies is how many copies of each table's generation and

@@ -66,6 +66,9 @@ func OutOfMemory(err error) bool {
 // gobreaker.ErrOpenState.
 func (e *Engine) guard(op func() error) error {
 	_, err := e.breaker.Execute(func() (struct{}, error) { return struct{}{}, op() })
+	if err == nil && e.down.Load() {
+		e.down.Store(false) // Redis is back: failovers are waited for again
+	}
 	if err != nil && !benign(err) && !refused(err) && !redirected(err) {
 		e.stats.RedisErrors.Add(1)
 		if !answered(err) { // an error reply leaves the connection usable

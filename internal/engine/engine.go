@@ -69,9 +69,10 @@ type Engine struct {
 	dirty dirtySet
 	// replicas: the replicas each Redis master was seen with (replicas.go).
 	replicas replicaWatch
-	// failures: the run of failures of the operations that outlast a
-	// failover (failover.go).
-	failures failureRun
+	// down: an operation that outlasts failovers failed for all of
+	// FailoverWait, and no Redis operation has succeeded since
+	// (failover.go).
+	down atomic.Bool
 	// moved: the client reaches another server (moved.go); followed is
 	// closed when followServer returns.
 	moved    chan struct{}

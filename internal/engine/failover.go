@@ -2,7 +2,6 @@ package engine
 
 import (
 	"errors"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -22,12 +21,13 @@ import (
 //   - a lookup or a lock, a load by every instance (the herd the flight
 //     prevents), where waiting finds the entry on the promoted replica.
 //
-// So these operations are tried again, for up to FailoverWait from their
-// own first failure, and from the start of the Engine's run of failures:
-// failures no more than FailoverWait apart, wherever they happen. A Redis
-// (or a cluster shard) that stays down therefore costs FailoverWait once;
-// after that, operations go on without Redis at once, as without
-// WaitReplicas, until the failures stop for FailoverWait.
+// So these operations are tried again, each for up to FailoverWait from
+// its own first failure. An operation that used all of it without success
+// means Redis stayed down, not a failover: from then on, operations that
+// fail go on without Redis at once, as without WaitReplicas, until any
+// Redis operation of the Engine succeeds (guard). Failures that retries
+// outlast (a stall, a slow command, a failover that ended in time) change
+// nothing for the next operation.
 
 // persist runs attempt, a write's announcement or bump, and repeats it
 // when it failed without an answer from Redis: while outlast allows, and
@@ -72,14 +72,14 @@ func (e *Engine) outlast(err error, o *outlasting, stop <-chan struct{}) bool {
 	}
 	now := time.Now()
 	if o.first.IsZero() {
+		if e.down.Load() {
+			return false
+		}
 		o.first = now
 	}
-	from := e.failures.since(now, e.cfg.FailoverWait)
-	if o.first.Before(from) {
-		from = o.first
-	}
-	left := from.Add(e.cfg.FailoverWait).Sub(now)
+	left := o.first.Add(e.cfg.FailoverWait).Sub(now)
 	if left <= 0 {
+		e.down.Store(true)
 		return false
 	}
 	// WAIT paces the unacknowledged; this, the refused and the unreachable
@@ -117,23 +117,4 @@ func (e *Engine) failingOver(err error) bool {
 // asks for.
 func failoverReply(err error) bool {
 	return redirected(err) || replyStarts(err, "LOADING ", "MASTERDOWN ", "NOREPLICAS ")
-}
-
-// failureRun is the Engine's current run of failures (outlast): failures
-// no more than a gap apart.
-type failureRun struct {
-	mu          sync.Mutex
-	start, last time.Time
-}
-
-// since records a failure at now and returns when its run started: now,
-// when the last failure is more than gap ago.
-func (r *failureRun) since(now time.Time, gap time.Duration) time.Time {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.last.IsZero() || now.Sub(r.last) > gap {
-		r.start = now
-	}
-	r.last = now
-	return r.start
 }

@@ -11,55 +11,52 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// A run of failures is the failures no more than FailoverWait apart: it
-// starts again after a quiet gap, however it ended.
-func TestFailureRun(t *testing.T) {
-	var r failureRun
-	t0 := time.Unix(1_000, 0)
-	const gap = 2 * time.Second
-	for _, step := range []struct {
-		at, want time.Duration
-	}{
-		{0, 0},
-		{time.Second, 0},
-		{2 * time.Second, 0},               // within gap of the last
-		{5 * time.Second, 5 * time.Second}, // more than gap after the last: a new run
-		{6 * time.Second, 5 * time.Second},
-	} {
-		if got := r.since(t0.Add(step.at), gap); !got.Equal(t0.Add(step.want)) {
-			t.Errorf("failure at +%v: run started at +%v, want +%v", step.at, got.Sub(t0), step.want)
-		}
-	}
-}
-
 // errDown is a failure without an answer from Redis.
 var errDown = errors.New("connection refused")
 
-// A write whose run of failures has already lasted FailoverWait makes no
-// more than the one retry it makes without WaitReplicas; one that starts a
-// run tries until it lands.
-func TestPersistInARunOfFailures(t *testing.T) {
-	e, _ := newTestEngine(t, func(c *Config) { c.WaitReplicas = 1; c.FailoverWait = time.Minute })
-	count := func(once bool, failures int) int {
-		n := 0
-		_ = e.persist(once, func() error {
-			if n++; n <= failures {
-				return errDown
-			}
-			return nil
-		})
-		return n
+// persistCount runs persist with an attempt that fails failures times
+// before it succeeds, and returns how many attempts it made.
+func persistCount(e *Engine, once bool, failures int) int {
+	n := 0
+	_ = e.persist(once, func() error {
+		if n++; n <= failures {
+			return errDown
+		}
+		return nil
+	})
+	return n
+}
+
+// A write tries until it lands, and failures it outlasts change nothing
+// for the next one. One that fails for all of FailoverWait means Redis
+// stayed down: the next writes make no more than the one retry they make
+// without WaitReplicas, until a Redis operation succeeds. Before, a run of
+// failures that sporadic stalls kept alive turned the wait off for a real
+// failover.
+func TestPersistWhileRedisStaysDown(t *testing.T) {
+	e, _ := newTestEngine(t, func(c *Config) { c.WaitReplicas = 1; c.FailoverWait = 200 * time.Millisecond })
+	for range 3 {
+		if n := persistCount(e, false, 3); n != 4 {
+			t.Fatalf("a write that failed 3 times made %d attempts, want 4 (it lands)", n)
+		}
 	}
-	if n := count(false, 3); n != 4 {
-		t.Errorf("a write that failed 3 times made %d attempts, want 4 (it lands)", n)
+	if e.down.Load() {
+		t.Fatal("failures that were outlasted mark Redis down")
 	}
-	// The run has lasted an hour, and goes on.
-	e.failures.start, e.failures.last = time.Now().Add(-time.Hour), time.Now()
-	if n := count(true, 10); n != 2 {
-		t.Errorf("a bump in an expired run made %d attempts, want 2", n)
+	if err := e.persist(false, func() error { return errDown }); !errors.Is(err, errDown) || !e.down.Load() {
+		t.Fatalf("a write that failed for all of FailoverWait returned %v, Redis down: %v; want errDown, true", err, e.down.Load())
 	}
-	if n := count(false, 10); n != 1 {
-		t.Errorf("an announcement in an expired run made %d attempts, want 1", n)
+	if n := persistCount(e, true, 10); n != 2 {
+		t.Errorf("a bump while Redis is down made %d attempts, want 2", n)
+	}
+	if n := persistCount(e, false, 10); n != 1 {
+		t.Errorf("an announcement while Redis is down made %d attempts, want 1", n)
+	}
+	if err := e.guard(func() error { return nil }); err != nil || e.down.Load() {
+		t.Fatalf("a Redis operation succeeded (%v) and Redis is still down: %v", err, e.down.Load())
+	}
+	if n := persistCount(e, false, 3); n != 4 {
+		t.Errorf("once Redis answered again, a write that failed 3 times made %d attempts, want 4", n)
 	}
 }
 

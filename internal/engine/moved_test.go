@@ -333,12 +333,14 @@ func startKilledMaster(t *testing.T) *killedMaster {
 }
 
 // engine returns an engine with WaitReplicas that waits a minute for a
-// failover.
+// failover. It does not log: a write it is making may outlive a test that
+// failed.
 func (m *killedMaster) engine(t *testing.T) *Engine {
 	return engineOn(t, switchingClient(t, &m.primary), func(c *Config) {
 		c.WaitReplicas = 1
 		c.RedisTimeout = time.Second
 		c.FailoverWait = time.Minute
+		c.Log = nil
 	})
 }
 

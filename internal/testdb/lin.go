@@ -326,6 +326,7 @@ func LinRunDuring(t *testing.T, clients []LinClient, workers, opsPerWorker int, 
 	began := time.Now()
 	close(start)
 	if during != nil {
+		defer wg.Wait() // if during fails the test: no worker outlives it
 		during()
 	}
 	wg.Wait()
