@@ -203,8 +203,9 @@ func (e *Engine) Close() (bool, error) {
 // Stats returns the engine's counters, which its adapter may add to.
 func (e *Engine) Stats() *Counters { return e.stats }
 
-// Points of a fill where tests can hold it (SetSeam).
+// Points of a flight where tests can hold it (SetSeam).
 const (
+	SeamMissed  = "missed"  // the look found no entry, the lock not yet tried
 	SeamStamped = "stamped" // generations read, query not yet run
 	SeamLoaded  = "loaded"  // query done, entry not yet stored
 )

@@ -302,6 +302,7 @@ func (e *Engine) miss(ctx context.Context, req request, ws *waits, f found) (*fl
 			ws.w.add(e.bumpChannel(t))
 		}
 	default:
+		e.at(SeamMissed, req.keys)
 		res, err := e.load(ctx, req, ws.polled)
 		var failed lockFailed
 		switch {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -449,5 +450,34 @@ func TestFailedStoreWhileFailingOver(t *testing.T) {
 			t.Errorf("WaitReplicas %d, MaxEntrySize %d: a store on a dead Redis says %q, sent %v; want %q, not sent",
 				tc.wait, tc.maxSize, payload, sent, tc.want)
 		}
+	}
+}
+
+// A flight whose look missed and whose lock try then finds no master waits
+// for the promoted replica and loads the key under the lock there, instead
+// of reading the database uncached. Before, the failed lock try sent it
+// to the database.
+func TestLockTryAwaitsPromotion(t *testing.T) {
+	m := startKilledMaster(t)
+	e := m.engine(t)
+	var once sync.Once
+	e.SetSeam(func(point, _ string) {
+		if point == SeamMissed {
+			once.Do(m.kill) // between the look and the lock try
+		}
+	})
+	var loads atomic.Int64
+	read := doAsync(e, testRequest("k", "x", &loads))
+	stalled(t, e, "the read", read)
+	m.promote(t)
+	if v := <-read; v != "x" {
+		t.Fatalf("read %q, want x", v)
+	}
+	if n, f := loads.Load(), e.stats.Fallbacks.Load(); n != 1 || f != 0 {
+		t.Errorf("%d loads, %d of them fallbacks; want 1 load under the lock, no fallback", n, f)
+	}
+	// The fill stores before the flight returns.
+	if n := m.direct.Exists(context.Background(), newKeys(e.cfg.Prefix, "k").entry).Val(); n != 1 {
+		t.Error("the entry was not stored on the promoted replica")
 	}
 }
