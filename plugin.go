@@ -143,9 +143,10 @@ type Config struct {
 
 	// FailoverWait is, with WaitReplicas, how long an operation waits for a
 	// failover to end, from its first failure (its last try may take one
-	// RedisTimeout more). Once one has waited that long in vain, Redis is
-	// taken as down: operations go on without it at once until a Redis
-	// operation succeeds. Set it to what a failover takes in your
+	// RedisTimeout more). Once one has waited that long in vain (or a
+	// cached query failed until its MaxWait), Redis is taken as down:
+	// operations go on without it at once until a Redis operation
+	// succeeds. Set it to what a failover takes in your
 	// deployment (on Redis Cluster, about twice cluster-node-timeout; with
 	// Sentinel, down-after-milliseconds plus the failover), and MaxWait at
 	// least as long. Default LockExpiry.

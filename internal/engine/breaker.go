@@ -66,7 +66,7 @@ func OutOfMemory(err error) bool {
 // gobreaker.ErrOpenState.
 func (e *Engine) guard(op func() error) error {
 	_, err := e.breaker.Execute(func() (struct{}, error) { return struct{}{}, op() })
-	if err == nil && e.down.Load() {
+	if (err == nil || benign(err)) && e.down.Load() {
 		e.down.Store(false) // Redis is back: failovers are waited for again
 	}
 	if err != nil && !benign(err) && !refused(err) && !redirected(err) {

@@ -22,8 +22,10 @@ import (
 //     prevents), where waiting finds the entry on the promoted replica.
 //
 // So these operations are tried again, each for up to FailoverWait from
-// its own first failure. An operation that used all of it without success
-// means Redis stayed down, not a failover: from then on, operations that
+// its own first failure (a flight, also at most MaxWait; Redis answering
+// it ends its failures). An operation that used all of it without success
+// (or a flight that reached MaxWait so) means Redis stayed down, not a
+// failover: from then on, operations that
 // fail go on without Redis at once, as without WaitReplicas, until any
 // Redis operation of the Engine succeeds (guard). Failures that retries
 // outlast (a stall, a slow command, a failover that ended in time) change
@@ -70,16 +72,19 @@ func (e *Engine) outlast(err error, o *outlasting, stop <-chan struct{}) bool {
 	if !e.failingOver(err) {
 		return false
 	}
+	if o.tries == 0 && e.down.Load() {
+		return false // Redis stayed down: not a failover to wait for
+	}
 	now := time.Now()
 	if o.first.IsZero() {
-		if e.down.Load() {
-			return false
-		}
 		o.first = now
 	}
 	left := o.first.Add(e.cfg.FailoverWait).Sub(now)
 	if left <= 0 {
-		e.down.Store(true)
+		// Replicas that did not acknowledge in time: the master answered.
+		if !errors.Is(err, errUnreplicated) {
+			e.down.Store(true)
+		}
 		return false
 	}
 	// WAIT paces the unacknowledged; this, the refused and the unreachable

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"net"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -133,5 +135,98 @@ func TestFailoverReply(t *testing.T) {
 	off, _ := newTestEngine(t, nil)
 	if off.failingOver(errDown) {
 		t.Error("without WaitReplicas an unreachable Redis is taken for a failover")
+	}
+}
+
+// failHook fails the next n pipelines without an answer from Redis.
+type failHook struct{ n atomic.Int64 }
+
+func (h *failHook) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h *failHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h *failHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for n := h.n.Load(); n > 0; n = h.n.Load() {
+			if h.n.CompareAndSwap(n, n-1) {
+				err := &net.OpError{Op: "read", Err: errDown}
+				for _, c := range cmds {
+					c.SetErr(err)
+				}
+				return err
+			}
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// A flight that outlasted a failure and was then answered starts afresh:
+// a later failure of its lock try is waited for, not taken for the end of
+// a FailoverWait spent in vain. Before, the flight kept its first failure,
+// and a lock try failing more than FailoverWait after it marked Redis down
+// (turning the wait off for the failover that may follow) and read the
+// database.
+func TestFlightAnsweredStartsAfresh(t *testing.T) {
+	srv := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true})
+	t.Cleanup(func() { _ = rdb.Close() })
+	h := new(failHook)
+	rdb.AddHook(h)
+	e := engineOn(t, rdb, func(c *Config) {
+		c.WaitReplicas = 1
+		c.FailoverWait = 100 * time.Millisecond
+		c.BreakerFailures = -1
+	})
+	var once sync.Once
+	e.SetSeam(func(point, _ string) {
+		if point == SeamMissed {
+			once.Do(func() {
+				// The fault's schedule, not a wait for an event: the lock
+				// try fails once FailoverWait has passed since the flight's
+				// first failure, after Redis answered its look.
+				time.Sleep(2 * e.cfg.FailoverWait)
+				h.n.Store(1)
+			})
+		}
+	})
+	h.n.Store(1) // the flight's first look fails
+	var loads atomic.Int64
+	if v := do(t, e, testRequest("k", "x", &loads)); v != "x" {
+		t.Fatalf("read %q, want x", v)
+	}
+	if n, f := loads.Load(), e.stats.Fallbacks.Load(); n != 1 || f != 0 || e.down.Load() {
+		t.Errorf("%d loads, %d fallbacks, Redis down %v; want 1 load under the lock, none, false", n, f, e.down.Load())
+	}
+}
+
+// A flight whose MaxWait ends while Redis has failed since its first
+// failure waited in vain: Redis is taken as down, and the next flight
+// tries once and reads the database. Before, with MaxWait no longer than
+// FailoverWait (as the README recommends), no flight ever spent all of
+// FailoverWait, and every cached query waited MaxWait while Redis stayed
+// down.
+func TestFlightMaxWaitMarksRedisDown(t *testing.T) {
+	srv := miniredis.RunT(t)
+	// One dial per try: every try fails at once.
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true, MaxRetries: -1, DialerRetries: 1})
+	t.Cleanup(func() { _ = rdb.Close() })
+	e := engineOn(t, rdb, func(c *Config) {
+		c.WaitReplicas = 1
+		c.FailoverWait = time.Minute
+		c.MaxWait = 100 * time.Millisecond
+		c.BreakerFailures = -1 // every try reaches the client, and is counted
+		c.Log = nil
+	})
+	srv.Close()
+	var loads atomic.Int64
+	do(t, e, testRequest("a", "x", &loads))
+	if !e.down.Load() {
+		t.Fatal("a flight that failed until its MaxWait did not mark Redis down")
+	}
+	errs := e.stats.RedisErrors.Load()
+	do(t, e, testRequest("b", "x", &loads))
+	if n := e.stats.RedisErrors.Load() - errs; n != 1 {
+		t.Errorf("the next flight made %d failed Redis operations, want 1: Redis is down", n)
+	}
+	if n := loads.Load(); n != 2 {
+		t.Errorf("%d loads, want 2 (both from the database)", n)
 	}
 }

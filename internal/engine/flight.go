@@ -254,8 +254,13 @@ func (e *Engine) fly(callerCtx context.Context, req request) (res *flightResult,
 // look is hit, tried again while Redis may be failing over (outlast).
 func (e *Engine) look(ctx context.Context, req request, ws *waits) (*flightResult, found, error) {
 	for {
+		tried := time.Now()
 		res, f, err := e.hit(ctx, req)
-		if err == nil || !ws.outlast(e, err) {
+		if err == nil {
+			ws.answered()
+			return res, f, nil
+		}
+		if !ws.outlast(e, err, tried) {
 			return res, f, err
 		}
 	}
@@ -303,10 +308,14 @@ func (e *Engine) miss(ctx context.Context, req request, ws *waits, f found) (*fl
 		}
 	default:
 		e.at(SeamMissed, req.keys)
+		tried := time.Now()
 		res, err := e.load(ctx, req, ws.polled)
 		var failed lockFailed
+		if !errors.As(err, &failed) {
+			ws.answered()
+		}
 		switch {
-		case errors.As(err, &failed) && ws.outlast(e, failed.err):
+		case errors.As(err, &failed) && ws.outlast(e, failed.err, tried):
 			return nil, false, nil // look again
 		case errors.As(err, &failed):
 			res, err = e.withoutRedis(ctx, req, failed.err)

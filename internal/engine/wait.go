@@ -33,11 +33,28 @@ func (e *Engine) newWaits() *waits {
 	}
 }
 
-// outlast is Engine.outlast for a flight: within its MaxWait, and not
-// once the Engine closes.
-func (ws *waits) outlast(e *Engine, err error) bool {
-	return time.Now().Before(ws.until) && e.outlast(err, &ws.outlasting, e.done)
+// outlast is Engine.outlast for a flight's Redis operation, tried at
+// tried, that failed with err: within the flight's MaxWait, and not once
+// the Engine closes. The flight's failures start when the first failed
+// operation was tried. A flight that reaches its MaxWait after failing
+// for as long as it may wait (FailoverWait, or MaxWait if shorter) waited
+// in vain, as an operation whose FailoverWait ran out: Redis is taken as
+// down.
+func (ws *waits) outlast(e *Engine, err error, tried time.Time) bool {
+	if ws.outlasting.first.IsZero() {
+		ws.outlasting.first = tried
+	}
+	if now := time.Now(); !now.Before(ws.until) {
+		if e.failingOver(err) && now.Sub(ws.outlasting.first) >= min(e.cfg.FailoverWait, e.cfg.MaxWait) {
+			e.down.Store(true)
+		}
+		return false
+	}
+	return e.outlast(err, &ws.outlasting, e.done)
 }
+
+// answered ends the flight's failures: Redis answered it.
+func (ws *waits) answered() { ws.outlasting = outlasting{} }
 
 func (ws *waits) stop() {
 	ws.w.stop()
