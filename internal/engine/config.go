@@ -76,6 +76,7 @@ func (c *Config) SetDefaults() error {
 		{"RedisTimeout", &c.RedisTimeout, 250 * time.Millisecond},
 		{"LoadTimeout", &c.LoadTimeout, time.Minute},
 		{"BreakerCooldown", &c.BreakerCooldown, time.Second},
+		{"FailoverWait", &c.FailoverWait, 0}, // LockExpiry (defaultDerived)
 	} {
 		if *d.v < 0 {
 			return fmt.Errorf("%w: %s must not be negative, got %v", ErrInvalidConfig, d.name, *d.v)
@@ -95,9 +96,6 @@ func (c *Config) SetDefaults() error {
 		if *f.v == 0 {
 			*f.v = f.def
 		}
-	}
-	if c.FailoverWait < 0 {
-		return fmt.Errorf("%w: FailoverWait must not be negative, got %v", ErrInvalidConfig, c.FailoverWait)
 	}
 	c.defaultDerived()
 	for _, n := range []struct {

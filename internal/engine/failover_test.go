@@ -110,26 +110,32 @@ func TestWriteWaitBoundedWhileReadsSucceed(t *testing.T) {
 }
 
 // The answers a node gives while a failover is under way are tried again
-// (with WaitReplicas); other answers are final.
+// (with WaitReplicas); other answers are final. A cluster node's
+// redirections are, besides, not failures to the breaker (redirected).
 func TestFailoverReply(t *testing.T) {
 	e, _ := newTestEngine(t, func(c *Config) { c.WaitReplicas = 1 })
 	for _, tc := range []struct {
-		err  error
-		want bool
+		err                     error
+		failingOver, redirected bool
 	}{
-		{replyErr("LOADING Redis is loading the dataset in memory"), true},
-		{replyErr("MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'."), true},
-		{replyErr("NOREPLICAS Not enough good replicas to write."), true},
-		{replyErr("MOVED 3999 127.0.0.1:6381"), true},
-		{replyErr("CLUSTERDOWN The cluster is down"), true},
-		{replyErr("OOM command not allowed when used memory > 'maxmemory'."), false},
-		{replyErr("NOPERM this user has no permissions to run the 'evalsha' command"), false},
-		{replyErr("ERR Error running script"), false},
-		{errDown, true},
-		{redis.ErrClosed, false},
+		{replyErr("LOADING Redis is loading the dataset in memory"), true, false},
+		{replyErr("MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'."), true, false},
+		{replyErr("NOREPLICAS Not enough good replicas to write."), true, false},
+		{replyErr("MOVED 3999 127.0.0.1:6381"), true, true},
+		{replyErr("CLUSTERDOWN The cluster is down"), true, true},
+		{replyErr("READONLY You can't write against a read only replica."), true, true},
+		{replyErr("OOM command not allowed when used memory > 'maxmemory'."), false, false},
+		{replyErr("NOPERM this user has no permissions to run the 'evalsha' command"), false, false},
+		{replyErr("ERR Error running script"), false, false},
+		{errUnreplicated, true, false},
+		{errDown, true, false},
+		{redis.ErrClosed, false, false},
 	} {
-		if got := e.failingOver(tc.err); got != tc.want {
-			t.Errorf("failingOver(%v) = %v, want %v", tc.err, got, tc.want)
+		if got := e.failingOver(tc.err); got != tc.failingOver {
+			t.Errorf("failingOver(%v) = %v, want %v", tc.err, got, tc.failingOver)
+		}
+		if got := redirected(tc.err); got != tc.redirected {
+			t.Errorf("redirected(%v) = %v, want %v", tc.err, got, tc.redirected)
 		}
 	}
 	off, _ := newTestEngine(t, nil)

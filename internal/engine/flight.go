@@ -255,7 +255,10 @@ func (e *Engine) fly(callerCtx context.Context, req request) (res *flightResult,
 func (e *Engine) look(ctx context.Context, req request, ws *waits) (*flightResult, found, error) {
 	for {
 		tried := time.Now()
-		res, f, err := e.hit(ctx, req)
+		if ws.until.IsZero() {
+			ws.until = tried.Add(e.cfg.MaxWait) // the flight's start
+		}
+		res, f, err := e.hit(ctx, req, tried)
 		if err == nil {
 			ws.answered()
 			return res, f, nil
@@ -266,10 +269,10 @@ func (e *Engine) look(ctx context.Context, req request, ws *waits) (*flightResul
 	}
 }
 
-// hit looks the key up once and, when it finds a current entry, returns it
-// as the flight's result. Otherwise f tells why there is none.
-func (e *Engine) hit(ctx context.Context, req request) (res *flightResult, f found, err error) {
-	readAt := time.Now()
+// hit looks the key up once, at readAt, and, when it finds a current
+// entry, returns it as the flight's result. Otherwise f tells why there is
+// none.
+func (e *Engine) hit(ctx context.Context, req request, readAt time.Time) (res *flightResult, f found, err error) {
 	if f, err = e.lookup(ctx, req); err != nil || f.entry == nil {
 		return nil, f, err
 	}
@@ -310,19 +313,17 @@ func (e *Engine) miss(ctx context.Context, req request, ws *waits, f found) (*fl
 		e.at(SeamMissed, req.keys)
 		tried := time.Now()
 		res, err := e.load(ctx, req, ws.polled)
-		var failed lockFailed
-		if !errors.As(err, &failed) {
-			ws.answered()
-		}
-		switch {
-		case errors.As(err, &failed) && ws.outlast(e, failed.err, tried):
-			return nil, false, nil // look again
-		case errors.As(err, &failed):
+		if failed := (lockFailed{}); errors.As(err, &failed) {
+			if ws.outlast(e, failed.err, tried) {
+				return nil, false, nil // look again
+			}
 			res, err = e.withoutRedis(ctx, req, failed.err)
 			return res, true, err
-		case !errors.Is(err, errLockTaken) && !errors.Is(err, errWriting):
+		}
+		if !errors.Is(err, errLockTaken) && !errors.Is(err, errWriting) {
 			return res, true, err
 		}
+		ws.answered()
 		// Another instance is loading: wait for its "ready". (Or a write
 		// began before the load could stamp it: the next look finds it
 		// and waits for its bump.)

@@ -268,25 +268,6 @@ func TestParseReplicationCountsOnlineReplicas(t *testing.T) {
 	}
 }
 
-// A cluster node's redirections are retried by persist like an
-// unacknowledged bump; other error replies are answers.
-func TestRedirected(t *testing.T) {
-	for _, c := range []struct {
-		err  error
-		want bool
-	}{
-		{replyErr("MOVED 3999 127.0.0.1:6381"), true},
-		{replyErr("CLUSTERDOWN The cluster is down"), true},
-		{replyErr("READONLY You can't write against a read only replica."), true},
-		{replyErr("OOM command not allowed"), false},
-		{errUnreplicated, false},
-	} {
-		if got := redirected(c.err); got != c.want {
-			t.Errorf("redirected(%v) = %v, want %v", c.err, got, c.want)
-		}
-	}
-}
-
 // replyErr is an error reply of Redis, as go-redis returns one (redis.Error).
 type replyErr string
 

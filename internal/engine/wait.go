@@ -18,7 +18,7 @@ type waits struct {
 	polled bool // the last wake was the fallback timer's, not a message
 	// outlasting: the flight's Redis operations that failed while Redis
 	// may be failing over (outlast), which it tries again until its
-	// MaxWait ends (until).
+	// MaxWait ends (until, set by its first look).
 	outlasting outlasting
 	until      time.Time
 	counted    bool // the flight was counted in Stats.Waits
@@ -29,7 +29,6 @@ func (e *Engine) newWaits() *waits {
 		w:       e.hub.newWaiter(),
 		poll:    time.NewTimer(e.cfg.LockExpiry / 2),
 		maxWait: time.NewTimer(e.cfg.MaxWait),
-		until:   time.Now().Add(e.cfg.MaxWait),
 	}
 }
 
