@@ -231,7 +231,7 @@ func (e *Engine) fly(callerCtx context.Context, req request) (res *flightResult,
 		// be trusted until it does.
 		return e.withoutRedis(ctx, req, errInvalidationPending)
 	}
-	ws := e.newWaits()
+	ws := new(waits)
 	defer ws.stop()
 	for missed := false; ; missed = true {
 		res, f, err := e.look(ctx, req, ws)
@@ -307,7 +307,7 @@ func (e *Engine) miss(ctx context.Context, req request, ws *waits, f found) (*fl
 		// Wait for the writes' bumps, which wake this flight, then
 		// load through the lock like any miss.
 		for _, t := range f.writing {
-			ws.w.add(e.bumpChannel(t))
+			ws.on(e, e.bumpChannel(t))
 		}
 	default:
 		e.at(SeamMissed, req.keys)
@@ -327,7 +327,7 @@ func (e *Engine) miss(ctx context.Context, req request, ws *waits, f found) (*fl
 		// Another instance is loading: wait for its "ready". (Or a write
 		// began before the load could stamp it: the next look finds it
 		// and waits for its bump.)
-		ws.w.add(req.keys.ready)
+		ws.on(e, req.keys.ready)
 	}
 	return e.wait(ctx, req, ws, len(f.writing) > 0)
 }

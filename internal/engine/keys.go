@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gormflight/gormflight/internal/rowcodec"
@@ -20,9 +21,24 @@ type keys struct {
 // The entry's name carries the version of the stored format (storedFormat):
 // a new format takes a new name, so that instances of two versions never
 // read each other's entries, nor overwrite them in turn.
+//
+// The three names are slices of one string: one allocation on every request.
 func newKeys(prefix, hash string) keys {
-	base := prefix + ":{" + hash + "}:"
-	return keys{entry: base + EntryKind, lock: base + "l", ready: base + readySuffix[1:]}
+	names := [...]string{EntryKind, "l", readySuffix[1:]}
+	base := len(prefix) + len(hash) + 4 // <prefix>:{<hash>}:
+	var b strings.Builder
+	b.Grow(3*base + len(names[0]) + len(names[1]) + len(names[2]))
+	var ends [3]int
+	for i, name := range names {
+		b.WriteString(prefix)
+		b.WriteString(":{")
+		b.WriteString(hash)
+		b.WriteString("}:")
+		b.WriteString(name)
+		ends[i] = b.Len()
+	}
+	all := b.String()
+	return keys{entry: all[:ends[0]], lock: all[ends[0]:ends[1]], ready: all[ends[1]:]}
 }
 
 // readySuffix ends every ready channel, and no other channel.

@@ -5,11 +5,12 @@ import (
 	"time"
 )
 
-// waits is what a flight waits with: its subscriptions and its timers.
+// waits is what a flight waits with: its subscriptions and its timers,
+// made when it first waits (a hit waits for nothing).
 type waits struct {
-	w       *waiter
+	w       *waiter     // nil until the flight waits on a channel (on)
 	poll    *time.Timer // the fallback re-check, for lost messages and dead holders
-	maxWait *time.Timer // Config.MaxWait, over the whole flight
+	maxWait *time.Timer // Config.MaxWait, over the whole flight (from until)
 	// writes bounds the wait for writes in progress: a write that has not
 	// ended within LockExpiry of the flight meeting it (a writer that died,
 	// or whose bump cannot reach Redis) sends the flight to the database,
@@ -24,12 +25,12 @@ type waits struct {
 	counted    bool // the flight was counted in Stats.Waits
 }
 
-func (e *Engine) newWaits() *waits {
-	return &waits{
-		w:       e.hub.newWaiter(),
-		poll:    time.NewTimer(e.cfg.LockExpiry / 2),
-		maxWait: time.NewTimer(e.cfg.MaxWait),
+// on registers the flight on channel, whose messages wake its wait.
+func (ws *waits) on(e *Engine, channel string) {
+	if ws.w == nil {
+		ws.w = e.hub.newWaiter()
 	}
+	ws.w.add(channel)
 }
 
 // outlast is Engine.outlast for a flight's Redis operation, tried at
@@ -56,11 +57,13 @@ func (ws *waits) outlast(e *Engine, err error, tried time.Time) bool {
 func (ws *waits) answered() { ws.outlasting = outlasting{} }
 
 func (ws *waits) stop() {
-	ws.w.stop()
-	ws.poll.Stop()
-	ws.maxWait.Stop()
-	if ws.writes != nil {
-		ws.writes.Stop()
+	if ws.w != nil {
+		ws.w.stop()
+	}
+	for _, t := range []*time.Timer{ws.poll, ws.maxWait, ws.writes} {
+		if t != nil {
+			t.Stop()
+		}
 	}
 }
 
@@ -84,7 +87,12 @@ func (e *Engine) wait(ctx context.Context, req request, ws *waits, writing bool)
 	}
 	// Subscribed before this wait: the subscription's confirmation wakes
 	// it for a re-check, so nothing published since the look is missed.
-	ws.poll.Reset(e.cfg.LockExpiry / 2)
+	if ws.poll == nil {
+		ws.poll = time.NewTimer(e.cfg.LockExpiry / 2)
+		ws.maxWait = time.NewTimer(time.Until(ws.until))
+	} else {
+		ws.poll.Reset(e.cfg.LockExpiry / 2)
+	}
 	fi := flightInfoOf(ctx)
 	fi.waiting()
 	since := fi.now()
