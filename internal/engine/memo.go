@@ -3,6 +3,7 @@ package engine
 import (
 	"container/heap"
 	"container/list"
+	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -160,6 +161,9 @@ func (m *memo) remember(key, head string, ent *rowcodec.Entry, expires time.Time
 	if m.closed || weight > m.limit/4 || !m.now().Before(expires) {
 		return // one entry must not evict a quarter of the others
 	}
+	// The key may be a slice of a longer string (a query's three names
+	// share one): kept alone, it holds only the bytes its weight counts.
+	key = strings.Clone(key)
 	it := &memoItem{key: key, head: head, entry: ent, weight: weight, expires: expires}
 	m.byKey[key] = m.order.PushFront(it)
 	heap.Push(&m.expiry, it)

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/gormflight/gormflight/internal/rowcodec"
 )
@@ -261,4 +262,33 @@ func TestMemoExpiry(t *testing.T) {
 func testHead(data []byte) string {
 	sum := sha256.Sum256(data)
 	return "1,2|" + hex.EncodeToString(sum[:8]) + ",5|"
+}
+
+// The memo keeps an entry's key on its own: a query's entry name is a
+// slice of one string that also holds its lock and channel names, and the
+// memo's weight counts the key's bytes only.
+func TestMemoKeyHeldAlone(t *testing.T) {
+	m := newMemo(1 << 20)
+	names := newKeys("gft", "0123456789abcdef")
+	row := memoRow(t, 1, 1)
+	if _, err := m.decode(names.entry, testHead(row), row, time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.byKey) != 1 {
+		t.Fatalf("%d items, want 1", len(m.byKey))
+	}
+	for key, el := range m.byKey {
+		it := el.Value.(*memoItem)
+		if key != names.entry || it.key != names.entry {
+			t.Fatalf("held under %q / %q, want %q", key, it.key, names.entry)
+		}
+		for _, held := range []string{key, it.key} {
+			if unsafe.StringData(held) == unsafe.StringData(names.entry) {
+				t.Errorf("the memo holds the request's string (%d bytes with the lock and channel names), not a %d-byte key",
+					len(names.entry)+len(names.lock)+len(names.ready), len(names.entry))
+			}
+		}
+	}
 }
