@@ -282,6 +282,12 @@ func (l *local) listen() {
 			// No answer to the ping: a dead connection no error reports.
 			l.log.printf(LogLocal, LevelWarn, "gormflight: near cache: no answer from Redis on the invalidation subscription, subscribing again")
 			ps = l.resubscribe(ps)
+		} else if rerr := redis.Error(nil); errors.As(err, &rerr) {
+			// Redis answered with an error (-BUSY while a script runs,
+			// -LOADING after a restart) on a connection go-redis keeps:
+			// only a new subscription's confirmation ends the loss.
+			l.log.printf(LogLocal, LevelWarn, "gormflight: near cache: Redis answered %v on the invalidation subscription, subscribing again", err)
+			ps = l.resubscribe(ps)
 		}
 		pinged = false
 		backoff = min(max(2*backoff, 10*time.Millisecond), localMaxBackoff)

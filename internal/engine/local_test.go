@@ -361,3 +361,46 @@ func TestLocalLeavesRefreshWindow(t *testing.T) {
 		t.Errorf("%d loads, want the first and the refresh", n)
 	}
 }
+
+// Redis answering the subscription's health-check PING with an error
+// (-BUSY while another client's script runs past busy-reply-threshold)
+// leaves go-redis's connection subscribed; the near cache subscribes again
+// and serves local hits once Redis is free, instead of never again.
+func TestLocalPingErrorResubscribes(t *testing.T) {
+	addr, _ := startRedisServer(t, "--busy-reply-threshold", "100")
+	var engines [2]*Engine
+	for i := range engines {
+		rdb := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true})
+		t.Cleanup(func() { _ = rdb.Close() })
+		engines[i] = engineOn(t, rdb, func(c *Config) { c.LocalSize = 1 << 20 })
+	}
+	r := &localRig{a: engines[0], b: engines[1], clock: &fakeClock{t: time.Unix(1_800_000_000, 0)}}
+	r.b.local.now = r.clock.now
+	v := r.warm(t, time.Hour)
+
+	// A script that keeps Redis busy for longer than the listener's quiet
+	// second plus its ping's wait.
+	admin := redis.NewClient(&redis.Options{Addr: addr, ReadTimeout: 10 * time.Second})
+	t.Cleanup(func() { _ = admin.Close() })
+	resubscribes := r.b.stats.LocalResubscribes.Load()
+	busy := `local s = tonumber(redis.call('TIME')[1]) while tonumber(redis.call('TIME')[1]) - s < 3 do end return 1`
+	if err := admin.Eval(context.Background(), busy, nil).Err(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "b to subscribe again after -BUSY", 15*time.Second, func() bool {
+		return r.b.stats.LocalResubscribes.Load() > resubscribes && r.b.local.subscribed()
+	})
+	// Subscribed again: a read is kept, and the next one is a local hit.
+	if got := do(t, r.b, r.request(time.Hour)); got != v {
+		t.Fatalf("b read %q, want %q (no write happened)", got, v)
+	}
+	hits := r.b.stats.LocalHits.Load()
+	if got := do(t, r.b, r.request(time.Hour)); got != v || r.b.stats.LocalHits.Load() != hits+1 {
+		t.Errorf("after subscribing again: %q, local hits %d -> %d; want a local hit of %q", got, hits, r.b.stats.LocalHits.Load(), v)
+	}
+	// And a write through a reaches b again.
+	if err := r.a.Invalidate(context.Background(), []string{"t"}, Announcement{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "b's local entry to end", 10*time.Second, func() bool { return do(t, r.b, r.request(time.Hour)) != v })
+}
