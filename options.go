@@ -45,7 +45,10 @@ func Tables(names ...string) Option {
 // a longer bound on writes the plugin cannot see: a hit in that time whose
 // tables were not written since (their generations still match) is served
 // at once and refreshes the entry in the background, for the whole
-// cluster. An entry a write made stale is never served. A d outside
+// cluster. An entry a write made stale is never served. Only a query a
+// refresh can run again is served past its TTL: one on the pool whose
+// arguments are plain values (not a pointer, a Valuer or a named type);
+// any other loads at its TTL, as without StaleFor. A d outside
 // [0, MaxTTL] adds ErrInvalidTTL to the statement's errors.
 func StaleFor(d time.Duration) Option {
 	return func(s *cacheSettings) { s.staleFor = d }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -76,6 +77,17 @@ type request struct {
 	staleFor    time.Duration
 	refreshable bool
 	copy        int // of its tables' keys (copies.go)
+}
+
+// flightKey is what this instance's callers of req's key share a flight
+// by: the key, and the staleness their query accepts (StaleFor), since a
+// flight may answer with an entry past its TTL that only queries accepting
+// as much staleness may take.
+func (r request) flightKey() string {
+	if r.staleFor <= 0 {
+		return r.keys.entry
+	}
+	return r.keys.entry + "\x00" + strconv.FormatInt(int64(r.staleFor), 10)
 }
 
 // flightResult is what one flight hands to all of its callers.
@@ -158,6 +170,7 @@ func (e *Engine) DoInfo(ctx context.Context, q Request, info *Info) (*rowcodec.E
 func (e *Engine) await(ctx context.Context, req request, info *Info, fi *flightInfo) (*flightResult, error) {
 	start := time.Now()
 	begun := start // when the caller took the flight that answers it
+	key := req.flightKey()
 	for {
 		var started atomic.Bool // set when this caller's function is the flight
 		flight := func() (any, error) {
@@ -168,13 +181,13 @@ func (e *Engine) await(ctx context.Context, req request, info *Info, fi *flightI
 		if ctx.Done() == nil {
 			// The caller cannot give up, so it may as well wait on its own
 			// goroutine: Do spares the hand-off to a new one.
-			r.Val, r.Err, r.Shared = e.group.Do(req.keys.entry, flight)
+			r.Val, r.Err, r.Shared = e.group.Do(key, flight)
 		} else {
 			select {
 			case <-ctx.Done():
 				info.gaveUp(fi, started.Load(), start)
 				return nil, ctx.Err()
-			case r = <-e.group.DoChan(req.keys.entry, flight):
+			case r = <-e.group.DoChan(key, flight):
 			}
 		}
 		res, _ := r.Val.(*flightResult)
@@ -362,5 +375,8 @@ func (e *Engine) usable(req request, f found) (ok, stale bool) {
 	if f.meta.stale <= 0 || past <= 0 {
 		return true, false
 	}
-	return past <= req.staleFor, true
+	// Served past its TTL only while a refresh replaces it: a query whose
+	// arguments a refresh cannot run again (not refreshable) loads at its
+	// TTL, as without StaleFor.
+	return req.refreshable && past <= req.staleFor, true
 }

@@ -313,3 +313,88 @@ func TestStaleFor(t *testing.T) {
 		t.Errorf("a stale entry of a written table was served: %q, want a new load v5", v)
 	}
 }
+
+// StaleFor on a query a refresh cannot run again (its arguments are not
+// frozen): past the TTL it loads, as without StaleFor, instead of serving
+// the oldest rows for the whole StaleFor with no refresh.
+func TestStaleForNotRefreshable(t *testing.T) {
+	r := newRefreshRig(t)
+	q := r.request()
+	q.StaleFor, q.Refreshable = time.Minute, false
+	if v := do(t, r.e, q); v != "v1" {
+		t.Fatalf("first read %q, want v1", v)
+	}
+	key := newKeys(r.e.cfg.Prefix, "hot").entry
+	r.srv.FastForward(r.srv.TTL(key) - 30*time.Second) // 30s past the TTL
+	if v := do(t, r.e, q); v != "v2" {
+		t.Errorf("past the TTL a query that cannot be refreshed read %q, want its own load v2", v)
+	}
+	if s := r.e.Stats(); s.StaleServes.Load() != 0 {
+		t.Errorf("%d stale serves, want 0", s.StaleServes.Load())
+	}
+}
+
+// failLookupOnce fails the next lookup pipeline (the one reading a PTTL)
+// once, as a connection reset would, once armed.
+type failLookupOnce struct {
+	armed  atomic.Bool
+	failed chan struct{}
+}
+
+func (h *failLookupOnce) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h *failLookupOnce) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h *failLookupOnce) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, c := range cmds {
+			if c.Name() == "pttl" && h.armed.CompareAndSwap(true, false) {
+				err := errors.New("read tcp: connection reset by peer")
+				for _, c := range cmds {
+					c.SetErr(err)
+				}
+				close(h.failed)
+				return err
+			}
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// A caller whose query accepts no staleness never shares the flight of a
+// StaleFor query of the same key: that flight may answer with the entry
+// past its TTL. Here the StaleFor flight retries a failed lookup (as while
+// Redis fails over), which leaves the other caller time to arrive.
+func TestStaleFlightNotShared(t *testing.T) {
+	addr, _ := startRedisServer(t)
+	hook := &failLookupOnce{failed: make(chan struct{})}
+	rdb := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true})
+	rdb.AddHook(hook)
+	t.Cleanup(func() { _ = rdb.Close() })
+	e := engineOn(t, rdb, func(c *Config) { c.WaitReplicas, c.FailoverWait = 1, 5*time.Second })
+	var loads atomic.Int64
+	req := func(staleFor time.Duration) Request {
+		return Request{Hash: "mix", Tables: []string{"t"}, TTL: time.Minute, StaleFor: staleFor, Refreshable: true,
+			Load: func(context.Context) (*rowcodec.Entry, error) {
+				return rowcodec.NewEntry([]string{"v"}, [][]driver.Value{{fmt.Sprintf("v%d", loads.Add(1))}})
+			}}
+	}
+	if v := do(t, e, req(time.Hour)); v != "v1" {
+		t.Fatalf("first read %q, want v1", v)
+	}
+	// Past the TTL, within StaleFor: PEXPIRE leaves the entry StaleFor's
+	// last 30 minutes.
+	if err := rdb.PExpire(context.Background(), newKeys(e.cfg.Prefix, "mix").entry, 30*time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	hook.armed.Store(true)
+	stale := doAsync(e, req(time.Hour))
+	<-hook.failed
+	fresh := doAsync(e, req(0))
+	// The StaleFor query reads v1, or v2 when its retried lookup comes
+	// after the other query's load was stored.
+	if v := <-stale; v != "v1" && v != "v2" {
+		t.Errorf("the StaleFor query read %q, want v1 or v2", v)
+	}
+	if v := <-fresh; v == "v1" {
+		t.Errorf("the query without StaleFor was answered with the entry past its TTL (%q)", v)
+	}
+}
