@@ -100,7 +100,9 @@ func EncodeStored(stamp string, load, stale time.Duration, e *rowcodec.Entry, li
 	dst = append(dst, StampSep)
 	dst = append(dst, tag...)
 	dst = append(dst, ',')
-	dst = strconv.AppendInt(dst, load.Milliseconds(), 10)
+	// In whole milliseconds, rounded up: a query of under a millisecond
+	// still has a last stretch in which a hit refreshes it ahead of expiry.
+	dst = strconv.AppendInt(dst, (load + time.Millisecond - 1).Milliseconds(), 10)
 	if stale > 0 {
 		dst = append(dst, ',')
 		dst = strconv.AppendInt(dst, stale.Milliseconds(), 10)
