@@ -149,6 +149,12 @@ func (e *Engine) DoInfo(ctx context.Context, q Request, info *Info) (*rowcodec.E
 	}
 	req := request{keys: newKeys(e.cfg.Prefix, q.Hash), tables: q.Tables, ttl: q.TTL, load: q.Load,
 		staleFor: q.StaleFor, refreshable: q.Refreshable, copy: e.copyOf(q.Hash)}
+	if !q.Refreshable {
+		// Served past its TTL only while a refresh replaces it: a query a
+		// refresh cannot run again loads at its TTL, and stores its entry
+		// for no longer, as without StaleFor.
+		req.staleFor = 0
+	}
 	if fi != nil {
 		// Through the context, which the flight has anyway: a field of
 		// request would grow the closure every flight allocates.
@@ -375,8 +381,5 @@ func (e *Engine) usable(req request, f found) (ok, stale bool) {
 	if f.meta.stale <= 0 || past <= 0 {
 		return true, false
 	}
-	// Served past its TTL only while a refresh replaces it: a query whose
-	// arguments a refresh cannot run again (not refreshable) loads at its
-	// TTL, as without StaleFor.
-	return req.refreshable && past <= req.staleFor, true
+	return past <= req.staleFor, true
 }

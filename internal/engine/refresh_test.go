@@ -315,17 +315,20 @@ func TestStaleFor(t *testing.T) {
 }
 
 // StaleFor on a query a refresh cannot run again (its arguments are not
-// frozen): past the TTL it loads, as without StaleFor, instead of serving
-// the oldest rows for the whole StaleFor with no refresh.
+// frozen): past the TTL of an entry another query stored with StaleFor, it
+// loads, as without StaleFor, instead of serving the oldest rows for the
+// whole StaleFor with no refresh.
 func TestStaleForNotRefreshable(t *testing.T) {
 	r := newRefreshRig(t)
-	q := r.request()
-	q.StaleFor, q.Refreshable = time.Minute, false
-	if v := do(t, r.e, q); v != "v1" {
+	stored := r.request()
+	stored.StaleFor = time.Minute
+	if v := do(t, r.e, stored); v != "v1" {
 		t.Fatalf("first read %q, want v1", v)
 	}
 	key := newKeys(r.e.cfg.Prefix, "hot").entry
 	r.srv.FastForward(r.srv.TTL(key) - 30*time.Second) // 30s past the TTL
+	q := r.request()
+	q.StaleFor, q.Refreshable = time.Minute, false
 	if v := do(t, r.e, q); v != "v2" {
 		t.Errorf("past the TTL a query that cannot be refreshed read %q, want its own load v2", v)
 	}
@@ -361,40 +364,70 @@ func (h *failLookupOnce) ProcessPipelineHook(next redis.ProcessPipelineHook) red
 
 // A caller whose query accepts no staleness never shares the flight of a
 // StaleFor query of the same key: that flight may answer with the entry
-// past its TTL. Here the StaleFor flight retries a failed lookup (as while
-// Redis fails over), which leaves the other caller time to arrive.
+// past its TTL. Neither does a StaleFor query a refresh cannot run again,
+// which accepts no staleness either. Here the StaleFor flight retries a
+// failed lookup (as while Redis fails over), which leaves the other caller
+// time to arrive.
 func TestStaleFlightNotShared(t *testing.T) {
-	addr, _ := startRedisServer(t)
-	hook := &failLookupOnce{failed: make(chan struct{})}
-	rdb := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true})
-	rdb.AddHook(hook)
-	t.Cleanup(func() { _ = rdb.Close() })
-	e := engineOn(t, rdb, func(c *Config) { c.WaitReplicas, c.FailoverWait = 1, 5*time.Second })
-	var loads atomic.Int64
-	req := func(staleFor time.Duration) Request {
-		return Request{Hash: "mix", Tables: []string{"t"}, TTL: time.Minute, StaleFor: staleFor, Refreshable: true,
-			Load: func(context.Context) (*rowcodec.Entry, error) {
-				return rowcodec.NewEntry([]string{"v"}, [][]driver.Value{{fmt.Sprintf("v%d", loads.Add(1))}})
-			}}
+	for _, c := range []struct {
+		name   string
+		joiner func(req func(time.Duration) Request) Request
+	}{
+		{"without StaleFor", func(req func(time.Duration) Request) Request { return req(0) }},
+		{"not refreshable", func(req func(time.Duration) Request) Request {
+			q := req(time.Hour)
+			q.Refreshable = false
+			return q
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			addr, _ := startRedisServer(t)
+			hook := &failLookupOnce{failed: make(chan struct{})}
+			rdb := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true})
+			rdb.AddHook(hook)
+			t.Cleanup(func() { _ = rdb.Close() })
+			e := engineOn(t, rdb, func(c *Config) { c.WaitReplicas, c.FailoverWait = 1, 5*time.Second })
+			var loads atomic.Int64
+			req := func(staleFor time.Duration) Request {
+				return Request{Hash: "mix", Tables: []string{"t"}, TTL: time.Minute, StaleFor: staleFor, Refreshable: true,
+					Load: func(context.Context) (*rowcodec.Entry, error) {
+						return rowcodec.NewEntry([]string{"v"}, [][]driver.Value{{fmt.Sprintf("v%d", loads.Add(1))}})
+					}}
+			}
+			if v := do(t, e, req(time.Hour)); v != "v1" {
+				t.Fatalf("first read %q, want v1", v)
+			}
+			// Past the TTL, within StaleFor: PEXPIRE leaves the entry
+			// StaleFor's last 30 minutes.
+			if err := rdb.PExpire(context.Background(), newKeys(e.cfg.Prefix, "mix").entry, 30*time.Minute).Err(); err != nil {
+				t.Fatal(err)
+			}
+			hook.armed.Store(true)
+			stale := doAsync(e, req(time.Hour))
+			<-hook.failed
+			joiner := doAsync(e, c.joiner(req))
+			// The StaleFor query reads v1, or v2 when its retried lookup
+			// comes after the other query's load was stored.
+			if v := <-stale; v != "v1" && v != "v2" {
+				t.Errorf("the StaleFor query read %q, want v1 or v2", v)
+			}
+			if v := <-joiner; v == "v1" {
+				t.Errorf("the query that accepts no staleness was answered with the entry past its TTL (%q)", v)
+			}
+		})
 	}
-	if v := do(t, e, req(time.Hour)); v != "v1" {
-		t.Fatalf("first read %q, want v1", v)
-	}
-	// Past the TTL, within StaleFor: PEXPIRE leaves the entry StaleFor's
-	// last 30 minutes.
-	if err := rdb.PExpire(context.Background(), newKeys(e.cfg.Prefix, "mix").entry, 30*time.Minute).Err(); err != nil {
-		t.Fatal(err)
-	}
-	hook.armed.Store(true)
-	stale := doAsync(e, req(time.Hour))
-	<-hook.failed
-	fresh := doAsync(e, req(0))
-	// The StaleFor query reads v1, or v2 when its retried lookup comes
-	// after the other query's load was stored.
-	if v := <-stale; v != "v1" && v != "v2" {
-		t.Errorf("the StaleFor query read %q, want v1 or v2", v)
-	}
-	if v := <-fresh; v == "v1" {
-		t.Errorf("the query without StaleFor was answered with the entry past its TTL (%q)", v)
+}
+
+// A StaleFor query a refresh cannot run again stores its entry for its TTL
+// only: kept longer, it could never be served.
+func TestStaleForNotRefreshableStoredForTTL(t *testing.T) {
+	e, srv := newTestEngine(t, func(c *Config) { c.TTLJitter = 0 })
+	q := Request{Hash: "nr", Tables: []string{"t"}, TTL: time.Minute, StaleFor: 24 * time.Hour,
+		Load: func(context.Context) (*rowcodec.Entry, error) {
+			return rowcodec.NewEntry([]string{"v"}, [][]driver.Value{{"x"}})
+		}}
+	do(t, e, q)
+	if ttl := srv.TTL(newKeys(e.cfg.Prefix, "nr").entry); ttl != time.Minute {
+		t.Errorf("the entry is kept %v in Redis, want its TTL of 1m", ttl)
 	}
 }
