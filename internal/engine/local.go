@@ -272,6 +272,13 @@ func (l *local) listen() {
 				l.lost()
 			}
 			continue
+		case pinged && l.subscribed() && answered(err):
+			// An error reply to the health check's PING (-BUSY while a
+			// script runs, -NOPERM from an ACL without PING) is a sign of
+			// life: the connection keeps its subscription, and messages
+			// come in order.
+			backoff, pinged = 0, false
+			continue
 		}
 		l.lost()
 		if errors.Is(err, redis.ErrClosed) {
@@ -283,8 +290,8 @@ func (l *local) listen() {
 			l.log.printf(LogLocal, LevelWarn, "gormflight: near cache: no answer from Redis on the invalidation subscription, subscribing again")
 			ps = l.resubscribe(ps)
 		} else if rerr := redis.Error(nil); errors.As(err, &rerr) {
-			// Redis answered with an error (-BUSY while a script runs,
-			// -LOADING after a restart) on a connection go-redis keeps:
+			// Redis answered the subscription with an error (-LOADING
+			// after a restart, -NOPERM) on a connection go-redis keeps:
 			// only a new subscription's confirmation ends the loss.
 			l.log.printf(LogLocal, LevelWarn, "gormflight: near cache: Redis answered %v on the invalidation subscription, subscribing again", err)
 			ps = l.resubscribe(ps)

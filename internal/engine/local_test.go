@@ -6,6 +6,8 @@ import (
 	"database/sql/driver"
 	"fmt"
 	"net"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -364,9 +366,10 @@ func TestLocalLeavesRefreshWindow(t *testing.T) {
 
 // Redis answering the subscription's health-check PING with an error
 // (-BUSY while another client's script runs past busy-reply-threshold)
-// leaves go-redis's connection subscribed; the near cache subscribes again
-// and serves local hits once Redis is free, instead of never again.
-func TestLocalPingErrorResubscribes(t *testing.T) {
+// leaves go-redis's connection subscribed: the near cache goes on serving
+// local hits once Redis is free, instead of never again, and a write still
+// reaches it.
+func TestLocalPingErrorReply(t *testing.T) {
 	addr, _ := startRedisServer(t, "--busy-reply-threshold", "100")
 	var engines [2]*Engine
 	for i := range engines {
@@ -382,23 +385,65 @@ func TestLocalPingErrorResubscribes(t *testing.T) {
 	// second plus its ping's wait.
 	admin := redis.NewClient(&redis.Options{Addr: addr, ReadTimeout: 10 * time.Second})
 	t.Cleanup(func() { _ = admin.Close() })
-	resubscribes := r.b.stats.LocalResubscribes.Load()
 	busy := `local s = tonumber(redis.call('TIME')[1]) while tonumber(redis.call('TIME')[1]) - s < 3 do end return 1`
 	if err := admin.Eval(context.Background(), busy, nil).Err(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "b to subscribe again after -BUSY", 15*time.Second, func() bool {
-		return r.b.stats.LocalResubscribes.Load() > resubscribes && r.b.local.subscribed()
+	// Two more health checks' time: a ping answered -BUSY turned the near
+	// cache off for good.
+	waitFor(t, "a local hit after the busy script", 15*time.Second, func() bool {
+		hits := r.b.stats.LocalHits.Load()
+		return do(t, r.b, r.request(time.Hour)) == v && r.b.local.subscribed() && r.b.stats.LocalHits.Load() > hits
 	})
-	// Subscribed again: a read is kept, and the next one is a local hit.
-	if got := do(t, r.b, r.request(time.Hour)); got != v {
-		t.Fatalf("b read %q, want %q (no write happened)", got, v)
+	// A write through a reaches b.
+	if err := r.a.Invalidate(context.Background(), []string{"t"}, Announcement{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "b's local entry to end", 10*time.Second, func() bool { return do(t, r.b, r.request(time.Hour)) != v })
+}
+
+// A Redis user whose ACL forbids PING: every health check is answered
+// -NOPERM on a subscription that works. The near cache keeps it, and its
+// entries, instead of subscribing again (and dropping them) every second.
+func TestLocalPingForbidden(t *testing.T) {
+	addr, _ := startRedisServer(t)
+	admin := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = admin.Close() })
+	if err := admin.Do(context.Background(), "ACL", "SETUSER", "app", "on", ">pw", "~*", "&*", "+@all", "-ping").Err(); err != nil {
+		t.Fatal(err)
+	}
+	var engines [2]*Engine
+	for i := range engines {
+		rdb := redis.NewClient(&redis.Options{Addr: addr, Username: "app", Password: "pw", ContextTimeoutEnabled: true})
+		t.Cleanup(func() { _ = rdb.Close() })
+		engines[i] = engineOn(t, rdb, func(c *Config) { c.LocalSize = 1 << 20 })
+	}
+	r := &localRig{a: engines[0], b: engines[1], clock: &fakeClock{t: time.Unix(1_800_000_000, 0)}}
+	r.b.local.now = r.clock.now
+	v := r.warm(t, time.Hour)
+	// The listener pings after each quiet second: wait for two pings.
+	pings := func() int64 {
+		info, err := admin.Info(context.Background(), "commandstats").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, rest, ok := strings.Cut(info, "cmdstat_ping:")
+		if !ok {
+			return 0
+		}
+		_, rest, _ = strings.Cut(rest, "rejected_calls=")
+		n, _ := strconv.ParseInt(strings.TrimRight(strings.SplitN(rest, ",", 2)[0], "\r\n"), 10, 64)
+		return n
+	}
+	before := pings()
+	waitFor(t, "two refused health checks", 10*time.Second, func() bool { return pings() >= before+2 })
+	if n := r.b.stats.LocalResubscribes.Load(); n != 0 {
+		t.Errorf("%d resubscribes, want 0: the subscription worked throughout", n)
 	}
 	hits := r.b.stats.LocalHits.Load()
 	if got := do(t, r.b, r.request(time.Hour)); got != v || r.b.stats.LocalHits.Load() != hits+1 {
-		t.Errorf("after subscribing again: %q, local hits %d -> %d; want a local hit of %q", got, hits, r.b.stats.LocalHits.Load(), v)
+		t.Errorf("after refused pings: %q, local hits %d -> %d; want a local hit of %q", got, hits, r.b.stats.LocalHits.Load(), v)
 	}
-	// And a write through a reaches b again.
 	if err := r.a.Invalidate(context.Background(), []string{"t"}, Announcement{}); err != nil {
 		t.Fatal(err)
 	}
