@@ -168,9 +168,10 @@ func (e *Engine) withoutRedis(ctx context.Context, req request, err error) (*fli
 //
 // It returns the payload and whether it went out. When it must go again
 // after the unlock, sent is false: Redis failed ("query yourselves", or
-// "failed" while it may be failing over), or a write bumped a table while the query ran, so the stored entry is already
-// stale ("failed": look again, then take the lock, which a waiter that
-// looked at the stale entry found held and will now find free).
+// "failed" while it may be failing over), or a write bumped a table while
+// the query ran, so the stored entry is already stale ("failed": look
+// again, then take the lock, which a waiter that looked at the stale entry
+// found held and will now find free).
 func (e *Engine) store(ctx context.Context, req request, stamp string, load time.Duration, ent *rowcodec.Entry) (payload string, sent bool) {
 	var data []byte
 	payload = readyUncached
