@@ -76,6 +76,11 @@ type Stats struct {
 	// subscription to invalidations: every local entry was then dropped,
 	// and none served until it subscribed again.
 	LocalResubscribes uint64
+	// Recoveries counts Redis servers (Redis Cluster: nodes) found to have
+	// restarted, failed over or flushed their scripts since the prefix was
+	// last recovered there: their generations were dropped, so every entry
+	// they held (on a single server, every entry) was stale once.
+	Recoveries uint64
 }
 
 // Counter is one count of a Stats, named for metrics.
@@ -116,6 +121,7 @@ var counters = [...]struct {
 	{"local_hits", "Queries answered from the near cache, with no round trip.", func(s *Stats) uint64 { return s.LocalHits }},
 	{"local_invalidations", "Near-cache entries ended by a write to one of their tables.", func(s *Stats) uint64 { return s.LocalInvalidations }},
 	{"local_resubscribes", "Times the near cache lost its subscription to invalidations and dropped every entry.", func(s *Stats) uint64 { return s.LocalResubscribes }},
+	{"recoveries", "Redis servers or nodes found restarted or failed over, whose generations were dropped.", func(s *Stats) uint64 { return s.Recoveries }},
 }
 
 // Counters returns every count of s with its name and meaning, in the

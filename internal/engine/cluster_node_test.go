@@ -27,7 +27,7 @@ func TestCompactLookupOffOnClusterNode(t *testing.T) {
 	}
 	var loads atomic.Int64
 	req := testRequest("k", "x", &loads)
-	req.Tables = []string{"a", "b"}
+	req.Tables = []string{"*", "a", "b"}
 	for range 3 {
 		do(t, e, req)
 	}

@@ -49,7 +49,7 @@ func TestMaxEntrySize(t *testing.T) {
 	}{{1 << 20, 3}, {-1, 1}} {
 		e, _ := newTestEngine(t, func(c *Config) { c.MaxEntrySize = tc.limit })
 		var loads atomic.Int64
-		req := Request{Hash: "big", Tables: []string{"t"}, TTL: time.Minute,
+		req := Request{Hash: "big", Tables: []string{"*", "t"}, TTL: time.Minute,
 			Load: func(context.Context) (*rowcodec.Entry, error) {
 				loads.Add(1)
 				return rowcodec.NewEntry([]string{"v"}, [][]driver.Value{{big}})
@@ -108,6 +108,7 @@ func TestDoRefusesInvalidRequests(t *testing.T) {
 	for name, mod := range map[string]func(*Request){
 		"no hash":   func(r *Request) { r.Hash = "" },
 		"no tables": func(r *Request) { r.Tables = nil },
+		"no *":      func(r *Request) { r.Tables = []string{"t"} }, // a restart would not end its entries
 		"TTL 0":     func(r *Request) { r.TTL = 0 },
 		"TTL 1µs":   func(r *Request) { r.TTL = time.Microsecond },
 		"no load":   func(r *Request) { r.Load = nil },

@@ -57,6 +57,11 @@ type Engine struct {
 	tableKeys  sync.Map
 	keptTables atomic.Int64
 	memo       *memo
+	// mark proves a server had the prefix recovered since it started, and
+	// recoveries shares a server's recovery among callers (restart.go).
+	mark       *redis.Script
+	markSrc    string
+	recoveries singleflight.Group
 	local      *local // the near cache; nil without Config.LocalSize
 	// done is closed by Close: waiting flights stop waiting and query the
 	// database themselves.
@@ -125,12 +130,14 @@ func New(cfg Config) (*Engine, error) {
 		locks:   redsync.New(lockPool{goredis.NewPool(cfg.Redis)}),
 		hub:     newHub(cfg.Redis, cfg.RedisTimeout, stats),
 		memo:    newMemo(cfg.MemoSize),
+		markSrc: markSource(cfg.Prefix),
 		done:    make(chan struct{}),
 		retry:   make(chan struct{}, 1),
 		retried: make(chan struct{}),
 		log:     logger{f: cfg.Log},
 	}
 	e.breaker = newBreaker(cfg, stats, &e.log)
+	e.mark = redis.NewScript(e.markSrc)
 	_, single := cfg.Redis.(*redis.Client)
 	e.compact.Store(single)
 	e.local = newLocal(cfg, stats, &e.log)

@@ -91,7 +91,7 @@ func TestWriteWaitBoundedWhileReadsSucceed(t *testing.T) {
 	}
 	var loads atomic.Int64
 	other := testRequest("k", "x", &loads)
-	other.Tables = []string{"u"}
+	other.Tables = []string{"*", "u"}
 	do(t, e, other)
 	link.cut()
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -20,8 +21,9 @@ type Request struct {
 	// (internal/cachekey); the Redis keys are made from it.
 	Hash string
 	// Tables are the generation names of every table the rows depend on,
-	// sorted and without duplicates; at least one. The adapter adds a name
-	// that writes it cannot attribute to a table bump (sqlscan.AllTables).
+	// sorted and without duplicates. They include sqlscan.AllTables ("*"),
+	// which writes the adapter cannot attribute to a table bump, and which
+	// a Redis that restarted drops (restart.go).
 	Tables []string
 	// TTL is the entry's lifetime, within [MinTTL, MaxTTL].
 	TTL time.Duration
@@ -53,9 +55,9 @@ func (q *Request) check() error {
 	switch {
 	case q.Hash == "":
 		return fmt.Errorf("%w: no hash", ErrInvalidRequest)
-	case len(q.Tables) == 0:
-		// An entry that depends on no table could never be invalidated.
-		return fmt.Errorf("%w: no tables", ErrInvalidRequest)
+	case !slices.Contains(q.Tables, allTables):
+		// Without it, a restart of Redis would not make the entry stale.
+		return fmt.Errorf("%w: tables %q do not include %q", ErrInvalidRequest, q.Tables, allTables)
 	case q.TTL < MinTTL || q.TTL > MaxTTL:
 		return fmt.Errorf("%w: TTL %v outside [%v, %v]", ErrInvalidRequest, q.TTL, MinTTL, MaxTTL)
 	case q.StaleFor < 0 || q.StaleFor > MaxTTL:

@@ -18,7 +18,7 @@ import (
 func testRequest(hash string, v string, n *atomic.Int64) Request {
 	return Request{
 		Hash:   hash,
-		Tables: []string{"t"},
+		Tables: []string{"*", "t"},
 		TTL:    time.Minute,
 		Load: func(context.Context) (*rowcodec.Entry, error) {
 			n.Add(1)
@@ -152,7 +152,7 @@ func TestDoErrorNotStored(t *testing.T) {
 	e, _ := newTestEngine(t, nil)
 	boom := errors.New("boom")
 	var loads atomic.Int64
-	failing := Request{Hash: "k", Tables: []string{"t"}, TTL: time.Minute,
+	failing := Request{Hash: "k", Tables: []string{"*", "t"}, TTL: time.Minute,
 		Load: func(context.Context) (*rowcodec.Entry, error) { loads.Add(1); return nil, boom }}
 	for range 2 {
 		if !e.Enter() {
@@ -175,7 +175,7 @@ func TestDoPanicReachesCallers(t *testing.T) {
 	e, _ := newTestEngine(t, nil)
 	var loads atomic.Int64
 	started, release := make(chan struct{}), make(chan struct{})
-	req := Request{Hash: "k", Tables: []string{"t"}, TTL: time.Minute,
+	req := Request{Hash: "k", Tables: []string{"*", "t"}, TTL: time.Minute,
 		Load: func(context.Context) (*rowcodec.Entry, error) {
 			if loads.Add(1) == 1 {
 				close(started)

@@ -31,12 +31,11 @@ func (i Info) Event(key string, tables []string, start time.Time, err error) obs
 // (sqlscan.AllTables, "*"), which names no table. The names are sorted, so
 // it is nearly always the first, and then no copy is made.
 func RealTables(tables []string) []string {
-	const all = "*" // sqlscan.AllTables, which the engine does not import
-	if len(tables) > 0 && tables[0] == all {
+	if len(tables) > 0 && tables[0] == allTables {
 		return tables[1:]
 	}
 	for i, t := range tables {
-		if t == all {
+		if t == allTables {
 			out := make([]string, 0, len(tables)-1)
 			return append(append(out, tables[:i]...), tables[i+1:]...)
 		}

@@ -40,7 +40,7 @@ func newLocalRig(t *testing.T) *localRig {
 }
 
 func (r *localRig) request(maxStale time.Duration) Request {
-	return Request{Hash: "k", Tables: []string{"t"}, TTL: time.Minute, Local: maxStale,
+	return Request{Hash: "k", Tables: []string{"*", "t"}, TTL: time.Minute, Local: maxStale,
 		Load: func(context.Context) (*rowcodec.Entry, error) {
 			return rowcodec.NewEntry([]string{"v"}, [][]driver.Value{{fmt.Sprintf("v%d", r.n.Add(1))}})
 		}}
@@ -183,7 +183,7 @@ func TestGlobEscape(t *testing.T) {
 func TestLocalNotPastTTL(t *testing.T) {
 	r := newLocalRig(t)
 	req := func(staleFor time.Duration) Request {
-		return Request{Hash: "k", Tables: []string{"t"}, TTL: time.Minute, StaleFor: staleFor, Local: time.Hour,
+		return Request{Hash: "k", Tables: []string{"*", "t"}, TTL: time.Minute, StaleFor: staleFor, Local: time.Hour,
 			Load: func(context.Context) (*rowcodec.Entry, error) {
 				return rowcodec.NewEntry([]string{"v"}, [][]driver.Value{{fmt.Sprintf("v%d", r.n.Add(1))}})
 			}}

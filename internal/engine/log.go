@@ -32,6 +32,7 @@ const (
 	LogSession                   // a session could not be read (the adapter's)
 	LogRefresh                   // a background refresh failed
 	LogLocal                     // the near cache lost its invalidations
+	LogRecovery                  // Redis restarted or failed over: entries dropped
 	logKinds
 )
 

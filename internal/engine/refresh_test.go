@@ -55,7 +55,7 @@ func newRefreshRig(t *testing.T) *refreshRig {
 }
 
 func (r *refreshRig) request() Request {
-	return Request{Hash: "hot", Tables: []string{"t"}, TTL: time.Minute, Refreshable: true,
+	return Request{Hash: "hot", Tables: []string{"*", "t"}, TTL: time.Minute, Refreshable: true,
 		Load: func(ctx context.Context) (*rowcodec.Entry, error) {
 			n := r.n.Add(1)
 			r.clock.add(refreshLoadTime)
@@ -389,7 +389,7 @@ func TestStaleFlightNotShared(t *testing.T) {
 			e := engineOn(t, rdb, func(c *Config) { c.WaitReplicas, c.FailoverWait = 1, 5*time.Second })
 			var loads atomic.Int64
 			req := func(staleFor time.Duration) Request {
-				return Request{Hash: "mix", Tables: []string{"t"}, TTL: time.Minute, StaleFor: staleFor, Refreshable: true,
+				return Request{Hash: "mix", Tables: []string{"*", "t"}, TTL: time.Minute, StaleFor: staleFor, Refreshable: true,
 					Load: func(context.Context) (*rowcodec.Entry, error) {
 						return rowcodec.NewEntry([]string{"v"}, [][]driver.Value{{fmt.Sprintf("v%d", loads.Add(1))}})
 					}}
@@ -422,7 +422,7 @@ func TestStaleFlightNotShared(t *testing.T) {
 // only: kept longer, it could never be served.
 func TestStaleForNotRefreshableStoredForTTL(t *testing.T) {
 	e, srv := newTestEngine(t, func(c *Config) { c.TTLJitter = 0 })
-	q := Request{Hash: "nr", Tables: []string{"t"}, TTL: time.Minute, StaleFor: 24 * time.Hour,
+	q := Request{Hash: "nr", Tables: []string{"*", "t"}, TTL: time.Minute, StaleFor: 24 * time.Hour,
 		Load: func(context.Context) (*rowcodec.Entry, error) {
 			return rowcodec.NewEntry([]string{"v"}, [][]driver.Value{{"x"}})
 		}}

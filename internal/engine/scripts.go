@@ -25,6 +25,10 @@ var (
 	//go:embed lua/fill.lua
 	fillSrc    string
 	fillScript = redis.NewScript(fillSrc)
+
+	//go:embed lua/recover.lua
+	recoverSrc    string
+	recoverScript = redis.NewScript(recoverSrc)
 )
 
 // Script names, as ScriptOf reports them: each is its file's name in lua/.
@@ -33,6 +37,7 @@ const (
 	ScriptGenBump    = "gen_bump"
 	ScriptWriteBegin = "write_begin"
 	ScriptFill       = "fill"
+	ScriptRecover    = "recover"
 )
 
 // scriptNames maps each script's source and hash to its name.
@@ -46,6 +51,7 @@ var scriptNames = func() map[string]string {
 		ScriptGenBump:    {genBumpSrc, genBumpScript},
 		ScriptWriteBegin: {writeBeginSrc, writeBeginScript},
 		ScriptFill:       {fillSrc, fillScript},
+		ScriptRecover:    {recoverSrc, recoverScript},
 	} {
 		m[s.src] = name
 		m[s.script.Hash()] = name

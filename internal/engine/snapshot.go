@@ -32,5 +32,6 @@ func (c *Counters) Snapshot() Stats {
 		LocalHits:          c.LocalHits.Load(),
 		LocalInvalidations: c.LocalInvalidations.Load(),
 		LocalResubscribes:  c.LocalResubscribes.Load(),
+		Recoveries:         c.Recoveries.Load(),
 	}
 }

@@ -89,7 +89,8 @@ func (e *Engine) lookupOnce(ctx context.Context, req request, head string) (foun
 	defer cancel()
 	var f found
 	err := e.guard(func() error {
-		for compact := e.compact.Load(); ; compact = false {
+		recovered, u := false, unrecovered{}
+		for compact := e.compact.Load(); ; {
 			pipe := e.rdb.Pipeline()
 			c := e.queueLookup(ctx, pipe, req, head, compact)
 			_, _ = pipe.Exec(ctx)
@@ -97,9 +98,17 @@ func (e *Engine) lookupOnce(ctx context.Context, req request, head string) (foun
 			f, err = c.result(e, req)
 			switch {
 			case compact && e.crossSlot(err):
-				continue // a node in cluster mode: per table from now on
+				compact = false // a node in cluster mode: per table from now on
+			case !recovered && errors.As(err, &u):
+				// A server restarted or failed over: recover it, once.
+				if err := e.recover(ctx, u.keys); err != nil {
+					return err
+				}
+				recovered = true
 			case err != nil || !f.recheck:
 				return err
+			default:
+				compact = false
 			}
 		}
 	})
@@ -129,10 +138,14 @@ type lookupCmds struct {
 	// allGens reads the generations.
 	anyWriter *redis.IntCmd
 	allGens   *redis.SliceCmd
+	// marks are the marks of the nodes of the keys marked (restart.go).
+	marks  []*redis.Cmd
+	marked []string
 }
 
 func (e *Engine) queueLookup(ctx context.Context, pipe redis.Pipeliner, req request, head string, compact bool) *lookupCmds {
 	c := &lookupCmds{head: head}
+	e.queueMark(ctx, pipe, c, req.keys.entry)
 	if head == "" {
 		c.get = pipe.Get(ctx, req.keys.entry)
 	} else {
@@ -166,6 +179,9 @@ func (e *Engine) queueGenerations(ctx context.Context, pipe redis.Pipeliner, req
 // current reports whether the read generations are those of stamp, with
 // no write in progress.
 func (c *lookupCmds) current(stamp string) bool {
+	if c.checkMarks() != nil {
+		return false
+	}
 	if c.anyWriter != nil {
 		if n, err := c.anyWriter.Result(); err != nil || n > 0 {
 			return false
@@ -182,6 +198,9 @@ func (c *lookupCmds) current(stamp string) bool {
 
 func (e *Engine) queueTables(ctx context.Context, pipe redis.Pipeliner, req request, c *lookupCmds, compact bool) {
 	if compact {
+		if len(c.marks) == 0 { // one server: one mark
+			e.queueMark(ctx, pipe, c, req.keys.entry)
+		}
 		keys := make([]string, 0, 3*len(req.tables))
 		for _, t := range req.tables {
 			k := e.copyKeys(t, req.copy)
@@ -202,6 +221,7 @@ func (e *Engine) queueTables(ctx context.Context, pipe redis.Pipeliner, req requ
 		// ended) that lands between the two reads then shows as a writer
 		// or as a new generation, never as neither.
 		k := e.copyKeys(t, req.copy)
+		e.queueMark(ctx, pipe, c, k.gen)
 		c.writers[2*i] = pipe.Exists(ctx, k.writers)
 		c.writers[2*i+1] = pipe.Exists(ctx, k.held)
 		c.gens[i] = pipe.Get(ctx, k.gen)
@@ -212,6 +232,9 @@ func (e *Engine) queueTables(ctx context.Context, pipe redis.Pipeliner, req requ
 // kept them from knowing.
 func (c *lookupCmds) result(e *Engine, req request) (found, error) {
 	var f found
+	if err := c.checkMarks(); err != nil {
+		return found{}, err
+	}
 	if err := c.writes(req, &f); err != nil {
 		return found{}, err
 	}

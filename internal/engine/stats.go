@@ -13,4 +13,5 @@ type Counters struct {
 	RefreshesStarted, RefreshesSkipped, RefreshErrors atomic.Uint64
 	StaleServes                                       atomic.Uint64
 	LocalHits, LocalInvalidations, LocalResubscribes  atomic.Uint64
+	Recoveries                                        atomic.Uint64
 }

@@ -1,0 +1,77 @@
+package engine
+
+import (
+	"context"
+	"net"
+	"os/exec"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// A server is recovered once per run, whichever instances find its mark
+// missing: a SCRIPT FLUSH, which loses no data, costs no entry; a restart
+// from a snapshot taken before a write drops "*" once, and the entry from
+// before the write is never served.
+func TestRecoveryOncePerRun(t *testing.T) {
+	dir := t.TempDir()
+	addr, kill := startRedisServer(t, "--dir", dir)
+	_, port, _ := net.SplitHostPort(addr)
+	client := func() *redis.Client {
+		rdb := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true})
+		t.Cleanup(func() { _ = rdb.Close() })
+		return rdb
+	}
+	ra, rb, direct := client(), client(), client()
+	a, b := engineOn(t, ra), engineOn(t, rb)
+	ctx := context.Background()
+	var loads atomic.Int64
+	read := func(e *Engine, v string) string { return do(t, e, testRequest("k", v, &loads)) }
+	recoveries := func() uint64 { return a.stats.Recoveries.Load() + b.stats.Recoveries.Load() }
+
+	if v := read(a, "old"); v != "old" {
+		t.Fatalf("first read %q", v)
+	}
+	if v := read(b, "new"); v != "old" || loads.Load() != 1 || recoveries() != 1 {
+		t.Fatalf("b read %q with %d loads and %d recoveries; want a's entry, old, 1 load and 1 recovery (a's, of a new server)",
+			v, loads.Load(), recoveries())
+	}
+
+	if err := direct.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if v := read(a, "new"); v != "old" || loads.Load() != 1 || recoveries() != 1 {
+		t.Errorf("after SCRIPT FLUSH a read %q with %d loads and %d recoveries; want the entry, old, and no new load or recovery",
+			v, loads.Load(), recoveries())
+	}
+
+	if err := direct.Save(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Invalidate(ctx, []string{"t"}, a.Announce(ctx, []string{"t"}, false)); err != nil {
+		t.Fatal(err)
+	}
+	kill()
+	// The same server again, on its port and its dir: it loads the snapshot.
+	again := exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir)
+	if err := again.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = again.Process.Kill(); _ = again.Wait() })
+	for _, c := range []*redis.Client{ra, rb} { // their connections died with the server
+		waitFor(t, "the clients to reach the restarted server", 10*time.Second, func() bool { return c.Ping(ctx).Err() == nil })
+	}
+	if n, err := direct.Exists(ctx, newKeys(a.cfg.Prefix, "k").entry).Result(); err != nil || n != 1 {
+		t.Fatalf("the snapshot's entry: %d, %v", n, err)
+	}
+	if v := read(b, "new"); v != "new" || loads.Load() != 2 || recoveries() != 2 {
+		t.Errorf("after the restart b read %q with %d loads and %d recoveries; want a load, new, and the restarted server recovered: 2 and 2",
+			v, loads.Load(), recoveries())
+	}
+	if v := read(a, "newer"); v != "new" || loads.Load() != 2 || recoveries() != 2 {
+		t.Errorf("then a read %q with %d loads and %d recoveries; want b's entry, new, and no new load or recovery",
+			v, loads.Load(), recoveries())
+	}
+}
