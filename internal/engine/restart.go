@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -51,9 +53,27 @@ func markSource(prefix string) string {
 }
 
 // queueMark queues the mark on the node of key.
+// A slot is on one node: a mark per slot is enough.
 func (e *Engine) queueMark(ctx context.Context, pipe redis.Pipeliner, c *lookupCmds, key string) {
+	s := keySlot(key)
+	for _, m := range c.marked {
+		if keySlot(m) == s {
+			return
+		}
+	}
 	c.marks = append(c.marks, pipe.EvalSha(ctx, e.mark.Hash(), []string{key}))
 	c.marked = append(c.marked, key)
+}
+
+// keySlot is the Redis Cluster slot of key: of its hash tag, the part
+// between its first "{" and the first "}" after it when not empty.
+func keySlot(key string) uint16 {
+	if i := strings.IndexByte(key, '{'); i >= 0 {
+		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
+			key = key[i+1 : i+1+j]
+		}
+	}
+	return slot(key)
 }
 
 // unrecovered is the error of a lookup that met a server which has not
@@ -63,6 +83,10 @@ type unrecovered struct{ keys []string }
 func (u unrecovered) Error() string {
 	return "gormflight: Redis restarted or failed over since the prefix was recovered there"
 }
+
+// RedisError makes it an answer from Redis (redis.Error): the connection
+// is sound, and Redis did not fail.
+func (unrecovered) RedisError() {}
 
 // checkMarks returns unrecovered for marks Redis did not know, or the
 // first other error they met.
@@ -85,19 +109,23 @@ func (c *lookupCmds) checkMarks() error {
 
 // recover drops the generations of the nodes of keys and loads the mark
 // there. The callers of an instance that meet one node share its recovery,
-// which the caller that started it does not cancel; across instances,
-// lua/recover.lua drops them once per run of the server.
+// which the caller that started it does not cancel (each of its round
+// trips has RedisTimeout); across instances, lua/recover.lua drops them
+// once per run of the server.
 func (e *Engine) recover(ctx context.Context, keys []string) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.RedisTimeout)
-	defer cancel()
+	ctx = context.WithoutCancel(ctx)
 	cluster, ok := e.rdb.(*redis.ClusterClient)
 	if !ok {
-		_, err, _ := e.recoveries.Do("", func() (any, error) { return nil, e.recoverServer(ctx) })
+		_, err, _ := e.recoveries.Do("", func() (any, error) {
+			return nil, e.finishRecovery(ctx, e.rdb, e.cfg.Prefix+":recovered", e.starGens(), "")
+		})
 		return err
 	}
 	seen := make(map[string]bool, len(keys))
 	for _, k := range keys {
-		node, err := cluster.MasterForKey(ctx, k)
+		node, err := withTimeout(ctx, e.cfg.RedisTimeout, func(ctx context.Context) (*redis.Client, error) {
+			return cluster.MasterForKey(ctx, k)
+		})
 		if err != nil {
 			return err
 		}
@@ -113,56 +141,102 @@ func (e *Engine) recover(ctx context.Context, keys []string) error {
 	return nil
 }
 
-// recoverServer recovers a single server: the generation of "*" (every
-// copy) goes, then the mark is loaded, in one pipeline, so on one
-// connection: in one run of the server.
-func (e *Engine) recoverServer(ctx context.Context) error {
-	args := []any{""}
+// starGens lists every copy of the generation of "*", as arguments of
+// lua/recover.lua.
+func (e *Engine) starGens() []any {
+	var gens []any
 	for _, c := range e.allCopies([]string{allTables}) {
-		args = append(args, c.keys.gen)
+		gens = append(gens, c.keys.gen)
 	}
-	pipe := e.rdb.Pipeline()
-	dropped := recoverScript.Eval(ctx, pipe, []string{e.cfg.Prefix + ":recovered"}, args...)
-	pipe.ScriptLoad(ctx, e.markSrc)
+	return gens
+}
+
+// recoverNode recovers node, on one connection, which go-redis does not
+// dial again once it broke: in one run of the node. On Redis Cluster
+// every generation the node holds goes, found by SCAN in batches, so that
+// the node goes on serving meanwhile; a batch that finds the node
+// recovered by another instance ends the scan. A cluster client may also
+// stand in front of a single server (redis.NewFailoverClusterClient),
+// which is recovered as such.
+func (e *Engine) recoverNode(ctx context.Context, node *redis.Client) error {
+	conn := node.Conn()
+	defer conn.Close()
+	addr := node.Options().Addr
+	run, err := e.nodeRunKey(ctx, conn)
+	switch {
+	case replyStarts(err, "ERR This instance has cluster support disabled"):
+		return e.finishRecovery(ctx, conn, e.cfg.Prefix+":recovered", e.starGens(), addr)
+	case err != nil:
+		return err
+	}
+	match := globEscape(e.cfg.Prefix) + ":g:{*}"
+	for cursor := uint64(0); ; {
+		more, next, err := e.dropBatch(ctx, conn, run, cursor, match)
+		if err != nil {
+			return err
+		}
+		if cursor = next; !more || cursor == 0 {
+			break
+		}
+	}
+	return e.finishRecovery(ctx, conn, run, nil, addr)
+}
+
+// dropBatch drops the generations one SCAN step from cursor finds on
+// conn's node. more is false when the node was found recovered.
+func (e *Engine) dropBatch(ctx context.Context, conn *redis.Conn, run string, cursor uint64, match string) (more bool, next uint64, err error) {
+	ctx, cancel := context.WithTimeout(ctx, e.cfg.RedisTimeout)
+	defer cancel()
+	keys, next, err := conn.ScanType(ctx, cursor, match, 1000, "string").Result()
+	if err != nil || len(keys) == 0 {
+		return true, next, err
+	}
+	args := make([]any, 1, 1+len(keys))
+	args[0] = "drop"
+	for _, k := range keys {
+		args = append(args, k)
+	}
+	n, err := recoverScript.Eval(ctx, conn, []string{run}, args...).Int()
+	return n == 1, next, err
+}
+
+// finishRecovery drops gens and records the server's run under run
+// (lua/recover.lua), and then caches the mark, in one pipeline on c, so on
+// one connection. The mark goes by EVAL, which caches it as SCRIPT LOAD
+// does, and which an ACL that lets the plugin run its scripts allows.
+func (e *Engine) finishRecovery(ctx context.Context, c redis.Cmdable, run string, gens []any, addr string) error {
+	ctx, cancel := context.WithTimeout(ctx, e.cfg.RedisTimeout)
+	defer cancel()
+	pipe := c.Pipeline()
+	dropped := recoverScript.Eval(ctx, pipe, []string{run}, append([]any{"done"}, gens...)...)
+	pipe.Eval(ctx, e.markSrc, []string{run})
 	if _, err := pipe.Exec(ctx); err != nil {
 		return err
 	}
 	if n, _ := dropped.Int(); n == 1 {
 		e.stats.Recoveries.Add(1)
-		e.Warnf(LogRecovery, "gormflight: Redis has not served prefix %q since it started (a new, restarted or promoted server): every entry stored before is stale", e.cfg.Prefix)
+		server := "Redis"
+		if addr != "" {
+			server = "Redis node " + addr
+		}
+		e.Warnf(LogRecovery, "gormflight: %s has not served prefix %q since it started (a new, restarted or promoted server): the entries stored before are stale", server, e.cfg.Prefix)
 	}
 	return nil
 }
 
-// recoverNode recovers a node of Redis Cluster: every generation it holds
-// goes, then the mark is loaded, on one connection, which go-redis does
-// not dial again once it broke: in one run of the node.
-func (e *Engine) recoverNode(ctx context.Context, node *redis.Client) error {
-	conn := node.Conn()
-	defer conn.Close()
-	run, err := e.nodeRunKey(ctx, conn)
-	if err != nil {
-		return err
-	}
-	var dropped *redis.Cmd
-	if _, err := conn.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-		dropped = recoverScript.Eval(ctx, pipe, []string{run}, globEscape(e.cfg.Prefix)+":g:{*}")
-		pipe.ScriptLoad(ctx, e.markSrc)
-		return nil
-	}); err != nil {
-		return err
-	}
-	if n, _ := dropped.Int(); n == 1 {
-		e.stats.Recoveries.Add(1)
-		e.Warnf(LogRecovery, "gormflight: Redis node %s has not served prefix %q since it started (a new, restarted or promoted node): the entries of the tables it holds are stale", node.Options().Addr, e.cfg.Prefix)
-	}
-	return nil
+// withTimeout runs f with a context bounded by d.
+func withTimeout[T any](ctx context.Context, d time.Duration, f func(context.Context) (T, error)) (T, error) {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	return f(ctx)
 }
 
 // nodeRunKey returns the key that records the run of conn's node that
 // recovered the prefix: in the lowest slot the node serves, so that every
 // instance that recovers the node reads the same key.
 func (e *Engine) nodeRunKey(ctx context.Context, conn *redis.Conn) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, e.cfg.RedisTimeout)
+	defer cancel()
 	var id *redis.StringCmd
 	var ranges *redis.ClusterSlotsCmd
 	if _, err := conn.Pipelined(ctx, func(pipe redis.Pipeliner) error {

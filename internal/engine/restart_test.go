@@ -75,3 +75,76 @@ func TestRecoveryOncePerRun(t *testing.T) {
 			v, loads.Load(), recoveries())
 	}
 }
+
+// A cluster client may stand in front of a single server (what
+// redis.NewFailoverClusterClient builds): it is recovered as a single
+// server, and then serves hits. Before, its recovery asked the server for
+// its cluster slots, which it refused, and every read went to the
+// database.
+func TestRecoveryClusterClientOnOneServer(t *testing.T) {
+	addr, _ := startRedisServer(t)
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{
+		ContextTimeoutEnabled: true,
+		ClusterSlots: func(context.Context) ([]redis.ClusterSlot, error) {
+			return []redis.ClusterSlot{{Start: 0, End: 16383, Nodes: []redis.ClusterNode{{Addr: addr}}}}, nil
+		},
+	})
+	t.Cleanup(func() { _ = rdb.Close() })
+	e := engineOn(t, rdb)
+	var loads atomic.Int64
+	for range 5 {
+		if v := do(t, e, testRequest("k", "x", &loads)); v != "x" {
+			t.Fatalf("read %q", v)
+		}
+	}
+	if n, f, r := loads.Load(), e.stats.Fallbacks.Load(), e.stats.Recoveries.Load(); n != 1 || f != 0 || r != 1 {
+		t.Errorf("5 reads: %d loads, %d fallbacks, %d recoveries; want 1, 0 and 1", n, f, r)
+	}
+}
+
+// A user whose ACL refuses SCRIPT LOAD, and lets the plugin run its
+// scripts, still has the server recovered: the mark is cached by EVAL.
+// Before, every lookup failed to load it, and every read went to the
+// database.
+func TestRecoveryWithoutScriptLoad(t *testing.T) {
+	addr, _ := startRedisServer(t)
+	admin := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = admin.Close() })
+	ctx := context.Background()
+	if err := admin.Do(ctx, "ACL", "SETUSER", "app", "on", ">pw", "~*", "&*", "+@all", "-script|load").Err(); err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: addr, Username: "app", Password: "pw", ContextTimeoutEnabled: true})
+	t.Cleanup(func() { _ = rdb.Close() })
+	e := engineOn(t, rdb)
+	var loads atomic.Int64
+	for i := range 6 {
+		if i == 3 {
+			if err := admin.ScriptFlush(ctx).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if v := do(t, e, testRequest("k", "x", &loads)); v != "x" {
+			t.Fatalf("read %q", v)
+		}
+	}
+	if n, f, r := loads.Load(), e.stats.Fallbacks.Load(), e.stats.Recoveries.Load(); n != 1 || f != 0 || r != 1 {
+		t.Errorf("6 reads around a SCRIPT FLUSH: %d loads, %d fallbacks, %d recoveries; want 1, 0 and 1", n, f, r)
+	}
+}
+
+// keySlot is Redis's own slot of a key (CLUSTER KEYSLOT).
+func TestKeySlot(t *testing.T) {
+	addr := startClusterNode(t)
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = rdb.Close() })
+	for _, k := range []string{"a", "p:{h}:e2", "p:g:{t}", "p:g:{t}:w", "{}x", "x{}", "p:{}:{a}", "{a", "a}", "p:{{a}}", "p:g:{\"Odd\".\"N\"}"} {
+		want, err := rdb.ClusterKeySlot(context.Background(), k).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := keySlot(k); int64(got) != want {
+			t.Errorf("keySlot(%q) = %d, Redis says %d", k, got, want)
+		}
+	}
+}

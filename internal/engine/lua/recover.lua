@@ -3,11 +3,11 @@
 -- server: instances that find it so together drop them once, and the
 -- entries the first of them stores after that stay current.
 -- KEYS[1]: the key that records the run of the server that recovered the
--- prefix (its run_id). ARGV[1]: a pattern, or "": every string key of this
--- node that it matches is dropped (Redis Cluster: every generation the
--- node holds). ARGV[2..]: generations to drop. Those are not declared:
--- on a node in cluster mode they are in other slots, which a script
--- without flags may use when its node holds them.
+-- prefix (its run_id). ARGV[1]: "drop" (a batch: drop, and return 0 if
+-- the server is recovered already) or "done" (drop, and record the run).
+-- ARGV[2..]: generations to drop. Those are not declared: on a node in
+-- cluster mode they are in other slots, which a script without flags may
+-- use when its node holds them.
 --
 -- A run_id is random per start of a server: a snapshot, an append-only
 -- file or a replica brings back the key with another server's run, and so
@@ -24,17 +24,7 @@ redis.call('DEL', KEYS[1])
 for i = 2, #ARGV do
   redis.call('DEL', ARGV[i])
 end
-if ARGV[1] ~= '' then
-  local cursor = '0'
-  repeat
-    local r = redis.call('SCAN', cursor, 'MATCH', ARGV[1], 'COUNT', 1000, 'TYPE', 'string')
-    cursor = r[1]
-    for _, k in ipairs(r[2]) do
-      redis.call('DEL', k)
-    end
-  until cursor == '0'
-end
-if run then
+if run and ARGV[1] == 'done' then
   -- Kept a day: it is read only while instances find the mark missing,
   -- in the moments after a start.
   redis.call('SET', KEYS[1], run, 'EX', 86400)
