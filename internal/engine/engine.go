@@ -19,7 +19,9 @@
 //   - lock.go (redsync), hub.go (ready messages), breaker.go (gobreaker),
 //     warm.go (connections opened outside operations' deadlines), memo.go
 //     (decoded entries kept in memory), local.go (the near cache, served
-//     with no round trip, and its invalidation listener), keys.go (Redis names), scripts.go,
+//     with no round trip, and its invalidation listener), restart.go (a
+//     server that restarted or failed over: found by every lookup, and its
+//     generations dropped), keys.go (Redis names), scripts.go,
 //     config.go, errors.go, log.go, stats.go;
 //   - lua/: the scripts, each an atomic step across instances.
 package engine

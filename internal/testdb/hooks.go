@@ -61,8 +61,9 @@ func (h *HoldHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 	}
 }
 
-// LooksUp matches a flight's look into Redis: the entry, its TTL, then its
-// tables' generations, in one pipeline.
+// LooksUp matches a flight's look into Redis: the mark that tells the
+// server was recovered (internal/engine/restart.go), the entry, its TTL,
+// then its tables' generations, in one pipeline.
 func LooksUp(cmds []redis.Cmder) bool {
-	return len(cmds) >= 2 && cmds[0].Name() == "get" && cmds[1].Name() == "pttl"
+	return len(cmds) >= 3 && cmds[0].Name() == "evalsha" && cmds[1].Name() == "get" && cmds[2].Name() == "pttl"
 }
