@@ -1204,7 +1204,7 @@ func TestConsistencyHitRoundTrips(t *testing.T) {
 		}
 		if len(got) != 1 {
 			t.Errorf("%s: a hit made %d Redis round trips %v, want 1", c.name, len(got), got)
-		} else if want := "pipeline[evalsha get pttl exists mget]"; got[0] != want {
+		} else if want := "pipeline[script get pttl exists mget]"; got[0] != want {
 			// The mark that tells the server has not restarted since the
 			// prefix was recovered there (internal/engine/restart.go), the
 			// entry and its time to live (for the memo), then the
@@ -1217,7 +1217,7 @@ func TestConsistencyHitRoundTrips(t *testing.T) {
 		// the stored value's head.
 		consExpect(t, c.name+" hit on the memo", in, c.read, c.want)
 		again := trips.take()
-		if want := "pipeline[evalsha getrange pttl exists mget]"; len(again) != 1 || again[0] != want {
+		if want := "pipeline[script getrange pttl exists mget]"; len(again) != 1 || again[0] != want {
 			t.Errorf("%s: a hit on a remembered entry made round trips %q, want [%q]", c.name, again, want)
 		}
 		t.Logf("%s: miss %d round trips %v; hit %v; hit on the memo %v", c.name, len(primed), primed, got, again)

@@ -52,9 +52,22 @@ func markSource(prefix string) string {
 		" was recovered on this server since it started (internal/engine/restart.go)\nreturn 1"
 }
 
-// queueMark queues the mark on the node of key.
-// A slot is on one node: a mark per slot is enough.
-func (e *Engine) queueMark(ctx context.Context, pipe redis.Pipeliner, c *lookupCmds, key string) {
+// queueMark queues the mark on the node of key. On one server (compact:
+// every command on one connection) it asks whether the server knows the
+// mark (SCRIPT EXISTS), which costs what an EXISTS does; running it
+// (EVALSHA), which Redis Cluster routes by its key, costs a call of Lua,
+// several times more. A slot is on one node: a mark per slot is enough.
+func (e *Engine) queueMark(ctx context.Context, pipe redis.Pipeliner, c *lookupCmds, key string, compact bool) {
+	if c.marks == nil {
+		c.marks, c.marked = c.markBuf[:0], c.keyBuf[:0]
+	}
+	if compact {
+		if len(c.marks) == 0 {
+			c.marks = append(c.marks, pipe.ScriptExists(ctx, e.mark.Hash()))
+			c.marked = append(c.marked, key)
+		}
+		return
+	}
 	s := keySlot(key)
 	for _, m := range c.marked {
 		if keySlot(m) == s {
@@ -93,12 +106,24 @@ func (unrecovered) RedisError() {}
 func (c *lookupCmds) checkMarks() error {
 	var u unrecovered
 	for i, m := range c.marks {
-		switch err := m.Err(); {
-		case err == nil:
-		case replyStarts(err, "NOSCRIPT "):
+		known := true
+		switch m := m.(type) {
+		case *redis.BoolSliceCmd: // SCRIPT EXISTS
+			v, err := m.Result()
+			if err != nil {
+				return err
+			}
+			known = len(v) == 1 && v[0]
+		default: // EVALSHA
+			switch err := m.Err(); {
+			case replyStarts(err, "NOSCRIPT "):
+				known = false
+			case err != nil:
+				return err
+			}
+		}
+		if !known {
 			u.keys = append(u.keys, c.marked[i])
-		default:
-			return err
 		}
 	}
 	if len(u.keys) > 0 {

@@ -140,7 +140,7 @@ func TestHitFetchesHeadOnly(t *testing.T) {
 	}
 	trips := log.snapshot()
 	// Each lookup runs the mark first (restart.go).
-	if len(trips) != 1 || trips[0][0] != "evalsha" || trips[0][1] != "getrange" {
+	if len(trips) != 1 || trips[0][0] != "script" || trips[0][1] != "getrange" {
 		t.Errorf("a hit on a remembered entry made round trips %v, want one fetching only the head (getrange)", trips)
 	}
 

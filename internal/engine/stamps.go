@@ -139,13 +139,16 @@ type lookupCmds struct {
 	anyWriter *redis.IntCmd
 	allGens   *redis.SliceCmd
 	// marks are the marks of the nodes of the keys marked (restart.go).
-	marks  []*redis.Cmd
+	marks  []redis.Cmder
 	marked []string
+	// markBuf and keyBuf hold them on one server, where there is one.
+	markBuf [1]redis.Cmder
+	keyBuf  [1]string
 }
 
 func (e *Engine) queueLookup(ctx context.Context, pipe redis.Pipeliner, req request, head string, compact bool) *lookupCmds {
 	c := &lookupCmds{head: head}
-	e.queueMark(ctx, pipe, c, req.keys.entry)
+	e.queueMark(ctx, pipe, c, req.keys.entry, compact)
 	if head == "" {
 		c.get = pipe.Get(ctx, req.keys.entry)
 	} else {
@@ -198,9 +201,7 @@ func (c *lookupCmds) current(stamp string) bool {
 
 func (e *Engine) queueTables(ctx context.Context, pipe redis.Pipeliner, req request, c *lookupCmds, compact bool) {
 	if compact {
-		if len(c.marks) == 0 { // one server: one mark
-			e.queueMark(ctx, pipe, c, req.keys.entry)
-		}
+		e.queueMark(ctx, pipe, c, req.keys.entry, true) // one server: one mark
 		keys := make([]string, 0, 3*len(req.tables))
 		for _, t := range req.tables {
 			k := e.copyKeys(t, req.copy)
@@ -221,7 +222,7 @@ func (e *Engine) queueTables(ctx context.Context, pipe redis.Pipeliner, req requ
 		// ended) that lands between the two reads then shows as a writer
 		// or as a new generation, never as neither.
 		k := e.copyKeys(t, req.copy)
-		e.queueMark(ctx, pipe, c, k.gen)
+		e.queueMark(ctx, pipe, c, k.gen, false)
 		c.writers[2*i] = pipe.Exists(ctx, k.writers)
 		c.writers[2*i+1] = pipe.Exists(ctx, k.held)
 		c.gens[i] = pipe.Get(ctx, k.gen)

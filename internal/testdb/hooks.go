@@ -65,5 +65,6 @@ func (h *HoldHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 // server was recovered (internal/engine/restart.go), the entry, its TTL,
 // then its tables' generations, in one pipeline.
 func LooksUp(cmds []redis.Cmder) bool {
-	return len(cmds) >= 3 && cmds[0].Name() == "evalsha" && cmds[1].Name() == "get" && cmds[2].Name() == "pttl"
+	return len(cmds) >= 3 && (cmds[0].Name() == "script" || cmds[0].Name() == "evalsha") &&
+		cmds[1].Name() == "get" && cmds[2].Name() == "pttl"
 }
