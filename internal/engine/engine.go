@@ -63,6 +63,7 @@ type Engine struct {
 	// recoveries shares a server's recovery among callers (restart.go).
 	mark       *redis.Script
 	markSrc    string
+	markBySha  atomic.Bool // an ACL refused SCRIPT EXISTS
 	recoveries singleflight.Group
 	local      *local // the near cache; nil without Config.LocalSize
 	// done is closed by Close: waiting flights stop waiting and query the

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -63,7 +64,11 @@ func (e *Engine) queueMark(ctx context.Context, pipe redis.Pipeliner, c *lookupC
 	}
 	if compact {
 		if len(c.marks) == 0 {
-			c.marks = append(c.marks, pipe.ScriptExists(ctx, e.mark.Hash()))
+			if e.markBySha.Load() {
+				c.marks = append(c.marks, pipe.EvalSha(ctx, e.mark.Hash(), nil))
+			} else {
+				c.marks = append(c.marks, pipe.ScriptExists(ctx, e.mark.Hash()))
+			}
 			c.marked = append(c.marked, key)
 		}
 		return
@@ -97,6 +102,20 @@ func (u unrecovered) Error() string {
 	return "gormflight: Redis restarted or failed over since the prefix was recovered there"
 }
 
+// markRefused is an ACL's refusal of SCRIPT EXISTS (a user allowed to
+// run scripts, not the SCRIPT command).
+type markRefused struct{ error }
+
+// markRefused reports whether err is markRefused, and then has the
+// engine's marks run by EVALSHA, which such an ACL allows.
+func (e *Engine) markRefused(err error) bool {
+	if !errors.As(err, new(markRefused)) {
+		return false
+	}
+	e.markBySha.Store(true)
+	return true
+}
+
 // RedisError makes it an answer from Redis (redis.Error): the connection
 // is sound, and Redis did not fail.
 func (unrecovered) RedisError() {}
@@ -110,6 +129,9 @@ func (c *lookupCmds) checkMarks() error {
 		switch m := m.(type) {
 		case *redis.BoolSliceCmd: // SCRIPT EXISTS
 			v, err := m.Result()
+			if replyStarts(err, "NOPERM ") {
+				return markRefused{err}
+			}
 			if err != nil {
 				return err
 			}
@@ -227,15 +249,18 @@ func (e *Engine) dropBatch(ctx context.Context, conn *redis.Conn, run string, cu
 
 // finishRecovery drops gens and records the server's run under run
 // (lua/recover.lua), and then caches the mark, in one pipeline on c, so on
-// one connection. The mark goes by EVAL, which caches it as SCRIPT LOAD
-// does, and which an ACL that lets the plugin run its scripts allows.
+// one connection. The mark goes by SCRIPT LOAD, whose scripts Redis never
+// evicts, and by EVAL, which caches it too and which an ACL that lets the
+// plugin run its scripts allows when it refuses SCRIPT LOAD.
 func (e *Engine) finishRecovery(ctx context.Context, c redis.Cmdable, run string, gens []any, addr string) error {
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.RedisTimeout)
 	defer cancel()
 	pipe := c.Pipeline()
 	dropped := recoverScript.Eval(ctx, pipe, []string{run}, append([]any{"done"}, gens...)...)
-	pipe.Eval(ctx, e.markSrc, []string{run})
-	if _, err := pipe.Exec(ctx); err != nil {
+	pipe.ScriptLoad(ctx, e.markSrc) // its refusal is not a failure
+	marked := pipe.Eval(ctx, e.markSrc, []string{run})
+	_, _ = pipe.Exec(ctx)
+	if err := errors.Join(dropped.Err(), marked.Err()); err != nil {
 		return err
 	}
 	if n, _ := dropped.Int(); n == 1 {

@@ -102,16 +102,23 @@ func TestRecoveryClusterClientOnOneServer(t *testing.T) {
 	}
 }
 
-// A user whose ACL refuses SCRIPT LOAD, and lets the plugin run its
-// scripts, still has the server recovered: the mark is cached by EVAL.
-// Before, every lookup failed to load it, and every read went to the
-// database.
-func TestRecoveryWithoutScriptLoad(t *testing.T) {
+// A user whose ACL lets the plugin run its scripts and refuses SCRIPT
+// LOAD, or the whole SCRIPT command, still has the server recovered and
+// served: the mark is cached by EVAL, and checked by EVALSHA once SCRIPT
+// EXISTS was refused. Before, every lookup failed, and every read went to
+// the database.
+func TestRecoveryWithoutScriptCommand(t *testing.T) {
+	for _, refused := range []string{"-script|load", "-script"} {
+		t.Run(refused, func(t *testing.T) { recoveryWithACL(t, refused) })
+	}
+}
+
+func recoveryWithACL(t *testing.T, refused string) {
 	addr, _ := startRedisServer(t)
 	admin := redis.NewClient(&redis.Options{Addr: addr})
 	t.Cleanup(func() { _ = admin.Close() })
 	ctx := context.Background()
-	if err := admin.Do(ctx, "ACL", "SETUSER", "app", "on", ">pw", "~*", "&*", "+@all", "-script|load").Err(); err != nil {
+	if err := admin.Do(ctx, "ACL", "SETUSER", "app", "on", ">pw", "~*", "&*", "+@all", refused).Err(); err != nil {
 		t.Fatal(err)
 	}
 	rdb := redis.NewClient(&redis.Options{Addr: addr, Username: "app", Password: "pw", ContextTimeoutEnabled: true})
@@ -146,5 +153,35 @@ func TestKeySlot(t *testing.T) {
 		if got := keySlot(k); int64(got) != want {
 			t.Errorf("keySlot(%q) = %d, Redis says %d", k, got, want)
 		}
+	}
+}
+
+// A recovery that takes longer than RedisTimeout (a Redis Cluster node
+// with many keys to scan, each step within it) ends with a lookup that
+// has a RedisTimeout of its own. Before, that lookup ran out of time at
+// once, and the read went to the database.
+func TestRecoveryLongerThanRedisTimeout(t *testing.T) {
+	addr := startClusterNode(t)
+	ctx := context.Background()
+	direct := redis.NewClient(&redis.Options{Addr: addr, ReadTimeout: time.Minute})
+	t.Cleanup(func() { _ = direct.Close() })
+	// Other keys on the node, which the recovery's SCAN goes through.
+	if err := direct.Eval(ctx, "for i = 1, tonumber(ARGV[1]) do redis.call('SET', 'other:' .. i, 'x') end return 1", nil, 400000).Err(); err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{addr}, ContextTimeoutEnabled: true})
+	t.Cleanup(func() { _ = rdb.Close() })
+	e := engineOn(t, rdb, func(c *Config) { c.RedisTimeout = 150 * time.Millisecond })
+	var loads atomic.Int64
+	start := time.Now()
+	if v := do(t, e, testRequest("k", "x", &loads)); v != "x" {
+		t.Fatalf("read %q", v)
+	}
+	took := time.Since(start)
+	if f, r := e.stats.Fallbacks.Load(), e.stats.Recoveries.Load(); f != 0 || r != 1 {
+		t.Errorf("a read that recovered the node (in %v): %d fallbacks, %d recoveries; want 0 and 1", took, f, r)
+	}
+	if took < e.cfg.RedisTimeout {
+		t.Logf("the recovery took %v, within RedisTimeout: the test did not exercise a long one", took)
 	}
 }

@@ -85,8 +85,9 @@ func (e *Engine) lookup(ctx context.Context, req request) (found, error) {
 // lookupOnce is one lookup's round trip: it fetches the key's stored
 // value, or only as many bytes as head when head is not "".
 func (e *Engine) lookupOnce(ctx context.Context, req request, head string) (found, error) {
-	ctx, cancel := context.WithTimeout(ctx, e.cfg.RedisTimeout)
-	defer cancel()
+	parent := ctx
+	ctx, cancel := context.WithTimeout(parent, e.cfg.RedisTimeout)
+	defer func() { cancel() }()
 	var f found
 	err := e.guard(func() error {
 		recovered, u := false, unrecovered{}
@@ -99,12 +100,17 @@ func (e *Engine) lookupOnce(ctx context.Context, req request, head string) (foun
 			switch {
 			case compact && e.crossSlot(err):
 				compact = false // a node in cluster mode: per table from now on
+			case e.markRefused(err):
+				// An ACL refused SCRIPT EXISTS: EVALSHA from now on.
 			case !recovered && errors.As(err, &u):
-				// A server restarted or failed over: recover it, once.
+				// A server restarted or failed over: recover it, once,
+				// then look again with a time of its own.
 				if err := e.recover(ctx, u.keys); err != nil {
 					return err
 				}
 				recovered = true
+				cancel()
+				ctx, cancel = context.WithTimeout(parent, e.cfg.RedisTimeout)
 			case err != nil || !f.recheck:
 				return err
 			default:
