@@ -20,14 +20,14 @@ import (
 // has seen no write since; what it has lost and what it kept are alike.
 //
 // Its script cache tells: Redis (from 7.0) keeps it neither in snapshots
-// nor in the AOF, and does not pass it to replicas. So every lookup runs,
-// on each node it reads, the engine's mark, a script that does nothing and
-// whose source names the prefix. A server that answers it has had the
-// prefix recovered since it started: its generations were dropped (a
-// missing generation matches no stamp, and gen_read.lua starts it again
-// above every value it had), and only then was the mark loaded, on the
-// same connection. A server that answers NOSCRIPT has not: the lookup
-// recovers it and looks again.
+// nor in the AOF, and does not pass it to replicas. So every lookup checks,
+// in its round trip and on each node it reads, that the server knows the
+// engine's mark, a script that does nothing and whose source names the
+// prefix (queueMark). A server that knows it has had the prefix recovered
+// since it started: its generations were dropped (a missing generation
+// matches no stamp, and gen_read.lua starts it again above every value it
+// had), and only then was the mark loaded, on the same connection. A
+// server that does not has not: the lookup recovers it and looks again.
 //
 // On one server (a *redis.Client, a failover client) every command of a
 // lookup goes down one connection, so a lookup that found the mark read
