@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -102,6 +101,10 @@ func (u unrecovered) Error() string {
 	return "gormflight: Redis restarted or failed over since the prefix was recovered there"
 }
 
+// RedisError makes it an answer from Redis (redis.Error): the connection
+// is sound, and Redis did not fail.
+func (unrecovered) RedisError() {}
+
 // markRefused is an ACL's refusal of SCRIPT EXISTS (a user allowed to
 // run scripts, not the SCRIPT command).
 type markRefused struct{ error }
@@ -115,10 +118,6 @@ func (e *Engine) markRefused(err error) bool {
 	e.markBySha.Store(true)
 	return true
 }
-
-// RedisError makes it an answer from Redis (redis.Error): the connection
-// is sound, and Redis did not fail.
-func (unrecovered) RedisError() {}
 
 // checkMarks returns unrecovered for marks Redis did not know, or the
 // first other error they met.
@@ -163,16 +162,14 @@ func (e *Engine) recover(ctx context.Context, keys []string) error {
 	ctx = context.WithoutCancel(ctx)
 	cluster, ok := e.rdb.(*redis.ClusterClient)
 	if !ok {
-		_, err, _ := e.recoveries.Do("", func() (any, error) {
-			return nil, e.finishRecovery(ctx, e.rdb, e.cfg.Prefix+":recovered", e.starGens(), "")
-		})
+		_, err, _ := e.recoveries.Do("", func() (any, error) { return nil, e.recoverServer(ctx, e.rdb, "") })
 		return err
 	}
 	seen := make(map[string]bool, len(keys))
 	for _, k := range keys {
-		node, err := withTimeout(ctx, e.cfg.RedisTimeout, func(ctx context.Context) (*redis.Client, error) {
-			return cluster.MasterForKey(ctx, k)
-		})
+		kctx, cancel := context.WithTimeout(ctx, e.cfg.RedisTimeout)
+		node, err := cluster.MasterForKey(kctx, k)
+		cancel()
 		if err != nil {
 			return err
 		}
@@ -188,14 +185,14 @@ func (e *Engine) recover(ctx context.Context, keys []string) error {
 	return nil
 }
 
-// starGens lists every copy of the generation of "*", as arguments of
-// lua/recover.lua.
-func (e *Engine) starGens() []any {
+// recoverServer recovers a single server through c: every copy of the
+// generation of "*" goes.
+func (e *Engine) recoverServer(ctx context.Context, c redis.Cmdable, addr string) error {
 	var gens []any
-	for _, c := range e.allCopies([]string{allTables}) {
-		gens = append(gens, c.keys.gen)
+	for _, cp := range e.allCopies([]string{allTables}) {
+		gens = append(gens, cp.keys.gen)
 	}
-	return gens
+	return e.finishRecovery(ctx, c, e.cfg.Prefix+":recovered", gens, addr)
 }
 
 // recoverNode recovers node, on one connection, which go-redis does not
@@ -212,7 +209,7 @@ func (e *Engine) recoverNode(ctx context.Context, node *redis.Client) error {
 	run, err := e.nodeRunKey(ctx, conn)
 	switch {
 	case replyStarts(err, "ERR This instance has cluster support disabled"):
-		return e.finishRecovery(ctx, conn, e.cfg.Prefix+":recovered", e.starGens(), addr)
+		return e.recoverServer(ctx, conn, addr)
 	case err != nil:
 		return err
 	}
@@ -272,13 +269,6 @@ func (e *Engine) finishRecovery(ctx context.Context, c redis.Cmdable, run string
 		e.Warnf(LogRecovery, "gormflight: %s has not served prefix %q since it started (a new, restarted or promoted server): the entries stored before are stale", server, e.cfg.Prefix)
 	}
 	return nil
-}
-
-// withTimeout runs f with a context bounded by d.
-func withTimeout[T any](ctx context.Context, d time.Duration, f func(context.Context) (T, error)) (T, error) {
-	ctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
-	return f(ctx)
 }
 
 // nodeRunKey returns the key that records the run of conn's node that
