@@ -85,9 +85,7 @@ func Local(maxStale time.Duration) Option {
 func Cache(ttl time.Duration, opts ...Option) func(*gorm.DB) *gorm.DB {
 	c := CacheClause(ttl, opts...)
 	return func(db *gorm.DB) *gorm.DB {
-		tx := db.Set(settingKey, c.settings) // a fresh statement instance
-		c.ModifyStatement(tx.Statement)
-		return tx
+		return db.Clauses(c) // a fresh statement instance, then ModifyStatement
 	}
 }
 

@@ -23,6 +23,17 @@ type cachedPool struct {
 	settings *cacheSettings
 	scope    string // the database and session the statement runs in (session.go)
 	onPool   bool   // the statement runs on any connection of the pool
+	// read is the last statement string the pool found a plain read: no
+	// writes, no DDL, no change to its session (see cachedRead).
+	read string
+}
+
+// cachedRead reports whether db's statement is one its cached pool found a
+// plain read: the callbacks after it, which look for writes and changes
+// of session, then have nothing to do.
+func cachedRead(db *gorm.DB) bool {
+	c, ok := db.Statement.ConnPool.(*cachedPool)
+	return ok && c.read != "" && db.Statement.SQL.String() == c.read
 }
 
 func (c *cachedPool) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
@@ -86,10 +97,11 @@ func (p *Plugin) request(c *cachedPool, query string, args []any) (engine.Reques
 	sql := d.Analysis(query)
 	// Catalog reads are never cached: DDL changes them, and entries would
 	// otherwise need every DDL statement to name what it changed there.
-	if len(sql.Writes) > 0 || sql.Catalog || sql.DDL || !d.Classify(query).IsQuery() || d.ChangesSession(query) != (dialect.Effect{}) {
+	if len(sql.Writes) > 0 || sql.Catalog || sql.DDL || !sql.Kind.IsQuery() || sql.Session != (dialect.Effect{}) {
 		p.stats.Bypassed.Add(1)
 		return engine.Request{}, false
 	}
+	c.read = query
 	// Every entry also depends on sqlscan.AllTables, which DDL whose
 	// effects cannot be named (DROP SCHEMA ... CASCADE, CREATE FUNCTION)
 	// bumps.

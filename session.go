@@ -148,7 +148,7 @@ func (p *Plugin) scope(ctx context.Context, pool gorm.ConnPool) (string, bool) {
 // noteSession is the callback after raw, query and row statements that
 // records changes of session state (see changesSession).
 func (p *Plugin) noteSession(db *gorm.DB) {
-	if db.DryRun || db.Statement.SQL.Len() == 0 {
+	if db.DryRun || db.Statement.SQL.Len() == 0 || cachedRead(db) {
 		return
 	}
 	eff := p.dialect.ChangesSession(db.Statement.SQL.String())

@@ -3,9 +3,7 @@ package gormflight
 import (
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
-	"unsafe"
 
 	"github.com/gormflight/gormflight/internal/dialect"
 	"github.com/gormflight/gormflight/internal/engine"
@@ -23,18 +21,13 @@ import (
 // announced just before the outermost Commit and bumped once it returned; a
 // rollback drops them. (See internal/engine/stamps.go for why writes announce.)
 
-// instanceKey is key as a setting of this statement instance, as GORM's
-// InstanceSet makes it (Settings are shared by the statements of a
-// session), without fmt: the callbacks that read it run after every
-// statement, cached hits included.
-func instanceKey(stmt *gorm.Statement, key string) string {
-	var b [2 + 16]byte
-	return string(strconv.AppendUint(append(b[:0], "0x"...), uint64(uintptr(unsafe.Pointer(stmt))), 16)) + key
-}
-
-// announcedKey is the statement instance setting that carries the tables a
-// statement announced from the before to the after callback.
-const announcedKey = "gormflight:announced"
+// announcedKey is the setting that carries the tables a statement
+// announced from the before to the after callback. It names the statement
+// instance (Settings are shared by the statements of a session, and copied
+// to the next one), as GORM's InstanceSet would, without building a
+// string: the callbacks that read it run after every statement, cached
+// hits included.
+type announcedKey struct{ stmt *gorm.Statement }
 
 // registerWriteCallbacks hooks the write tracking into every processor. For
 // Create, Update and Delete the recorder runs before GORM commits the
@@ -148,7 +141,7 @@ func (p *Plugin) announceWrites(withTable bool) func(*gorm.DB) {
 		}
 		inTx = inTx || p.session.inSQLTx(db.Statement.ConnPool) || p.beginsSQLTx(db)
 		if a := p.engine.Announce(db.Statement.Context, p.cascadeBefore(db, tables), inTx); !a.Empty() {
-			db.Statement.Settings.Store(instanceKey(db.Statement, announcedKey), a)
+			db.Statement.Settings.Store(announcedKey{db.Statement}, a)
 		}
 	}
 }
@@ -166,8 +159,10 @@ func (p *Plugin) recordWrites(withTable bool) func(*gorm.DB) {
 		// one Statement, and a later statement must not find this one's
 		// announcement and bump its tables again.
 		var announced engine.Announcement
-		if v, ok := db.Statement.Settings.LoadAndDelete(instanceKey(db.Statement, announcedKey)); ok {
+		if v, ok := db.Statement.Settings.LoadAndDelete(announcedKey{db.Statement}); ok {
 			announced, _ = v.(engine.Announcement)
+		} else if cachedRead(db) {
+			return // it wrote nothing, and announced nothing
 		}
 		tables := writtenTables(p.dialect, db, withTable)
 		for _, t := range announced.Tables() {

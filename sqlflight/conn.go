@@ -138,7 +138,7 @@ func (c *conn) request(s *settings, query string, args []driver.NamedValue) (eng
 	d := w.d
 	a := d.Analysis(query)
 	if c.tx != nil || c.taint != 0 || len(a.Writes) > 0 || a.Catalog || a.DDL ||
-		!d.Classify(query).IsQuery() || d.ChangesSession(query) != (dialect.Effect{}) {
+		!a.Kind.IsQuery() || a.Session != (dialect.Effect{}) {
 		w.stats.Bypassed.Add(1)
 		return engine.Request{}, false
 	}

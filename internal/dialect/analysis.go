@@ -40,11 +40,15 @@ func TableNameIn(sd sqlscan.Dialect, name string) (string, error) {
 // them in place.
 func (d *Dialect) Analyze(query string) sqlscan.Result { return d.Analysis(query).Result }
 
-// Analysis is a statement's sqlscan.Result and the tables its entries
-// depend on without declared ones: what it reads and sqlscan.AllTables.
+// Analysis is a statement's sqlscan.Result, the tables its entries depend
+// on without declared ones (what it reads and sqlscan.AllTables), its
+// kind (Classify) and what it does to its session (ChangesSession): all a
+// cached read asks of its statement, in one lookup.
 type Analysis struct {
 	sqlscan.Result
 	Depends []string
+	Kind    sqlscan.Kind
+	Session Effect
 }
 
 // Analysis returns query's Analysis, remembered for the next time.
@@ -56,7 +60,8 @@ func (d *Dialect) Analysis(query string) Analysis {
 	r := sqlscan.Analyze(key.dialect, query)
 	// Clipped, so that an append copies instead of writing into them.
 	r.Reads, r.Writes = slices.Clip(r.Reads), slices.Clip(r.Writes)
-	a := Analysis{Result: r, Depends: slices.Clip(MergeTables(r.Reads, []string{sqlscan.AllTables}))}
+	a := Analysis{Result: r, Depends: slices.Clip(MergeTables(r.Reads, []string{sqlscan.AllTables})),
+		Kind: d.Classify(query), Session: d.changesSession(query)}
 	if len(query) <= maxAnalysedLen {
 		analyses.Set(key, a)
 	}
@@ -78,7 +83,7 @@ type analysisKey struct {
 var analyses = otter.Must(&otter.Options[analysisKey, Analysis]{
 	MaximumWeight: 4 << 20,
 	Weigher: func(key analysisKey, a Analysis) uint32 {
-		w := 96 + len(key.query)
+		w := 104 + len(key.query)
 		for _, t := range a.Reads {
 			w += 32 + 2*len(t) // in Reads and in Depends
 		}

@@ -68,6 +68,14 @@ func (e Effect) Then(next Effect) Effect {
 // that calls set_config) a fill on the pool still catches, by the
 // fingerprint of its connection.
 func (d *Dialect) ChangesSession(query string) Effect {
+	if len(query) > maxAnalysedLen {
+		return d.changesSession(query) // never remembered: not the whole analysis
+	}
+	return d.Analysis(query).Session
+}
+
+// changesSession is ChangesSession, worked out.
+func (d *Dialect) changesSession(query string) Effect {
 	if d.plainStatement(query) {
 		return Effect{}
 	}
@@ -200,7 +208,7 @@ func mysqlEffect(st lexed, i int, first bool) Effect {
 	case w == "set" && st.word(i+1) == "statement":
 		for j := i + 2; j < len(st.toks) && st.toks[j].Kind != sqlscan.TokSemi; j++ {
 			if st.word(j) == "for" {
-				return MySQL.ChangesSession(st.query[st.toks[j].End:])
+				return MySQL.changesSession(st.query[st.toks[j].End:])
 			}
 		}
 	case w == "set":

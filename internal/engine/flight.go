@@ -237,7 +237,10 @@ func (e *Engine) fly(callerCtx context.Context, req request) (res *flightResult,
 	}()
 	// Waiting is bounded by MaxWait, each Redis call by RedisTimeout and
 	// the query by LoadTimeout (runQuery), none by a caller.
-	ctx := context.WithoutCancel(callerCtx)
+	ctx := callerCtx
+	if _, ok := ctx.Deadline(); ok || ctx.Done() != nil {
+		ctx = context.WithoutCancel(ctx)
+	}
 	// The caller that started this flight may have gone; Close must still
 	// wait for the flight. TryRLock fails only while Close is waiting.
 	if !e.gate.TryRLock() {
