@@ -68,10 +68,12 @@ func (e Effect) Then(next Effect) Effect {
 // that calls set_config) a fill on the pool still catches, by the
 // fingerprint of its connection.
 func (d *Dialect) ChangesSession(query string) Effect {
-	if len(query) > maxAnalysedLen {
-		return d.changesSession(query) // never remembered: not the whole analysis
+	// From the statement's analysis if it is remembered (a cached read's
+	// is); worked out alone otherwise, which costs less than analysing.
+	if a, ok := analyses.GetIfPresent(analysisKey{d.SQL, query}); ok {
+		return a.Session
 	}
-	return d.Analysis(query).Session
+	return d.changesSession(query)
 }
 
 // changesSession is ChangesSession, worked out.

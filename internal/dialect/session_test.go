@@ -47,9 +47,7 @@ func TestChangesSession(t *testing.T) {
 		{"SET ROLE r; RESET ALL", eff{Adds: AspRole, Clears: AspSettings}}, // RESET ALL keeps the role
 		{"SET ROLE r; DISCARD ALL", eff{Clears: AspAll}},
 	} {
-		if got := Postgres.ChangesSession(c.sql); got != c.want {
-			t.Errorf("changesSession(%q) = %+v, want %+v", c.sql, got, c.want)
-		}
+		checkChangesSession(t, &Postgres, c.sql, c.want)
 	}
 }
 
@@ -119,8 +117,22 @@ func TestChangesSessionDialects(t *testing.T) {
 		{&SQLite, "CREATE TABLE t (temp int)", eff{}},
 		{&SQLite, "SELECT temp FROM t", eff{}},
 	} {
-		if got := c.d.ChangesSession(c.sql); got != c.want {
-			t.Errorf("%s: changesSession(%q) = %+v, want %+v", c.d.Name, c.sql, got, c.want)
-		}
+		checkChangesSession(t, c.d, c.sql, c.want)
+	}
+}
+
+// checkChangesSession checks d.ChangesSession(query) worked out alone,
+// then from the statement's remembered analysis (a cached read's path).
+func checkChangesSession(t *testing.T, d *Dialect, query string, want Effect) {
+	t.Helper()
+	analyses.Invalidate(analysisKey{d.SQL, query})
+	if got := d.ChangesSession(query); got != want {
+		t.Errorf("%s: ChangesSession(%q) = %+v, want %+v", d.Name, query, got, want)
+	}
+	if got := d.Analysis(query).Session; got != want {
+		t.Errorf("%s: Analysis(%q).Session = %+v, want %+v", d.Name, query, got, want)
+	}
+	if got := d.ChangesSession(query); got != want {
+		t.Errorf("%s: ChangesSession(%q) once analysed = %+v, want %+v", d.Name, query, got, want)
 	}
 }
