@@ -39,6 +39,14 @@ func (p *Plugin) useCachedPool(db *gorm.DB) {
 	if db.Error != nil || db.Statement.ConnPool == nil {
 		return
 	}
+	if c, ok := db.Statement.ConnPool.(*cachedPool); ok {
+		// Swapped already: a statement reused (a chain in db.Connection),
+		// or one cloned from it (Session, a preload). Decided again, as a
+		// new statement is: its session is read again (a SET since may
+		// have changed it), a clone that dropped the settings (NewDB)
+		// reads the database, and no two statements share a cachedPool.
+		db.Statement.ConnPool = c.ConnPool
+	}
 	v, ok := db.Statement.Settings.Load(settingKey)
 	if !ok {
 		return
@@ -48,8 +56,6 @@ func (p *Plugin) useCachedPool(db *gorm.DB) {
 		return
 	}
 	switch db.Statement.ConnPool.(type) {
-	case *cachedPool:
-		return // already swapped: a statement reused, or a preload inheriting it
 	case gorm.TxCommitter:
 		// Inside a transaction reads bypass the cache, so a transaction
 		// always reads its own writes.
