@@ -160,6 +160,11 @@ func (p *Plugin) noteSession(db *gorm.DB) {
 		pool = c.ConnPool
 	}
 	if conn, ok := pool.(*sql.Conn); ok {
+		if db.Error != nil {
+			// A reset whose statement failed may not have happened:
+			// PostgreSQL rolls a failed string of statements back whole.
+			eff.Clears = 0
+		}
 		p.session.note(conn, eff)
 		return
 	}

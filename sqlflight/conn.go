@@ -209,7 +209,7 @@ func (c *conn) begin(ctx context.Context, query string) (finish func(err error))
 	if c.tx != nil {
 		c.tx.record(tables, ddl)
 		if !c.tx.implicitCommit(w.d.CommitsImplicitly(query)) {
-			return func(error) { c.note(eff) }
+			return func(err error) { c.note(eff, err) }
 		}
 		// The statement ends the transaction (COMMIT run as SQL, MySQL's
 		// DDL), or one before it did: its writes commit as they run. They
@@ -237,7 +237,7 @@ func (c *conn) begin(ctx context.Context, query string) (finish func(err error))
 			c.reloadPending = false
 			w.reloadSchema(ctx, true)
 		}
-		c.note(eff)
+		c.note(eff, err)
 	}
 }
 
@@ -305,11 +305,18 @@ func (r *trackedRows) NextResultSet() error {
 	return io.EOF
 }
 
-// note records a statement's effect on the connection's session; a
-// transaction a driver began ends with its own Commit, not with SQL's.
-func (c *conn) note(eff dialect.Effect) {
+// note records a statement's effect on the connection's session, err its
+// outcome. A reset counts only once it surely took effect: not when its
+// statement failed (PostgreSQL rolls a failed string of statements back
+// whole), nor inside a transaction, which may still roll it back, to a
+// savepoint too. A transaction a driver began ends with its own Commit,
+// not with SQL's.
+func (c *conn) note(eff dialect.Effect, err error) {
 	if c.tx != nil {
-		eff.Adds, eff.Clears = eff.Adds&^dialect.AspTx, eff.Clears&^dialect.AspTx
+		eff.Adds &^= dialect.AspTx
+	}
+	if c.tx != nil || err != nil {
+		eff.Clears = 0
 	}
 	c.taint = c.taint&^eff.Clears | eff.Adds
 }
