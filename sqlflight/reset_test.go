@@ -114,7 +114,8 @@ type queryer interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 }
 
-// readNames runs query on q and renders its (id, name) rows.
+// readNames runs query on q and renders its rows of an id and a text,
+// as "1:one 2:two".
 func readNames(t *testing.T, q queryer, ctx context.Context, query string) string {
 	t.Helper()
 	rows, err := q.QueryContext(ctx, query)

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -179,24 +178,7 @@ func TestStampede(t *testing.T) {
 func (r *rig) read(t *testing.T, db *sql.DB, table string) string {
 	t.Helper()
 	ctx := sqlflight.WithCache(context.Background(), time.Minute)
-	rows, err := db.QueryContext(ctx, "SELECT id, val FROM "+table+" ORDER BY id")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var id int64
-		var val string
-		if err := rows.Scan(&id, &val); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, fmt.Sprintf("%d:%s", id, val))
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return strings.Join(out, " ")
+	return readNames(t, db, ctx, "SELECT id, val FROM "+table+" ORDER BY id")
 }
 
 // After a write through one instance returns, both instances read it:
