@@ -20,29 +20,19 @@ import (
 // served A's rows from the cache.
 func TestReusedStatementReadsItsSession(t *testing.T) {
 	in := newInstance(t, testConfig(openRedis(t, ""), testPrefix(t)))
-	s := randHex(5)
-	a, b, tbl := "gftreuse_a_"+s, "gftreuse_b_"+s, "gftreuse_items"
-	for _, st := range []string{
-		"CREATE SCHEMA " + a, "CREATE SCHEMA " + b,
-		"CREATE TABLE " + a + "." + tbl + " (id bigint PRIMARY KEY, name text)",
-		"CREATE TABLE " + b + "." + tbl + " (id bigint PRIMARY KEY, name text)",
-		"INSERT INTO " + a + "." + tbl + " VALUES (1, 'tenant-a')",
-		"INSERT INTO " + b + "." + tbl + " VALUES (1, 'tenant-b')",
-	} {
-		adminExec(t, in.db, st)
-	}
-	dropAtEnd(t, in.db, "DROP SCHEMA "+a+" CASCADE", "DROP SCHEMA "+b+" CASCADE")
+	f := newTenSchemas(t, in.db)
+	truth := f.truth(t)
 	var ra, rb []idName
 	err := in.db.Connection(func(tx *gorm.DB) error {
 		defer tx.Exec("RESET ALL")
-		if err := tx.Exec("SET search_path TO " + a).Error; err != nil {
+		if err := tx.Exec("SET search_path TO " + quotedIdent(f.schemas["a"])).Error; err != nil {
 			return err
 		}
-		q := tx.Scopes(Cache(time.Minute)).Table(tbl).Select("id", "name")
+		q := tx.Scopes(Cache(time.Minute)).Table(f.table).Select("id", "name").Order("id")
 		if err := q.Find(&ra).Error; err != nil {
 			return err
 		}
-		if err := q.Exec("SET search_path TO " + b).Error; err != nil {
+		if err := q.Exec("SET search_path TO " + quotedIdent(f.schemas["b"])).Error; err != nil {
 			return err
 		}
 		return q.Find(&rb).Error
@@ -50,11 +40,11 @@ func TestReusedStatementReadsItsSession(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ra) != 1 || ra[0].Name != "tenant-a" {
-		t.Errorf("with search_path %s the chain read %s, want [1:tenant-a]", a, renderRows(ra))
+	if got := renderRows(ra); got != truth["a"] {
+		t.Errorf("in tenant a's schema the chain read %s, want %s", got, truth["a"])
 	}
-	if len(rb) != 1 || rb[0].Name != "tenant-b" {
-		t.Errorf("after SET search_path TO %s the chain read %s, want [1:tenant-b]", b, renderRows(rb))
+	if got := renderRows(rb); got != truth["b"] {
+		t.Errorf("after SET search_path to tenant b's schema the chain read %s, want %s (tenant a's: %s)", got, truth["b"], truth["a"])
 	}
 }
 
