@@ -117,15 +117,17 @@ func (p *Plugin) request(c *cachedPool, query string, args []any) (engine.Reques
 	inner, onPool := c.ConnPool, c.onPool
 	// A refresh ahead of expiry runs the query after its caller returned:
 	// not for a statement bound to the caller's connection (db.Connection),
-	// nor with arguments the caller could change meanwhile.
-	refreshable := false
-	if onPool {
-		var frozen []any
-		if frozen, refreshable = engine.FrozenArgs(args); refreshable {
-			args = frozen
-		} else {
-			args = engine.DetachArgs(args) // the flight may outlive this caller
-		}
+	// nor with arguments the caller could change meanwhile. A flight may
+	// outlive its caller too: the arguments are copied, and those the copy
+	// cannot keep from the caller (pointers, Valuers) checked (Same).
+	frozen, refreshable := engine.FrozenArgs(args)
+	var same func() bool
+	if refreshable {
+		args = frozen
+		refreshable = onPool
+	} else {
+		args = engine.DetachArgs(args)
+		same = sameKey(hash, d.Name, c.scope, query, args, tables)
 	}
 	return engine.Request{
 		Hash:        hash,
@@ -134,6 +136,7 @@ func (p *Plugin) request(c *cachedPool, query string, args []any) (engine.Reques
 		StaleFor:    c.settings.staleFor,
 		Local:       p.localFor(c.settings),
 		Refreshable: refreshable,
+		Same:        same,
 		Load: func(ctx context.Context) (*rowcodec.Entry, error) {
 			if onPool {
 				return p.loadOnPool(ctx, inner, query, args)
@@ -145,6 +148,15 @@ func (p *Plugin) request(c *cachedPool, query string, args []any) (engine.Reques
 			return rowcodec.Capture(rows)
 		},
 	}, true
+}
+
+// sameKey returns the Request.Same of a query whose arguments may change
+// once its caller returned: whether they still give hash.
+func sameKey(hash, dialect, scope, query string, args []any, tables []string) func() bool {
+	return func() bool {
+		h, err := cachekey.Query(dialect, scope, query, args, tables)
+		return err == nil && h == hash
+	}
 }
 
 // localFor returns the near cache's staleness bound for a statement with

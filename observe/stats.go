@@ -27,7 +27,9 @@ type Stats struct {
 	// RedisErrors counts failed Redis operations.
 	RedisErrors uint64
 	// Uncached counts results returned to callers but not stored: larger than
-	// Config.MaxEntrySize, or holding a value the entry codec cannot keep.
+	// Config.MaxEntrySize, holding a value the entry codec cannot keep, or
+	// read with arguments (a pointer, a driver.Valuer) that changed after
+	// the query's key was computed from them.
 	Uncached uint64
 	// Bypassed counts opted-in queries that ran uncached: inside a
 	// transaction, statements that write, run DDL, read the system catalogs
@@ -106,7 +108,7 @@ var counters = [...]struct {
 	{"waits", "Flights that waited for another instance's result or a write's end.", func(s *Stats) uint64 { return s.Waits }},
 	{"fallbacks", "Queries run on the database without the cluster-wide lock (Redis failed, wait timed out, plugin closed).", func(s *Stats) uint64 { return s.Fallbacks }},
 	{"redis_errors", "Failed Redis operations.", func(s *Stats) uint64 { return s.RedisErrors }},
-	{"uncached", "Results returned to callers but not stored (too large or not encodable).", func(s *Stats) uint64 { return s.Uncached }},
+	{"uncached", "Results returned to callers but not stored (too large, not encodable, or arguments changed after keying).", func(s *Stats) uint64 { return s.Uncached }},
 	{"bypassed", "Opted-in queries that ran uncached (transactions, writes, catalog reads, unknown sessions).", func(s *Stats) uint64 { return s.Bypassed }},
 	{"decode_errors", "Stored entries that could not be decoded, each treated as a miss.", func(s *Stats) uint64 { return s.DecodeErrors }},
 	{"lock_takeovers", "Waiting flights that took the lock over from an instance that stopped extending it.", func(s *Stats) uint64 { return s.LockTakeovers }},

@@ -153,14 +153,20 @@ func (c *conn) request(s *settings, query string, args []driver.NamedValue) (eng
 		return engine.Request{}, false
 	}
 	frozen, refreshable := engine.FrozenArgs(vals)
+	var same func() bool
 	if refreshable {
 		vals = frozen
 	} else {
 		vals = engine.DetachArgs(vals) // the flight may outlive this caller
+		scope := w.session.Scope
+		same = func() bool { // the caller may change a pointer or Valuer once it returned
+			h, err := cachekey.Query(d.Name, scope, query, vals, tables)
+			return err == nil && h == hash
+		}
 	}
 	return engine.Request{
 		Hash: hash, Tables: tables, TTL: s.ttl, StaleFor: s.staleFor, Local: s.local,
-		Refreshable: refreshable,
+		Refreshable: refreshable, Same: same,
 		Load: func(ctx context.Context) (*rowcodec.Entry, error) {
 			ent, differs, err := w.session.Load(ctx, w.loads, query, vals)
 			if differs {

@@ -6,7 +6,10 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -618,3 +621,109 @@ type plainConnector struct {
 
 func (c plainConnector) Connect(context.Context) (driver.Conn, error) { return c.d.Open(c.dsn) }
 func (c plainConnector) Driver() driver.Driver                        { return c.d }
+
+// mutableID is a driver.Valuer its owner changes, as a reused request
+// object's would: atomic, since a flight reads it from its own goroutine.
+type mutableID struct{ v atomic.Int64 }
+
+func newMutableID(v int64) *mutableID {
+	id := new(mutableID)
+	id.v.Store(v)
+	return id
+}
+
+func (m *mutableID) Value() (driver.Value, error) { return m.v.Load(), nil }
+
+// A flight goes on after the caller that started it gave up, and runs the
+// query once the lock is free. The caller's Valuer, changed from id 1 to
+// id 2 after its call returned, must not make the flight store id 2's rows
+// under id 1's key. PostgreSQL only: pgx takes arguments as they are, the
+// other drivers turn a Valuer into its value before the wrapper sees it.
+func TestFlightOutlivingCallerIgnoresChangedArgs(t *testing.T) {
+	forEachDB(t, func(t *testing.T, r *rig) {
+		if r.name != "postgres" {
+			t.Skip("the driver passes the wrapper Values, not Valuers")
+		}
+		table := r.table(t)
+		gate := table + "_gate"
+		// gate(1) sleeps 400 ms and fails while the _fail table has a row.
+		for _, s := range []string{
+			"CREATE TABLE " + table + "_fail (on_ bool)",
+			"INSERT INTO " + table + "_fail VALUES (true)",
+			`CREATE FUNCTION ` + gate + `(p_id bigint) RETURNS bool LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+	IF p_id = 1 AND EXISTS (SELECT 1 FROM ` + table + `_fail) THEN
+		PERFORM pg_sleep(0.4);
+		RAISE EXCEPTION 'gate failing';
+	END IF;
+	RETURN true;
+END $$`,
+		} {
+			if _, err := r.plain.Exec(s); err != nil {
+				t.Fatal(err)
+			}
+		}
+		t.Cleanup(func() {
+			_, _ = r.plain.Exec("DROP FUNCTION IF EXISTS " + gate + "(bigint)")
+			_, _ = r.plain.Exec("DROP TABLE IF EXISTS " + table + "_fail")
+		})
+		a, b := r.instance(t), r.instance(t)
+		q := "SELECT val FROM " + table + " WHERE id = $1 AND " + gate + "($2)"
+		read := func(ctx context.Context, in *instance, id *mutableID) ([]string, error) {
+			rows, err := in.db.QueryContext(sqlflight.WithCache(ctx, time.Minute), q, id, id)
+			if err != nil {
+				return nil, err
+			}
+			defer rows.Close()
+			var vals []string
+			for rows.Next() {
+				var v string
+				if err := rows.Scan(&v); err != nil {
+					return nil, err
+				}
+				vals = append(vals, v)
+			}
+			return vals, rows.Err()
+		}
+		rdb := redisClient(t)
+		keys := func(kind string) int {
+			ks, err := rdb.Keys(context.Background(), r.prefix+"*:"+kind).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			return len(ks)
+		}
+		// B loads id 1 and holds the key's lock for 400 ms, then fails.
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _ = read(context.Background(), b, newMutableID(1))
+		}()
+		testdb.WaitFor(t, "B to hold the lock", func() bool { return keys("l") == 1 })
+		// A asks for id 1, gives up while its flight waits for B's lock,
+		// then reuses its argument for id 2.
+		id := newMutableID(1)
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		got, err := read(ctx, a, id)
+		cancel()
+		if err == nil {
+			t.Fatalf("A's read returned %q while B held the lock: the test cannot tell", got)
+		}
+		id.v.Store(2)
+		wg.Wait()
+		testdb.WaitFor(t, "the lock to be free", func() bool { return keys("l") == 0 })
+		if _, err := r.plain.Exec("DELETE FROM " + table + "_fail"); err != nil {
+			t.Fatal(err)
+		}
+		for _, in := range []*instance{a, b} {
+			got, err := read(context.Background(), in, newMutableID(1))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, []string{"one"}) {
+				t.Errorf("id 1 read %q, want [one]: id 1's key holds another query's rows", got)
+			}
+		}
+	})
+}

@@ -38,6 +38,16 @@ type Request struct {
 	// for a refresh ahead of expiry: it does not use a connection or a
 	// transaction the caller owns.
 	Refreshable bool
+	// Same reports whether the arguments Load runs with still give Hash;
+	// nil when they cannot change (FrozenArgs took them). A flight may run
+	// Load after the caller that started it returned, and a caller may
+	// change a pointer or a driver.Valuer it passed once its call returned:
+	// the query's rows would then be another query's, stored under this
+	// one's key. So Load runs only while Same holds, before and after it,
+	// and a flight whose arguments changed answers nobody: each of its other
+	// callers takes a flight of its own, and a caller still waiting for its
+	// own flight runs its query uncached.
+	Same func() bool
 	// Local serves the query from this instance's near cache, when the
 	// engine has one (Config.LocalSize), with at most this much staleness
 	// for writes through other instances (local.go); 0: never.
@@ -78,7 +88,8 @@ type request struct {
 	load        func(ctx context.Context) (*rowcodec.Entry, error)
 	staleFor    time.Duration
 	refreshable bool
-	copy        int // of its tables' keys (copies.go)
+	same        func() bool // Request.Same
+	copy        int         // of its tables' keys (copies.go)
 }
 
 // flightKey is what this instance's callers of req's key share a flight
@@ -150,7 +161,7 @@ func (e *Engine) DoInfo(ctx context.Context, q Request, info *Info) (*rowcodec.E
 		fi = new(flightInfo)
 	}
 	req := request{keys: newKeys(e.cfg.Prefix, q.Hash), tables: q.Tables, ttl: q.TTL, load: q.Load,
-		staleFor: q.StaleFor, refreshable: q.Refreshable, copy: e.copyOf(q.Hash)}
+		staleFor: q.StaleFor, refreshable: q.Refreshable, same: q.Same, copy: e.copyOf(q.Hash)}
 	if !q.Refreshable {
 		// Served past its TTL only while a refresh replaces it: a query a
 		// refresh cannot run again loads at its TTL, and stores its entry
@@ -202,6 +213,18 @@ func (e *Engine) await(ctx context.Context, req request, info *Info, fi *flightI
 		if res != nil && res.panic != nil {
 			panic(res.panic)
 		}
+		if errors.Is(r.Err, errArgsChanged) {
+			if !started.Load() {
+				// Another caller's arguments changed: take a flight
+				// with this caller's own.
+				begun = fi.now()
+				continue
+			}
+			// This caller's own changed while it waited (by another
+			// goroutine of its, or a Value with a result of its own each
+			// time): its query runs as it stands, uncached.
+			return e.uncached(ctx, req, info, fi, start, begun)
+		}
 		if r.Err != nil {
 			info.answered(fi, started.Load(), start, begun)
 			return nil, r.Err
@@ -219,6 +242,21 @@ func (e *Engine) await(ctx context.Context, req request, info *Info, fi *flightI
 		info.answered(fi, started.Load(), start, begun)
 		return res, nil
 	}
+}
+
+// uncached answers a caller whose own flight found its arguments changed
+// (errArgsChanged): it runs the query once more, with the arguments as they
+// are now, and keeps the rows from the Redis entry and the near cache.
+func (e *Engine) uncached(ctx context.Context, req request, info *Info, fi *flightInfo, start, begun time.Time) (*flightResult, error) {
+	e.stats.Uncached.Add(1)
+	req.same = nil
+	readAt := time.Now()
+	ent, err := e.runQuery(ctx, req) // on the caller's goroutine
+	info.answered(fi, true, start, begun)
+	if err != nil {
+		return nil, err
+	}
+	return &flightResult{entry: ent, readAt: readAt}, nil
 }
 
 // fly is one flight. It turns a panic into a result, so the singleflight

@@ -125,8 +125,21 @@ func (e *Engine) runQuery(ctx context.Context, req request) (*rowcodec.Entry, er
 	}
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.LoadTimeout)
 	defer cancel()
-	return req.load(ctx)
+	if req.same != nil && !req.same() {
+		return nil, errArgsChanged
+	}
+	ent, err := req.load(ctx)
+	if err == nil && req.same != nil && !req.same() {
+		// Changed while the query ran: the driver may have read either.
+		return nil, errArgsChanged
+	}
+	return ent, err
 }
+
+// errArgsChanged is what a load returns when its arguments no longer give
+// its request's hash (Request.Same): no caller gets it, and nothing stores
+// its rows.
+var errArgsChanged = errors.New("gormflight: the query's arguments changed after its key was computed")
 
 // fallback runs the query without the cluster-wide lock and without storing
 // its result: Redis failed, the wait ran out, or the plugin is closing. The

@@ -1,0 +1,135 @@
+package gormflight
+
+import (
+	"context"
+	"database/sql/driver"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gormflight/gormflight/internal/engine"
+)
+
+// mutableID is a driver.Valuer its owner changes, as a reused request
+// object's would: atomic, since a flight reads it from its own goroutine.
+type mutableID struct{ v atomic.Int64 }
+
+func newMutableID(v int64) *mutableID {
+	id := new(mutableID)
+	id.v.Store(v)
+	return id
+}
+
+func (m *mutableID) Value() (driver.Value, error) { return m.v.Load(), nil }
+
+// argsRow is a row of argsTable's table.
+type argsRow struct {
+	ID  int
+	Val string
+}
+
+// argsTable creates a table with rows (1, one) and (2, two), and a
+// function gate(id) that, while the table's "_fail" table holds a row,
+// sleeps 400 ms and then fails for id 1: a load of id 1 that holds the
+// key's lock long enough for another instance's caller to give up.
+func argsTable(t *testing.T, in *instance) (table string) {
+	t.Helper()
+	table = "gft_args_" + randHex(4)
+	adminExec(t, in.db, "CREATE TABLE "+table+" (id int PRIMARY KEY, val text NOT NULL)")
+	adminExec(t, in.db, "CREATE TABLE "+table+"_fail (on_ bool)")
+	dropAtEnd(t, in.db, "DROP FUNCTION IF EXISTS "+table+"_gate(int)", "DROP TABLE IF EXISTS "+table,
+		"DROP TABLE IF EXISTS "+table+"_fail")
+	adminExec(t, in.db, "INSERT INTO "+table+" VALUES (1, 'one'), (2, 'two')")
+	adminExec(t, in.db, `CREATE FUNCTION `+table+`_gate(p_id int) RETURNS bool LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+	IF p_id = 1 AND EXISTS (SELECT 1 FROM `+table+`_fail) THEN
+		PERFORM pg_sleep(0.4);
+		RAISE EXCEPTION 'gate % failing', p_id;
+	END IF;
+	RETURN true;
+END $$`)
+	return table
+}
+
+// A flight goes on after the caller that started it gave up, and runs the
+// query once the lock is free. The caller's Valuer, changed from id 1 to
+// id 2 after its call returned, must not make the flight store id 2's rows
+// under id 1's key.
+func TestFlightOutlivingCallerIgnoresChangedArgs(t *testing.T) {
+	ins := newInstances(t, 2, nil)
+	a, b := ins[0], ins[1]
+	table := argsTable(t, a)
+	adminExec(t, a.db, "INSERT INTO "+table+"_fail VALUES (true)")
+	q := "SELECT id, val FROM " + table + " WHERE id = ? AND " + table + "_gate(?)"
+	read := func(ctx context.Context, in *instance, id *mutableID) ([]argsRow, error) {
+		var rows []argsRow
+		err := in.db.WithContext(ctx).Scopes(Cache(time.Minute)).Raw(q, id, id).Scan(&rows).Error
+		return rows, err
+	}
+
+	// B loads id 1 and holds the key's lock for 400 ms, then fails.
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_, _ = read(context.Background(), b, newMutableID(1))
+	}()
+	waitFor(t, "B to hold the lock", waitTimeout, func() bool {
+		return len(behOfKind(behKeys(t, a.p.cfg.Redis, a.p.cfg.Prefix), "l")) == 1
+	})
+	// A asks for id 1, gives up while its flight waits for B's lock, then
+	// reuses its argument for id 2.
+	id := newMutableID(1)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	rows, err := read(ctx, a, id)
+	cancel()
+	if err == nil {
+		t.Fatalf("A's read returned %v while B held the lock: the test cannot tell", rows)
+	}
+	id.v.Store(2)
+	wg.Wait()
+	// A's flight, which took the lock after B's load failed, is done once
+	// the lock is free again.
+	waitFor(t, "the lock to be free", waitTimeout, func() bool {
+		return len(behOfKind(behKeys(t, a.p.cfg.Redis, a.p.cfg.Prefix), "l")) == 0
+	})
+	adminExec(t, a.db, "DELETE FROM "+table+"_fail")
+
+	for _, in := range ins {
+		got, err := read(context.Background(), in, newMutableID(1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 1 || got[0] != (argsRow{1, "one"}) {
+			t.Errorf("id 1 read %+v, want [{1 one}]: id 1's key holds another query's rows", got)
+		}
+	}
+}
+
+// countingID is a driver.Valuer whose value is new each time it is asked
+// for: no two reads of it are the same query.
+type countingID struct{ n atomic.Int64 }
+
+func (c *countingID) Value() (driver.Value, error) { return c.n.Add(1), nil }
+
+// A caller whose argument changes between its key and its query gets the
+// query's rows as it ran, and nothing is stored under the key, which no
+// later call would read.
+func TestChangingValuerRunsUncached(t *testing.T) {
+	in := newInstance(t, testConfig(openRedis(t, ""), testPrefix(t)))
+	id := new(countingID)
+	var got struct{ N int64 }
+	err := in.db.Scopes(Cache(time.Minute)).Raw("SELECT ?::bigint AS n", id).Scan(&got).Error
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Value was asked for the key, then by the load's check, then by the
+	// driver for the query that answered.
+	if got.N < 2 || got.N > id.n.Load() {
+		t.Errorf("read n = %d, want a value the caller's argument took after its key (%d calls of Value)", got.N, id.n.Load())
+	}
+	if entries := behOfKind(behKeys(t, in.p.cfg.Redis, in.p.cfg.Prefix), engine.EntryKind); len(entries) != 0 {
+		t.Errorf("stored %q for a query whose argument changed", entries)
+	}
+}
