@@ -2,6 +2,7 @@ package gormflight
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -333,5 +334,67 @@ func TestAnnouncementNotReappliedByLaterStatements(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A statement that writes, run through the row processor (Rows(), Row(),
+// and Raw(...).Scan, which reads through Rows) used to be bumped as soon as
+// its result was opened. PostgreSQL commits it only once the client has
+// read a result too large for the socket's buffers, so a read in between
+// (here A's own, with Local) stored the row from before the write under the
+// write's new generation: after the write had returned and its rows were
+// closed, A's near cache and B's reads from Redis still served it.
+func TestRowsWriteBumpedAfterItCompletes(t *testing.T) {
+	const pad = 20000 // rows of 1 kB: more than loopback's socket buffers
+	for _, via := range []string{"Rows", "Row"} {
+		t.Run(via, func(t *testing.T) {
+			r := newLocalRig(t, nil)
+			r.warm(t, r.a, time.Hour, "v0")
+			q := r.a.db.Raw("WITH u AS (UPDATE "+r.table+" SET v = 'v1' WHERE id = 1 RETURNING v) "+
+				"SELECT u.v, repeat('x', 1000) AS pad FROM u, generate_series(1, ?)", pad)
+			var first string
+			var read int
+			if via == "Rows" {
+				rows, err := q.Rows()
+				if err != nil {
+					t.Fatal(err)
+				}
+				_ = r.read(t, r.a, time.Hour) // between opening the result and reading it
+				for rows.Next() {
+					var v, p string
+					if err := rows.Scan(&v, &p); err != nil {
+						t.Fatal(err)
+					}
+					if read == 0 {
+						first = v
+					}
+					read++
+				}
+				if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				row := q.Row()
+				_ = r.read(t, r.a, time.Hour)
+				var p string
+				if err := row.Scan(&first, &p); err != nil {
+					t.Fatal(err)
+				}
+				read = pad // Row reads one, and closes the rest
+			}
+			if first != "v1" || read != pad {
+				t.Fatalf("the write's own result: %d rows, the first %q; want %d, v1", read, first, pad)
+			}
+			var truth string
+			if err := r.a.db.Raw("SELECT v FROM " + r.table + " WHERE id = 1").Scan(&truth).Error; err != nil || truth != "v1" {
+				t.Fatalf("read without the cache after the write: %q, %v; want v1", truth, err)
+			}
+			if v := r.read(t, r.a, time.Hour); v != "v1" {
+				t.Errorf("A (Local) after its own write completed: %q, want v1", v)
+			}
+			if v := r.read(t, r.b, 0); v != "v1" {
+				t.Errorf("B (from Redis) after A's write completed: %q, want v1", v)
+			}
+		})
 	}
 }

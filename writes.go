@@ -7,6 +7,7 @@ import (
 
 	"github.com/gormflight/gormflight/internal/dialect"
 	"github.com/gormflight/gormflight/internal/engine"
+	"github.com/gormflight/gormflight/internal/rowcodec"
 	"github.com/gormflight/gormflight/internal/sqlscan"
 	"gorm.io/gorm"
 )
@@ -58,7 +59,54 @@ func (p *Plugin) registerWriteCallbacks(db *gorm.DB) error {
 			return fmt.Errorf("gormflight: register %s write callback: %w", r.name, r.err)
 		}
 	}
+	if next := cb.Row().Get("gorm:row"); next != nil {
+		if err := cb.Row().Replace("gorm:row", p.rowQuery(next)); err != nil {
+			return fmt.Errorf("gormflight: replace gorm:row: %w", err)
+		}
+	}
 	return nil
+}
+
+// rowQuery wraps next, the row processor's query (db.Rows() and db.Row(),
+// and Raw(...).Scan, which reads through Rows). next returns the result
+// unread, and a statement that writes, an UPDATE ... RETURNING, may not
+// have committed then: PostgreSQL commits it once the client has read all
+// of a result too large for the socket's buffers. Its bump, right after
+// next, would come before the commit, and a fill in between would store
+// the rows from before the write under the new generation. So a statement
+// that writes is read to its end here, which completes it, and its caller
+// gets the rows replayed from memory, as a cache hit's.
+func (p *Plugin) rowQuery(next func(*gorm.DB)) func(*gorm.DB) {
+	return func(db *gorm.DB) {
+		stmt := db.Statement
+		if db.Error != nil || db.DryRun || stmt.SQL.Len() == 0 ||
+			len(writtenTables(p.dialect, db, false)) == 0 || !p.engine.Enter() {
+			next(db)
+			return
+		}
+		defer p.engine.Exit()
+		rows := false
+		if v, ok := db.Get("rows"); ok {
+			rows, _ = v.(bool)
+			stmt.Settings.Delete("rows")
+		}
+		live, err := stmt.ConnPool.QueryContext(stmt.Context, stmt.SQL.String(), stmt.Vars...)
+		var ent *rowcodec.Entry
+		if err == nil {
+			ent, err = rowcodec.Capture(live) // closes live
+		}
+		db.RowsAffected = -1
+		if !rows {
+			stmt.Dest = p.replay.Row(stmt.Context, ent, err)
+			return
+		}
+		if err != nil {
+			_ = db.AddError(err)
+			return
+		}
+		stmt.Dest, err = p.replay.Rows(stmt.Context, ent)
+		_ = db.AddError(err)
+	}
 }
 
 // writtenTables returns the tables a statement writes, as far as can be
