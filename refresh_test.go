@@ -312,3 +312,67 @@ func TestStaleForServesAndRefreshes(t *testing.T) {
 		t.Errorf("StaleFor(-1s): %v, want ErrInvalidTTL", err)
 	}
 }
+
+// A refresh that finds another instance's refresh holding the key's lock
+// is skipped. When that other refresh fails, this instance used to keep
+// its claim on the stored value for good, serving it past its TTL
+// (StaleFor) and never refreshing it again: it tries again once the other
+// instance's lock would have lapsed (LockExpiry).
+func TestSkippedRefreshTriesAgain(t *testing.T) {
+	ins := newInstances(t, 2, func(c *Config) { c.LockExpiry = 300 * time.Millisecond })
+	a, b := ins[0], ins[1]
+	setupSchema(t, a.db)
+	table := "gft_refresh_again_" + randHex(4)
+	adminExec(t, a.db, "CREATE TABLE "+table+" (id int PRIMARY KEY, val text NOT NULL)")
+	adminExec(t, a.db, "CREATE TABLE "+table+"_fail (on_ bool)")
+	dropAtEnd(t, a.db, "DROP FUNCTION IF EXISTS "+table+"_gate()", "DROP TABLE IF EXISTS "+table,
+		"DROP TABLE IF EXISTS "+table+"_fail")
+	adminExec(t, a.db, "INSERT INTO "+table+" VALUES (1, 'one')")
+	// gate() sleeps 400 ms, then fails, while the _fail table has a row.
+	adminExec(t, a.db, `CREATE FUNCTION `+table+`_gate() RETURNS bool LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+	IF EXISTS (SELECT 1 FROM `+table+`_fail) THEN
+		PERFORM pg_sleep(0.4);
+		RAISE EXCEPTION 'gate failing';
+	END IF;
+	RETURN true;
+END $$`)
+	tag := uniqueTag(t)
+	q := "SELECT val, gft_record(?, 0) AS n FROM " + table + " WHERE id = 1 AND " + table + "_gate()"
+	read := func(in *instance) {
+		t.Helper()
+		var r struct{ Val string }
+		if err := in.db.Scopes(Cache(300*time.Millisecond, StaleFor(time.Minute))).Raw(q, tag).Scan(&r).Error; err != nil {
+			t.Fatal(err)
+		}
+		if r.Val != "one" {
+			t.Fatalf("read %q, want one", r.Val)
+		}
+	}
+	read(a)
+	entries := behOfKind(behKeys(t, a.p.cfg.Redis, a.p.cfg.Prefix), engine.EntryKind)
+	if len(entries) != 1 {
+		t.Fatalf("entries %q, want one", entries)
+	}
+	waitFor(t, "the entry's TTL to pass", waitTimeout, func() bool {
+		left, err := a.p.cfg.Redis.PTTL(context.Background(), entries[0]).Result()
+		return err == nil && left < time.Minute-50*time.Millisecond
+	})
+	adminExec(t, a.db, "INSERT INTO "+table+"_fail VALUES (true)")
+	read(b) // served past its TTL: B's refresh takes the lock, then fails
+	waitFor(t, "B's refresh to hold the lock", waitTimeout, func() bool {
+		return len(behOfKind(behKeys(t, a.p.cfg.Redis, a.p.cfg.Prefix), "l")) == 1
+	})
+	read(a) // served past its TTL: A's refresh finds B's lock
+	waitFor(t, "A's refresh to be skipped", waitTimeout, func() bool { return a.p.Stats().RefreshesSkipped == 1 })
+	waitFor(t, "B's refresh to fail", waitTimeout, func() bool { return b.p.Stats().RefreshErrors == 1 })
+	adminExec(t, a.db, "DELETE FROM "+table+"_fail")
+	before := calls(t, a.db, tag)
+	waitFor(t, "A to refresh the entry", waitTimeout, func() bool {
+		read(a)
+		return calls(t, a.db, tag) > before
+	})
+	if s := a.p.Stats(); s.RefreshesStarted != 1 {
+		t.Errorf("A started %d refreshes, want 1 (%+v)", s.RefreshesStarted, s)
+	}
+}

@@ -48,8 +48,10 @@ type memoItem struct {
 	key  string
 	head string // of the stored value the entry was decoded from
 	// refresh: this instance started a refresh ahead of expiry of this
-	// stored value, or found another instance refreshing it.
+	// stored value, or found another instance refreshing it; until
+	// retry, when that is not zero: the other instance's refresh may fail.
 	refresh bool
+	retry   time.Time
 	entry   *rowcodec.Entry
 	weight  int       // memoWeight of the item
 	expires time.Time // when Redis drops the entry
@@ -116,18 +118,27 @@ func (m *memo) claimRefresh(key, head string) bool {
 	if it.head != head {
 		return true
 	}
-	claimed := !it.refresh
-	it.refresh = true
-	return claimed
+	if it.refresh && (it.retry.IsZero() || m.now().Before(it.retry)) {
+		return false
+	}
+	it.refresh, it.retry = true, time.Time{}
+	return true
 }
 
-// releaseRefresh undoes claimRefresh, for a refresh that failed: a later hit
-// may try again.
-func (m *memo) releaseRefresh(key, head string) {
+// releaseRefresh undoes claimRefresh after a delay: at once (0) for a
+// refresh that failed, later for one that found another instance holding
+// the key's lock, whose refresh may fail too. A later hit may then try
+// again.
+func (m *memo) releaseRefresh(key, head string, after time.Duration) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if el, ok := m.byKey[key]; ok && el.Value.(*memoItem).head == head {
-		el.Value.(*memoItem).refresh = false
+		it := el.Value.(*memoItem)
+		if after <= 0 {
+			it.refresh = false
+		} else {
+			it.retry = m.now().Add(after)
+		}
 	}
 }
 

@@ -64,7 +64,7 @@ func (e *Engine) refreshAhead(req request, f found) {
 		case e.refreshSlots <- struct{}{}:
 		default:
 			e.refreshing.Delete(req.keys.entry)
-			e.memo.releaseRefresh(req.keys.entry, f.head)
+			e.memo.releaseRefresh(req.keys.entry, f.head, 0)
 			e.stats.RefreshesSkipped.Add(1)
 			return
 		}
@@ -76,17 +76,17 @@ func (e *Engine) refreshAhead(req request, f found) {
 // refresh reloads req's key, whose stored value had head when the hit saw
 // it, in the background; see refreshAhead. It keeps the books: a panic in
 // the query is counted and logged, and the key, its slot and the claim of
-// a failed refresh are released.
+// a refresh that failed, or could not take the lock, are released.
 func (e *Engine) refresh(req request, head string) {
-	failed := false
+	release, after := false, time.Duration(0)
 	defer func() {
 		if v := recover(); v != nil {
-			failed = true
+			release, after = true, 0
 			e.stats.RefreshErrors.Add(1)
 			e.errorf(LogRefresh, "gormflight: a background refresh of a query on %v panicked: %v", req.tables, v)
 		}
-		if failed {
-			e.memo.releaseRefresh(req.keys.entry, head)
+		if release {
+			e.memo.releaseRefresh(req.keys.entry, head, after)
 		}
 		e.refreshing.Delete(req.keys.entry)
 		if e.refreshSlots != nil {
@@ -94,12 +94,13 @@ func (e *Engine) refresh(req request, head string) {
 		}
 		e.refreshes.Done()
 	}()
-	failed = e.reload(req, head)
+	release, after = e.reload(req, head)
 }
 
 // reload is a refresh's work: one try at the lock, the query, the store. It
-// reports whether the query failed.
-func (e *Engine) reload(req request, head string) (failed bool) {
+// reports whether a hit may try again, and after how long: at once when
+// the query failed, after LockExpiry when the lock could not be taken.
+func (e *Engine) reload(req request, head string) (release bool, after time.Duration) {
 	// Redis operations run to their end (each bounded by RedisTimeout);
 	// Close cancels only the query, through bgCtx.
 	ctx := context.Background()
@@ -112,9 +113,11 @@ func (e *Engine) reload(req request, head string) (failed bool) {
 	})
 	if err != nil {
 		// Held by another instance, which is loading it; or Redis failed,
-		// which the breaker counts. Either way the entry stays served.
+		// which the breaker counts. Either way the entry stays served, and
+		// a hit tries again once the other's lock would have lapsed: its
+		// refresh, or Redis, may have failed.
 		e.stats.RefreshesSkipped.Add(1)
-		return false
+		return true, e.cfg.LockExpiry
 	}
 	stop := e.keepLock(m)
 	payload, woken := readyFailed, false
@@ -131,22 +134,22 @@ func (e *Engine) reload(req request, head string) (failed bool) {
 		// loads past it), or another instance stored a new value since the
 		// hit: nothing to refresh.
 		e.stats.RefreshesSkipped.Add(1)
-		return false // "failed": a flight that missed meanwhile and waits on the lock looks again
+		return false, 0 // "failed": a flight that missed meanwhile and waits on the lock looks again
 	}
 	e.stats.RefreshesStarted.Add(1)
 	e.stats.Loads.Add(1)
 	ent, err := e.runQuery(e.bgCtx, req)
 	if err != nil && e.bgCtx.Err() != nil {
-		return false // Close cancelled it
+		return false, 0 // Close cancelled it
 	}
 	if err != nil {
 		e.stats.RefreshErrors.Add(1)
 		e.errorf(LogRefresh, "gormflight: a background refresh of a query on %v failed, serving the entry until it expires: %v", req.tables, err)
-		return true
+		return true, 0
 	}
 	stop()
 	payload, woken = e.store(ctx, req, stamp, e.now().Sub(start), ent)
-	return false
+	return false, 0
 }
 
 // FrozenArgs returns a copy of args that cannot change after the call, or
