@@ -9,19 +9,8 @@ import (
 	"time"
 
 	"github.com/gormflight/gormflight/internal/engine"
+	"github.com/gormflight/gormflight/internal/testdb"
 )
-
-// mutableID is a driver.Valuer its owner changes, as a reused request
-// object's would: atomic, since a flight reads it from its own goroutine.
-type mutableID struct{ v atomic.Int64 }
-
-func newMutableID(v int64) *mutableID {
-	id := new(mutableID)
-	id.v.Store(v)
-	return id
-}
-
-func (m *mutableID) Value() (driver.Value, error) { return m.v.Load(), nil }
 
 // argsRow is a row of argsTable's table.
 type argsRow struct {
@@ -62,7 +51,7 @@ func TestFlightOutlivingCallerIgnoresChangedArgs(t *testing.T) {
 	table := argsTable(t, a)
 	adminExec(t, a.db, "INSERT INTO "+table+"_fail VALUES (true)")
 	q := "SELECT id, val FROM " + table + " WHERE id = ? AND " + table + "_gate(?)"
-	read := func(ctx context.Context, in *instance, id *mutableID) ([]argsRow, error) {
+	read := func(ctx context.Context, in *instance, id *testdb.MutableID) ([]argsRow, error) {
 		var rows []argsRow
 		err := in.db.WithContext(ctx).Scopes(Cache(time.Minute)).Raw(q, id, id).Scan(&rows).Error
 		return rows, err
@@ -73,21 +62,21 @@ func TestFlightOutlivingCallerIgnoresChangedArgs(t *testing.T) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		_, _ = read(context.Background(), b, newMutableID(1))
+		_, _ = read(context.Background(), b, testdb.NewMutableID(1))
 	}()
 	waitFor(t, "B to hold the lock", waitTimeout, func() bool {
 		return len(behOfKind(behKeys(t, a.p.cfg.Redis, a.p.cfg.Prefix), "l")) == 1
 	})
 	// A asks for id 1, gives up while its flight waits for B's lock, then
 	// reuses its argument for id 2.
-	id := newMutableID(1)
+	id := testdb.NewMutableID(1)
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	rows, err := read(ctx, a, id)
 	cancel()
 	if err == nil {
 		t.Fatalf("A's read returned %v while B held the lock: the test cannot tell", rows)
 	}
-	id.v.Store(2)
+	id.Set(2)
 	wg.Wait()
 	// A's flight, which took the lock after B's load failed, is done once
 	// the lock is free again.
@@ -97,7 +86,7 @@ func TestFlightOutlivingCallerIgnoresChangedArgs(t *testing.T) {
 	adminExec(t, a.db, "DELETE FROM "+table+"_fail")
 
 	for _, in := range ins {
-		got, err := read(context.Background(), in, newMutableID(1))
+		got, err := read(context.Background(), in, testdb.NewMutableID(1))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -622,18 +621,6 @@ type plainConnector struct {
 func (c plainConnector) Connect(context.Context) (driver.Conn, error) { return c.d.Open(c.dsn) }
 func (c plainConnector) Driver() driver.Driver                        { return c.d }
 
-// mutableID is a driver.Valuer its owner changes, as a reused request
-// object's would: atomic, since a flight reads it from its own goroutine.
-type mutableID struct{ v atomic.Int64 }
-
-func newMutableID(v int64) *mutableID {
-	id := new(mutableID)
-	id.v.Store(v)
-	return id
-}
-
-func (m *mutableID) Value() (driver.Value, error) { return m.v.Load(), nil }
-
 // A flight goes on after the caller that started it gave up, and runs the
 // query once the lock is free. The caller's Valuer, changed from id 1 to
 // id 2 after its call returned, must not make the flight store id 2's rows
@@ -669,7 +656,7 @@ END $$`,
 		})
 		a, b := r.instance(t), r.instance(t)
 		q := "SELECT val FROM " + table + " WHERE id = $1 AND " + gate + "($2)"
-		read := func(ctx context.Context, in *instance, id *mutableID) ([]string, error) {
+		read := func(ctx context.Context, in *instance, id *testdb.MutableID) ([]string, error) {
 			rows, err := in.db.QueryContext(sqlflight.WithCache(ctx, time.Minute), q, id, id)
 			if err != nil {
 				return nil, err
@@ -698,26 +685,26 @@ END $$`,
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, _ = read(context.Background(), b, newMutableID(1))
+			_, _ = read(context.Background(), b, testdb.NewMutableID(1))
 		}()
 		testdb.WaitFor(t, "B to hold the lock", func() bool { return keys("l") == 1 })
 		// A asks for id 1, gives up while its flight waits for B's lock,
 		// then reuses its argument for id 2.
-		id := newMutableID(1)
+		id := testdb.NewMutableID(1)
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		got, err := read(ctx, a, id)
 		cancel()
 		if err == nil {
 			t.Fatalf("A's read returned %q while B held the lock: the test cannot tell", got)
 		}
-		id.v.Store(2)
+		id.Set(2)
 		wg.Wait()
 		testdb.WaitFor(t, "the lock to be free", func() bool { return keys("l") == 0 })
 		if _, err := r.plain.Exec("DELETE FROM " + table + "_fail"); err != nil {
 			t.Fatal(err)
 		}
 		for _, in := range []*instance{a, b} {
-			got, err := read(context.Background(), in, newMutableID(1))
+			got, err := read(context.Background(), in, testdb.NewMutableID(1))
 			if err != nil {
 				t.Fatal(err)
 			}
