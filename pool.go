@@ -109,26 +109,24 @@ func (p *Plugin) request(c *cachedPool, query string, args []any) (engine.Reques
 	if declared := c.settings.declaredTables(d.SQL); len(declared) > 0 {
 		tables = dialect.MergeTables(tables, declared)
 	}
-	hash, err := cachekey.Query(d.Name, c.scope, query, args, tables)
-	if err != nil {
-		p.stats.Bypassed.Add(1)
-		return engine.Request{}, false
-	}
-	inner, onPool := c.ConnPool, c.onPool
 	// A refresh ahead of expiry runs the query after its caller returned:
 	// not for a statement bound to the caller's connection (db.Connection),
 	// nor with arguments the caller could change meanwhile. A flight may
-	// outlive its caller too: the arguments are copied, and those the copy
-	// cannot keep from the caller (pointers, Valuers) checked (Same).
-	frozen, refreshable := engine.FrozenArgs(args)
+	// outlive its caller too: it runs with a snapshot of such arguments,
+	// which the key is computed from, and computes the key again around
+	// its query (Same), since a Valuer may give another value each time.
+	inner, onPool := c.ConnPool, c.onPool
+	args, plain, ok := engine.FlightArgs(args)
+	hash, err := cachekey.Query(d.Name, c.scope, query, args, tables)
+	if !ok || err != nil { // !ok: it holds memory no snapshot can copy
+		p.stats.Bypassed.Add(1)
+		return engine.Request{}, false
+	}
 	var same func() bool
-	if refreshable {
-		args = frozen
-		refreshable = onPool
-	} else {
-		args = engine.DetachArgs(args)
+	if !plain {
 		same = sameKey(hash, d.Name, c.scope, query, args, tables)
 	}
+	refreshable := plain && onPool
 	return engine.Request{
 		Hash:        hash,
 		Tables:      tables,
@@ -150,8 +148,9 @@ func (p *Plugin) request(c *cachedPool, query string, args []any) (engine.Reques
 	}, true
 }
 
-// sameKey returns the Request.Same of a query whose arguments may change
-// once its caller returned: whether they still give hash.
+// sameKey returns the Request.Same of a query whose arguments are not all
+// plain values: whether they still give hash (a Valuer's Value may differ
+// from one call to the next).
 func sameKey(hash, dialect, scope, query string, args []any, tables []string) func() bool {
 	return func() bool {
 		h, err := cachekey.Query(dialect, scope, query, args, tables)

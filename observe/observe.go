@@ -47,8 +47,9 @@ const (
 	Fallback
 	// Bypass: the adapter ran the statement uncached although it asked for
 	// the cache: inside a transaction, a statement that writes, reads the
-	// catalog or changes the session, arguments no key can hold, a
-	// session the adapter cannot know, or a plugin that is closed.
+	// catalog or changes the session, arguments no key can hold or that
+	// changed after their key was computed, a session the adapter cannot
+	// know, or a plugin that is closed.
 	Bypass
 )
 

@@ -146,24 +146,25 @@ func (c *conn) request(s *settings, query string, args []driver.NamedValue) (eng
 	if declared := s.declared.Tables[d.SQL]; len(declared) > 0 {
 		tables = dialect.MergeTables(tables, declared)
 	}
-	vals := values(args)
-	hash, err := cachekey.Query(d.Name, w.session.Scope, query, vals, tables)
-	if err != nil {
+	// A flight may outlive its caller: it runs with a snapshot of
+	// arguments that are not plain values, which the key is computed from,
+	// and computes the key again around its query (Same), since a Valuer
+	// may give another value each time.
+	vals, plain, ok := engine.FlightArgs(values(args))
+	scope := w.session.Scope
+	hash, err := cachekey.Query(d.Name, scope, query, vals, tables)
+	if !ok || err != nil { // !ok: it holds memory no snapshot can copy
 		w.stats.Bypassed.Add(1)
 		return engine.Request{}, false
 	}
-	frozen, refreshable := engine.FrozenArgs(vals)
 	var same func() bool
-	if refreshable {
-		vals = frozen
-	} else {
-		vals = engine.DetachArgs(vals) // the flight may outlive this caller
-		scope := w.session.Scope
-		same = func() bool { // the caller may change a pointer or Valuer once it returned
+	if !plain {
+		same = func() bool {
 			h, err := cachekey.Query(d.Name, scope, query, vals, tables)
 			return err == nil && h == hash
 		}
 	}
+	refreshable := plain
 	return engine.Request{
 		Hash: hash, Tables: tables, TTL: s.ttl, StaleFor: s.staleFor, Local: s.local,
 		Refreshable: refreshable, Same: same,

@@ -223,7 +223,7 @@ func (e *Engine) await(ctx context.Context, req request, info *Info, fi *flightI
 			// This caller's own changed while it waited (by another
 			// goroutine of its, or a Value with a result of its own each
 			// time): its query runs as it stands, uncached.
-			return e.uncached(ctx, req, info, fi, start, begun)
+			return e.uncached(ctx, req, info, start, begun)
 		}
 		if r.Err != nil {
 			info.answered(fi, started.Load(), start, begun)
@@ -247,12 +247,15 @@ func (e *Engine) await(ctx context.Context, req request, info *Info, fi *flightI
 // uncached answers a caller whose own flight found its arguments changed
 // (errArgsChanged): it runs the query once more, with the arguments as they
 // are now, and keeps the rows from the Redis entry and the near cache.
-func (e *Engine) uncached(ctx context.Context, req request, info *Info, fi *flightInfo, start, begun time.Time) (*flightResult, error) {
+func (e *Engine) uncached(ctx context.Context, req request, info *Info, start, begun time.Time) (*flightResult, error) {
 	e.stats.Uncached.Add(1)
+	e.stats.Loads.Add(1)
 	req.same = nil
 	readAt := time.Now()
 	ent, err := e.runQuery(ctx, req) // on the caller's goroutine
-	info.answered(fi, true, start, begun)
+	if info != nil {
+		*info = Info{Outcome: observe.Bypass, Wait: begun.Sub(start), Load: time.Since(readAt)}
+	}
 	if err != nil {
 		return nil, err
 	}

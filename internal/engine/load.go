@@ -95,6 +95,9 @@ func (e *Engine) fill(ctx context.Context, req request, m *redsync.Mutex, stampC
 		return e.withoutRedis(ctx, req, err)
 	}
 	e.at(SeamStamped, req.keys)
+	if req.argsChanged() {
+		return nil, errArgsChanged
+	}
 	e.stats.Loads.Add(1)
 	fi := flightInfoOf(ctx)
 	fi.loading(observe.Load)
@@ -125,16 +128,18 @@ func (e *Engine) runQuery(ctx context.Context, req request) (*rowcodec.Entry, er
 	}
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.LoadTimeout)
 	defer cancel()
-	if req.same != nil && !req.same() {
-		return nil, errArgsChanged
-	}
 	ent, err := req.load(ctx)
-	if err == nil && req.same != nil && !req.same() {
+	if err == nil && req.argsChanged() {
 		// Changed while the query ran: the driver may have read either.
 		return nil, errArgsChanged
 	}
 	return ent, err
 }
+
+// argsChanged reports whether req's arguments no longer give its hash
+// (Request.Same). Fills and fallbacks check it before their query, which
+// then need not run, and runQuery after it.
+func (r request) argsChanged() bool { return r.same != nil && !r.same() }
 
 // errArgsChanged is what a load returns when its arguments no longer give
 // its request's hash (Request.Same): no caller gets it, and nothing stores
@@ -145,6 +150,9 @@ var errArgsChanged = errors.New("gormflight: the query's arguments changed after
 // its result: Redis failed, the wait ran out, or the plugin is closing. The
 // in-process flight still deduplicates.
 func (e *Engine) fallback(ctx context.Context, req request) (*flightResult, error) {
+	if req.argsChanged() {
+		return nil, errArgsChanged
+	}
 	e.stats.Fallbacks.Add(1)
 	e.stats.Loads.Add(1)
 	fi := flightInfoOf(ctx)
