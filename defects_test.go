@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -396,5 +397,44 @@ func TestRowsWriteBumpedAfterItCompletes(t *testing.T) {
 				t.Errorf("B (from Redis) after A's write completed: %q, want v1", v)
 			}
 		})
+	}
+}
+
+// A CALL that writes and returns several result sets, run through Rows(),
+// keeps them all: only a statement with one result set is read into memory
+// before Rows() returns (an entry holds one); a CALL runs as GORM runs it,
+// announced as held.
+func TestRowsCallKeepsResultSets(t *testing.T) {
+	in := mysqlTestDB.instances(t, 1, nil)[0]
+	table := "gft_call_" + randHex(4)
+	adminExec(t, in.db, "CREATE TABLE "+table+" (id int PRIMARY KEY, v varchar(20) NOT NULL)")
+	dropAtEnd(t, in.db, "DROP PROCEDURE IF EXISTS "+table+"_p", "DROP TABLE IF EXISTS "+table)
+	adminExec(t, in.db, "INSERT INTO "+table+" VALUES (1, 'a'), (2, 'b')")
+	adminExec(t, in.db, "CREATE PROCEDURE "+table+"_p() BEGIN UPDATE "+table+" SET v = 'c' WHERE id = 1; "+
+		"SELECT id FROM "+table+" WHERE id = 1; SELECT v FROM "+table+" WHERE id = 2; END")
+	rows, err := in.db.Raw("CALL " + table + "_p()").Rows()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sets [][]string
+	for {
+		var set []string
+		for rows.Next() {
+			var s string
+			if err := rows.Scan(&s); err != nil {
+				t.Fatal(err)
+			}
+			set = append(set, s)
+		}
+		sets = append(sets, set)
+		if !rows.NextResultSet() {
+			break
+		}
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		t.Fatal(err)
+	}
+	if len(sets) < 2 || !slices.Equal(sets[0], []string{"1"}) || !slices.Equal(sets[1], []string{"b"}) {
+		t.Errorf("result sets %q, want [[1] [b]], then the CALL's status", sets)
 	}
 }

@@ -39,12 +39,12 @@ func (p *Plugin) registerWriteCallbacks(db *gorm.DB) error {
 		name string
 		err  error
 	}{
-		{"create", cb.Create().Before("gorm:create").Register("gormflight:create_announce", p.announceWrites(true))},
-		{"update", cb.Update().Before("gorm:update").Register("gormflight:update_announce", p.announceWrites(true))},
-		{"delete", cb.Delete().Before("gorm:delete").Register("gormflight:delete_announce", p.announceWrites(true))},
-		{"raw", cb.Raw().Before("gorm:raw").Register("gormflight:raw_announce", p.announceWrites(false))},
-		{"query", cb.Query().Before("gorm:query").Register("gormflight:query_announce", p.announceWrites(false))},
-		{"row", cb.Row().Before("gorm:row").Register("gormflight:row_announce", p.announceWrites(false))},
+		{"create", cb.Create().Before("gorm:create").Register("gormflight:create_announce", p.announceWrites(true, false))},
+		{"update", cb.Update().Before("gorm:update").Register("gormflight:update_announce", p.announceWrites(true, false))},
+		{"delete", cb.Delete().Before("gorm:delete").Register("gormflight:delete_announce", p.announceWrites(true, false))},
+		{"raw", cb.Raw().Before("gorm:raw").Register("gormflight:raw_announce", p.announceWrites(false, false))},
+		{"query", cb.Query().Before("gorm:query").Register("gormflight:query_announce", p.announceWrites(false, false))},
+		{"row", cb.Row().Before("gorm:row").Register("gormflight:row_announce", p.announceWrites(false, true))},
 		{"create", cb.Create().Before("gorm:commit_or_rollback_transaction").Register("gormflight:create_writes", p.recordWrites(true))},
 		{"update", cb.Update().Before("gorm:commit_or_rollback_transaction").Register("gormflight:update_writes", p.recordWrites(true))},
 		{"delete", cb.Delete().Before("gorm:commit_or_rollback_transaction").Register("gormflight:delete_writes", p.recordWrites(true))},
@@ -67,6 +67,20 @@ func (p *Plugin) registerWriteCallbacks(db *gorm.DB) error {
 	return nil
 }
 
+// capturesRows reports whether rowQuery reads db's statement to its end:
+// one that writes and returns one result set. A CALL, or a string that may
+// hold several statements, can return several, which an entry cannot
+// hold: it runs as GORM runs it, announced as held (announceWrites), since
+// it may commit only after its bump.
+func (p *Plugin) capturesRows(db *gorm.DB) bool {
+	if db.Error != nil || db.DryRun || db.Statement.SQL.Len() == 0 || len(writtenTables(p.dialect, db, false)) == 0 {
+		return false
+	}
+	query := db.Statement.SQL.String()
+	k := p.dialect.Classify(query)
+	return (k == sqlscan.Write || k == sqlscan.Query) && !strings.Contains(query, ";")
+}
+
 // rowQuery wraps next, the row processor's query (db.Rows() and db.Row(),
 // and Raw(...).Scan, which reads through Rows). next returns the result
 // unread, and a statement that writes, an UPDATE ... RETURNING, may not
@@ -79,8 +93,7 @@ func (p *Plugin) registerWriteCallbacks(db *gorm.DB) error {
 func (p *Plugin) rowQuery(next func(*gorm.DB)) func(*gorm.DB) {
 	return func(db *gorm.DB) {
 		stmt := db.Statement
-		if db.Error != nil || db.DryRun || stmt.SQL.Len() == 0 ||
-			len(writtenTables(p.dialect, db, false)) == 0 || !p.engine.Enter() {
+		if !p.capturesRows(db) || !p.engine.Enter() {
 			next(db)
 			return
 		}
@@ -171,7 +184,9 @@ func (p *Plugin) beginsSQLTx(db *gorm.DB) bool {
 // not begun through GORM's Begin on the database, such as one begun in
 // db.Connection), before it runs too, and then the announcement is held
 // until its lifetime ends, since no bump can know when the commit comes.
-func (p *Plugin) announceWrites(withTable bool) func(*gorm.DB) {
+// So is a statement of the row processor (rows) that rowQuery does not
+// read to its end.
+func (p *Plugin) announceWrites(withTable, rows bool) func(*gorm.DB) {
 	return func(db *gorm.DB) {
 		if db.DryRun || db.Error != nil {
 			return
@@ -187,7 +202,8 @@ func (p *Plugin) announceWrites(withTable bool) func(*gorm.DB) {
 			// are announced now and bumped after it (and again at its end).
 			tables, inTx = dialect.MergeTables(tables, tx.recorded()), false
 		}
-		inTx = inTx || p.session.inSQLTx(db.Statement.ConnPool) || p.beginsSQLTx(db)
+		inTx = inTx || p.session.inSQLTx(db.Statement.ConnPool) || p.beginsSQLTx(db) ||
+			rows && !p.capturesRows(db) // its result, unread, may hold its commit back
 		if a := p.engine.Announce(db.Statement.Context, p.cascadeBefore(db, tables), inTx); !a.Empty() {
 			db.Statement.Settings.Store(announcedKey{db.Statement}, a)
 		}
