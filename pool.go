@@ -116,9 +116,9 @@ func (p *Plugin) request(c *cachedPool, query string, args []any) (engine.Reques
 	// which the key is computed from, and computes the key again around
 	// its query (Same), since a Valuer may give another value each time.
 	inner, onPool := c.ConnPool, c.onPool
-	args, plain, ok := engine.FlightArgs(args)
+	args, plain := engine.FlightArgs(args)
 	hash, err := cachekey.Query(d.Name, c.scope, query, args, tables)
-	if !ok || err != nil { // !ok: it holds memory no snapshot can copy
+	if err != nil {
 		p.stats.Bypassed.Add(1)
 		return engine.Request{}, false
 	}

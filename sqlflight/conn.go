@@ -150,10 +150,10 @@ func (c *conn) request(s *settings, query string, args []driver.NamedValue) (eng
 	// arguments that are not plain values, which the key is computed from,
 	// and computes the key again around its query (Same), since a Valuer
 	// may give another value each time.
-	vals, plain, ok := engine.FlightArgs(values(args))
+	vals, plain := engine.FlightArgs(values(args))
 	scope := w.session.Scope
 	hash, err := cachekey.Query(d.Name, scope, query, vals, tables)
-	if !ok || err != nil { // !ok: it holds memory no snapshot can copy
+	if err != nil {
 		w.stats.Bypassed.Add(1)
 		return engine.Request{}, false
 	}

@@ -85,20 +85,18 @@ func awaitGoroutine(t *testing.T, what string, frames ...string) {
 }
 
 // SnapshotArgs copies every argument whose memory its caller could change
-// (the target of a pointer, the elements of a slice), keeps their types,
-// nil and NULL apart, and refuses memory it cannot copy.
+// (the target of a pointer, the elements of a slice), one level deep, and
+// keeps their types, and nil and NULL apart.
 func TestSnapshotArgs(t *testing.T) {
 	type point struct{ X, Y int }
 	type withPtr struct{ P *int }
 	n, p := 1, point{1, 2}
 	ints, b := []int64{1, 2}, []byte("ab")
-	args := []any{&n, &p, ints, b, point{3, 4}, (*int)(nil), []int64(nil), []byte{}, "s", time.Unix(1, 0)}
-	got, ok := SnapshotArgs(args)
-	if !ok {
-		t.Fatal("SnapshotArgs refused plain pointers and slices")
-	}
+	deep := withPtr{&n}
+	args := []any{&n, &p, ints, b, point{3, 4}, (*int)(nil), []int64(nil), []byte{}, "s", time.Unix(1, 0), deep}
+	got := SnapshotArgs(args)
 	n, p, ints[0], b[0] = 9, point{9, 9}, 9, 'z' // the caller's, after the call
-	want := []any{1, point{1, 2}, []int64{1, 2}, []byte("ab"), point{3, 4}, (*int)(nil), []int64(nil), []byte{}, "s", time.Unix(1, 0)}
+	want := []any{1, point{1, 2}, []int64{1, 2}, []byte("ab"), point{3, 4}, (*int)(nil), []int64(nil), []byte{}, "s", time.Unix(1, 0), deep}
 	for i, g := range got {
 		if reflect.TypeOf(g) != reflect.TypeOf(args[i]) {
 			t.Errorf("arg %d: type %T, want %T", i, g, args[i])
@@ -109,11 +107,6 @@ func TestSnapshotArgs(t *testing.T) {
 		}
 		if !reflect.DeepEqual(g, want[i]) {
 			t.Errorf("arg %d: %#v, want %#v", i, g, want[i])
-		}
-	}
-	for _, a := range []any{map[string]int{"a": 1}, withPtr{&n}, []*int{&n}, &[]int{1}, func() {}, make(chan int)} {
-		if _, ok := SnapshotArgs([]any{a}); ok {
-			t.Errorf("SnapshotArgs took %T, whose memory it cannot copy", a)
 		}
 	}
 }

@@ -185,100 +185,54 @@ func FrozenArgs(args []any) ([]any, bool) {
 
 // FlightArgs returns the arguments a flight runs its query with: the copy
 // FrozenArgs makes when they are plain values (plain), SnapshotArgs's
-// otherwise. ok is false when neither can copy them.
-func FlightArgs(args []any) (out []any, plain, ok bool) {
+// otherwise.
+func FlightArgs(args []any) (out []any, plain bool) {
 	if out, plain = FrozenArgs(args); plain {
-		return out, true, true
+		return out, true
 	}
-	out, ok = SnapshotArgs(args)
-	return out, false, ok
+	return SnapshotArgs(args), false
 }
 
-// SnapshotArgs returns a copy of args that shares no memory with them,
-// for a load that may run after its caller returned (a flight other
-// callers share), when FrozenArgs refused them: the caller may change what
-// its pointers and slices point to once it has returned, and the flight
-// must not read that memory, nor run another query than the one keyed. A
-// pointer is replaced by a pointer of its type to a copy of its target, a
-// slice by a copy of its elements; their types, and the methods a driver
-// may call (Value), stay the same. It reports false when an argument holds
-// memory it cannot copy so: a map, a channel, a function, an interface, or
-// a pointer or slice below the top (time.Time's location aside).
-func SnapshotArgs(args []any) ([]any, bool) {
+// SnapshotArgs returns a copy of args for a load that may run after its
+// caller returned (a flight other callers share), when FrozenArgs refused
+// them: the caller may then change what its pointers and slices point to,
+// and the flight must neither read that memory nor run another query than
+// the one keyed. A pointer is replaced by a pointer of its type to a copy
+// of its target, a slice by a copy of its elements; their types, and the
+// methods a driver may call (Value), stay the same. The copy is one level
+// deep: memory further down (a pointer inside a struct, as in a decimal's
+// big.Int) is shared still, and taken to be unchanged, as a time.Time's
+// location is.
+func SnapshotArgs(args []any) []any {
 	out := make([]any, len(args))
 	for i, a := range args {
-		c, ok := snapshot(a)
-		if !ok {
-			return nil, false
-		}
-		out[i] = c
+		out[i] = snapshot(a)
 	}
-	return out, true
+	return out
 }
 
-func snapshot(a any) (any, bool) {
+func snapshot(a any) any {
 	switch a := a.(type) {
 	case nil:
-		return nil, true
+		return nil
 	case []byte:
-		return bytes.Clone(a), true
+		return bytes.Clone(a)
 	case sql.NamedArg:
-		v, ok := snapshot(a.Value)
-		a.Value = v
-		return a, ok
+		a.Value = snapshot(a.Value)
+		return a
 	}
 	v := reflect.ValueOf(a)
-	switch v.Kind() {
-	case reflect.Pointer:
-		if !flat(v.Type().Elem()) {
-			return nil, false
-		}
-		if v.IsNil() {
-			return a, true
-		}
+	switch {
+	case v.Kind() == reflect.Pointer && !v.IsNil():
 		p := reflect.New(v.Type().Elem())
 		p.Elem().Set(v.Elem())
-		return p.Interface(), true
-	case reflect.Slice:
-		if !flat(v.Type().Elem()) {
-			return nil, false
-		}
-		if v.IsNil() {
-			return a, true // nil stays nil: NULL, where an empty slice is not
-		}
+		return p.Interface()
+	case v.Kind() == reflect.Slice && !v.IsNil(): // nil stays nil: NULL, where an empty slice is not
 		s := reflect.MakeSlice(v.Type(), v.Len(), v.Len())
 		reflect.Copy(s, v)
-		return s.Interface(), true
+		return s.Interface()
 	}
-	// Any other value is a copy already, in a, unless it holds references.
-	return a, flat(v.Type())
-}
-
-var timeType = reflect.TypeFor[time.Time]()
-
-// flat reports whether a value of t holds no memory another value may
-// share: no pointer, slice, map, channel, function or interface at any
-// depth. Strings are immutable; a time.Time's location is never changed.
-func flat(t reflect.Type) bool {
-	if t == timeType {
-		return true
-	}
-	switch t.Kind() {
-	case reflect.Bool, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
-		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr,
-		reflect.Float32, reflect.Float64, reflect.Complex64, reflect.Complex128, reflect.String:
-		return true
-	case reflect.Array:
-		return flat(t.Elem())
-	case reflect.Struct:
-		for i := range t.NumField() {
-			if !flat(t.Field(i).Type) {
-				return false
-			}
-		}
-		return true
-	}
-	return false
+	return a // a copy already, in a
 }
 
 // UncertainOutcome reports whether a statement that failed with err may
