@@ -564,6 +564,23 @@ func BenchmarkHotKeyParallel(b *testing.B) {
 		ctx := context.Background()
 		benchParallel(b, func(int) error { return rdb.Get(ctx, key).Err() })
 	})
+	b.Run("hit-floor", func(b *testing.B) {
+		// BenchmarkHitFloor's call at this concurrency: each caller's own
+		// GET, then the scan floor.
+		_, rdb, key := primedInstance(b, hotKeyRows, nil)
+		floor := scanFloorDB(b, hotKeyRows)
+		ctx := context.Background()
+		benchParallel(b, func(int) error {
+			if err := rdb.Get(ctx, key).Err(); err != nil {
+				return err
+			}
+			items, err := benchQuery(floor, false, hotKeyRows)
+			if err == nil && len(items) != hotKeyRows {
+				err = fmt.Errorf("%d rows", len(items))
+			}
+			return err
+		})
+	})
 	b.Run("postgres", func(b *testing.B) {
 		in, _, _ := primedInstance(b, hotKeyRows, nil)
 		benchParallel(b, func(int) error {
