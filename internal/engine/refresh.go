@@ -59,6 +59,8 @@ func (e *Engine) refreshAhead(req request, f found) {
 		return
 	}
 	if _, busy := e.refreshing.LoadOrStore(req.keys.entry, struct{}{}); busy {
+		// Of a value before this one: this one is not refreshed yet.
+		e.memo.releaseRefresh(req.keys.entry, f.head, 0)
 		return
 	}
 	if e.refreshSlots != nil {

@@ -197,6 +197,33 @@ func TestRefreshSkipsHeldLock(t *testing.T) {
 	}
 }
 
+// A hit that finds a refresh of its key still running in this instance (of
+// a value stored before the one it found) starts none, and leaves that
+// value unclaimed: a hit after the running refresh ended refreshes it.
+// The claim used to be kept, and the value never refreshed here.
+func TestRefreshAfterBusyKey(t *testing.T) {
+	r := newRefreshRig(t)
+	do(t, r.e, r.request())
+	do(t, r.e, r.request())
+	r.nearExpiry(t)
+	key := newKeys(r.e.cfg.Prefix, "hot").entry
+	r.e.refreshing.Store(key, struct{}{}) // a refresh of an older value runs
+	// Each hit here (100 ms left, Δ 200 ms) tries with probability e^-0.5.
+	for range 100 {
+		if v := do(t, r.e, r.request()); v != "v1" {
+			t.Fatalf("hit while the key was busy: %q, want v1", v)
+		}
+	}
+	if s := r.e.Stats(); s.RefreshesStarted.Load()+s.RefreshesSkipped.Load() != 0 {
+		t.Fatalf("a refresh ran while the key was busy: %d started, %d skipped", s.RefreshesStarted.Load(), s.RefreshesSkipped.Load())
+	}
+	r.e.refreshing.Delete(key)
+	waitFor(t, "a hit to refresh v1", 10*time.Second, func() bool { return do(t, r.e, r.request()) == "v2" })
+	if n := r.e.Stats().RefreshesStarted.Load(); n != 1 {
+		t.Errorf("%d refreshes started, want 1", n)
+	}
+}
+
 // Close cancels a refresh in progress and waits for it.
 func TestRefreshStoppedByClose(t *testing.T) {
 	r := newRefreshRig(t)
