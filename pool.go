@@ -124,16 +124,15 @@ func (p *Plugin) request(c *cachedPool, query string, args []any) (engine.Reques
 	}
 	var same func() bool
 	if !plain {
-		same = sameKey(hash, d.Name, c.scope, query, args, tables)
+		same = cachekey.Recheck(hash, d.Name, c.scope, query, args, tables)
 	}
-	refreshable := plain && onPool
 	return engine.Request{
 		Hash:        hash,
 		Tables:      tables,
 		TTL:         c.settings.ttl,
 		StaleFor:    c.settings.staleFor,
 		Local:       p.localFor(c.settings),
-		Refreshable: refreshable,
+		Refreshable: plain && onPool,
 		Same:        same,
 		Load: func(ctx context.Context) (*rowcodec.Entry, error) {
 			if onPool {
@@ -146,16 +145,6 @@ func (p *Plugin) request(c *cachedPool, query string, args []any) (engine.Reques
 			return rowcodec.Capture(rows)
 		},
 	}, true
-}
-
-// sameKey returns the Request.Same of a query whose arguments are not all
-// plain values: whether they still give hash (a Valuer's Value may differ
-// from one call to the next).
-func sameKey(hash, dialect, scope, query string, args []any, tables []string) func() bool {
-	return func() bool {
-		h, err := cachekey.Query(dialect, scope, query, args, tables)
-		return err == nil && h == hash
-	}
 }
 
 // localFor returns the near cache's staleness bound for a statement with

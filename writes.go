@@ -67,16 +67,12 @@ func (p *Plugin) registerWriteCallbacks(db *gorm.DB) error {
 	return nil
 }
 
-// capturesRows reports whether rowQuery reads db's statement to its end:
-// one that writes and returns one result set. A CALL, or a string that may
-// hold several statements, can return several, which an entry cannot
-// hold: it runs as GORM runs it, announced as held (announceWrites), since
-// it may commit only after its bump.
-func (p *Plugin) capturesRows(db *gorm.DB) bool {
-	if db.Error != nil || db.DryRun || db.Statement.SQL.Len() == 0 || len(writtenTables(p.dialect, db, false)) == 0 {
-		return false
-	}
-	query := db.Statement.SQL.String()
+// oneResult reports whether a statement that writes returns one result
+// set, which rowQuery reads to its end into an entry. A CALL, or a string
+// that may hold several statements, can return several, which an entry
+// cannot hold: it runs as GORM runs it, announced as held
+// (announceWrites), since it may commit only after its bump.
+func (p *Plugin) oneResult(query string) bool {
 	k := p.dialect.Classify(query)
 	return (k == sqlscan.Write || k == sqlscan.Query) && !strings.Contains(query, ";")
 }
@@ -93,7 +89,8 @@ func (p *Plugin) capturesRows(db *gorm.DB) bool {
 func (p *Plugin) rowQuery(next func(*gorm.DB)) func(*gorm.DB) {
 	return func(db *gorm.DB) {
 		stmt := db.Statement
-		if !p.capturesRows(db) || !p.engine.Enter() {
+		if db.Error != nil || db.DryRun || len(writtenTables(p.dialect, db, false)) == 0 ||
+			!p.oneResult(stmt.SQL.String()) || !p.engine.Enter() {
 			next(db)
 			return
 		}
@@ -202,8 +199,10 @@ func (p *Plugin) announceWrites(withTable, rows bool) func(*gorm.DB) {
 			// are announced now and bumped after it (and again at its end).
 			tables, inTx = dialect.MergeTables(tables, tx.recorded()), false
 		}
-		inTx = inTx || p.session.inSQLTx(db.Statement.ConnPool) || p.beginsSQLTx(db) ||
-			rows && !p.capturesRows(db) // its result, unread, may hold its commit back
+		// A row statement whose result rowQuery leaves unread may commit
+		// only after its bump.
+		unread := rows && len(tables) > 0 && !p.oneResult(db.Statement.SQL.String())
+		inTx = inTx || p.session.inSQLTx(db.Statement.ConnPool) || p.beginsSQLTx(db) || unread
 		if a := p.engine.Announce(db.Statement.Context, p.cascadeBefore(db, tables), inTx); !a.Empty() {
 			db.Statement.Settings.Store(announcedKey{db.Statement}, a)
 		}

@@ -151,23 +151,18 @@ func (c *conn) request(s *settings, query string, args []driver.NamedValue) (eng
 	// and computes the key again around its query (Same), since a Valuer
 	// may give another value each time.
 	vals, plain := engine.FlightArgs(values(args))
-	scope := w.session.Scope
-	hash, err := cachekey.Query(d.Name, scope, query, vals, tables)
+	hash, err := cachekey.Query(d.Name, w.session.Scope, query, vals, tables)
 	if err != nil {
 		w.stats.Bypassed.Add(1)
 		return engine.Request{}, false
 	}
 	var same func() bool
 	if !plain {
-		same = func() bool {
-			h, err := cachekey.Query(d.Name, scope, query, vals, tables)
-			return err == nil && h == hash
-		}
+		same = cachekey.Recheck(hash, d.Name, w.session.Scope, query, vals, tables)
 	}
-	refreshable := plain
 	return engine.Request{
 		Hash: hash, Tables: tables, TTL: s.ttl, StaleFor: s.staleFor, Local: s.local,
-		Refreshable: refreshable, Same: same,
+		Refreshable: plain, Same: same,
 		Load: func(ctx context.Context) (*rowcodec.Entry, error) {
 			ent, differs, err := w.session.Load(ctx, w.loads, query, vals)
 			if differs {

@@ -548,7 +548,7 @@ func TestDefectLockTablesSelfDeadlock(t *testing.T) {
 
 // A cached query whose caller gives up (its context ends) leaves its flight
 // running on its arguments. When the arguments are not all plain values,
-// FrozenArgs copies nothing, and a []byte argument the caller reuses after
+// they were not copied, and a []byte argument the caller reuses after
 // the call returned is read by the load later: the entry stored under the
 // key of the first bytes holds the rows of the second.
 func TestDefectAbandonedFlightReadsReusedBuffer(t *testing.T) {

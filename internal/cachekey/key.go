@@ -114,3 +114,13 @@ func Query(dialect, scope, query string, args []any, tables []string) (string, e
 	sum := sha256.Sum256(buf)
 	return hex.EncodeToString(sum[:16]), nil
 }
+
+// Recheck returns a function that reports whether args still give hash,
+// the key Query made of them: a driver.Valuer among them may give another
+// value each time it is asked.
+func Recheck(hash, dialect, scope, query string, args []any, tables []string) func() bool {
+	return func() bool {
+		h, err := Query(dialect, scope, query, args, tables)
+		return err == nil && h == hash
+	}
+}

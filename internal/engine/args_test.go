@@ -84,7 +84,7 @@ func awaitGoroutine(t *testing.T, what string, frames ...string) {
 	})
 }
 
-// SnapshotArgs copies every argument whose memory its caller could change
+// snapshotArgs copies every argument whose memory its caller could change
 // (the target of a pointer, the elements of a slice), one level deep, and
 // keeps their types, and nil and NULL apart.
 func TestSnapshotArgs(t *testing.T) {
@@ -94,7 +94,7 @@ func TestSnapshotArgs(t *testing.T) {
 	ints, b := []int64{1, 2}, []byte("ab")
 	deep := withPtr{&n}
 	args := []any{&n, &p, ints, b, point{3, 4}, (*int)(nil), []int64(nil), []byte{}, "s", time.Unix(1, 0), deep}
-	got := SnapshotArgs(args)
+	got := snapshotArgs(args)
 	n, p, ints[0], b[0] = 9, point{9, 9}, 9, 'z' // the caller's, after the call
 	want := []any{1, point{1, 2}, []int64{1, 2}, []byte("ab"), point{3, 4}, (*int)(nil), []int64(nil), []byte{}, "s", time.Unix(1, 0), deep}
 	for i, g := range got {

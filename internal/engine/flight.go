@@ -39,7 +39,7 @@ type Request struct {
 	// transaction the caller owns.
 	Refreshable bool
 	// Same reports whether the arguments Load runs with still give Hash;
-	// nil when they cannot change (FrozenArgs took them). A flight may run
+	// nil when they cannot change (frozenArgs took them). A flight may run
 	// Load after the caller that started it returned, and a caller may
 	// change a pointer or a driver.Valuer it passed once its call returned:
 	// the query's rows would then be another query's, stored under this

@@ -11,7 +11,7 @@ import (
 func TestFrozenArgs(t *testing.T) {
 	b := []byte("abc")
 	at := time.Now()
-	got, ok := FrozenArgs([]any{nil, 1, int64(2), uint8(3), 1.5, true, "s", at, b})
+	got, ok := frozenArgs([]any{nil, 1, int64(2), uint8(3), 1.5, true, "s", at, b})
 	if !ok {
 		t.Fatal("plain values refused")
 	}
@@ -22,11 +22,11 @@ func TestFrozenArgs(t *testing.T) {
 	type userID int64
 	s := "p"
 	for _, arg := range []any{&s, []int{1}, map[string]int{}, userID(1), sql.NullString{String: "v", Valid: true}} {
-		if _, ok := FrozenArgs([]any{1, arg}); ok {
+		if _, ok := frozenArgs([]any{1, arg}); ok {
 			t.Errorf("%T (%v) accepted: it could change, or its value depends on a method", arg, arg)
 		}
 	}
-	if got, ok := FrozenArgs(nil); !ok || got != nil {
+	if got, ok := frozenArgs(nil); !ok || got != nil {
 		t.Errorf("no arguments: %v, %v", got, ok)
 	}
 }

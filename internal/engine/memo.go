@@ -47,15 +47,14 @@ type memo struct {
 type memoItem struct {
 	key  string
 	head string // of the stored value the entry was decoded from
-	// refresh: this instance started a refresh ahead of expiry of this
-	// stored value, or found another instance refreshing it; until
-	// retry, when that is not zero: the other instance's refresh may fail.
-	refresh bool
-	retry   time.Time
-	entry   *rowcodec.Entry
-	weight  int       // memoWeight of the item
-	expires time.Time // when Redis drops the entry
-	index   int       // in memo.expiry
+	// noRefresh: until then this instance does not refresh this stored
+	// value: it started a refresh of it (claimed, until released), or
+	// found another instance refreshing it, whose refresh may fail.
+	noRefresh time.Time
+	entry     *rowcodec.Entry
+	weight    int       // memoWeight of the item
+	expires   time.Time // when Redis drops the entry
+	index     int       // in memo.expiry
 }
 
 func newMemo(limit int) *memo {
@@ -118,12 +117,16 @@ func (m *memo) claimRefresh(key, head string) bool {
 	if it.head != head {
 		return true
 	}
-	if it.refresh && (it.retry.IsZero() || m.now().Before(it.retry)) {
+	if m.now().Before(it.noRefresh) {
 		return false
 	}
-	it.refresh, it.retry = true, time.Time{}
+	it.noRefresh = claimed
 	return true
 }
+
+// claimed is the noRefresh of a stored value whose refresh runs: no time
+// comes after it.
+var claimed = time.Unix(1<<62, 0)
 
 // releaseRefresh undoes claimRefresh after a delay: at once (0) for a
 // refresh that failed, later for one that found another instance holding
@@ -134,10 +137,9 @@ func (m *memo) releaseRefresh(key, head string, after time.Duration) {
 	defer m.mu.Unlock()
 	if el, ok := m.byKey[key]; ok && el.Value.(*memoItem).head == head {
 		it := el.Value.(*memoItem)
-		if after <= 0 {
-			it.refresh = false
-		} else {
-			it.retry = m.now().Add(after)
+		it.noRefresh = time.Time{}
+		if after > 0 {
+			it.noRefresh = m.now().Add(after)
 		}
 	}
 }

@@ -156,7 +156,7 @@ func (e *Engine) reload(req request, head string) (release bool, after time.Dura
 	return false, 0
 }
 
-// FrozenArgs returns a copy of args that cannot change after the call, or
+// frozenArgs returns a copy of args that cannot change after the call, or
 // false when an argument could (a pointer, a Valuer, a slice other than
 // []byte, a named type): a refresh would then query other values than the
 // ones its key was computed from.
@@ -164,7 +164,7 @@ func (e *Engine) reload(req request, head string) (release bool, after time.Dura
 // The copy also keeps the refresh's arguments apart from the statement's
 // Vars, which GORM resets and reuses for the next statement of a session
 // that is not new.
-func FrozenArgs(args []any) ([]any, bool) {
+func frozenArgs(args []any) ([]any, bool) {
 	if len(args) == 0 {
 		return nil, true
 	}
@@ -186,17 +186,17 @@ func FrozenArgs(args []any) ([]any, bool) {
 }
 
 // FlightArgs returns the arguments a flight runs its query with: the copy
-// FrozenArgs makes when they are plain values (plain), SnapshotArgs's
+// frozenArgs makes when they are plain values (plain), snapshotArgs's
 // otherwise.
 func FlightArgs(args []any) (out []any, plain bool) {
-	if out, plain = FrozenArgs(args); plain {
+	if out, plain = frozenArgs(args); plain {
 		return out, true
 	}
-	return SnapshotArgs(args), false
+	return snapshotArgs(args), false
 }
 
-// SnapshotArgs returns a copy of args for a load that may run after its
-// caller returned (a flight other callers share), when FrozenArgs refused
+// snapshotArgs returns a copy of args for a load that may run after its
+// caller returned (a flight other callers share), when frozenArgs refused
 // them: the caller may then change what its pointers and slices point to,
 // and the flight must neither read that memory nor run another query than
 // the one keyed. A pointer is replaced by a pointer of its type to a copy
@@ -205,7 +205,7 @@ func FlightArgs(args []any) (out []any, plain bool) {
 // deep: memory further down (a pointer inside a struct, as in a decimal's
 // big.Int) is shared still, and taken to be unchanged, as a time.Time's
 // location is.
-func SnapshotArgs(args []any) []any {
+func snapshotArgs(args []any) []any {
 	out := make([]any, len(args))
 	for i, a := range args {
 		out[i] = snapshot(a)
